@@ -1,0 +1,109 @@
+"""Built-in example targets, by name: ``load("eight_schools_noncentered")``, ``list_examples()``.
+
+Importing this package builds nothing and loads no data; each target is built when asked for.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import NamedTuple
+
+from vbayes.errors import VBayesError
+from vbayes.examples.classic import (
+    banana,
+    breast_cancer_data,
+    eight_schools_centered,
+    eight_schools_centered_model,
+    eight_schools_data,
+    eight_schools_noncentered,
+    eight_schools_noncentered_model,
+    funnel,
+    logistic_regression,
+    logistic_regression_model,
+    synthetic_logistic_data,
+)
+from vbayes.examples.conjugate_regression import (
+    diabetes_data,
+    exact_log_evidence,
+    exact_posterior,
+    linear_regression,
+    linear_regression_exact,
+)
+from vbayes.targets import Target
+
+
+class Example(NamedTuple):
+    """A named example: ``build()`` returns a fresh :class:`~vbayes.targets.Target`."""
+
+    name: str
+    build: Callable[[], Target]
+    description: str
+
+
+EXAMPLES: dict[str, Example] = {
+    e.name: e
+    for e in [
+        Example(
+            "eight_schools_noncentered",
+            eight_schools_noncentered,
+            "eight schools hierarchical model, non-centered (mu, tau, theta_tilde[8]); dim 10",
+        ),
+        Example(
+            "eight_schools_centered",
+            eight_schools_centered,
+            "eight schools hierarchical model, centered (mu, tau, theta[8]): a funnel; dim 10",
+        ),
+        Example(
+            "logistic_regression",
+            logistic_regression,
+            "Bayesian logistic regression, sklearn breast cancer data (N=569, 30 features + intercept); dim 31",
+        ),
+        Example(
+            "linear_regression",
+            linear_regression,
+            "conjugate linear regression, sklearn diabetes data (N=442); exact posterior and evidence known; dim 11",
+        ),
+        Example("funnel", funnel, "Neal's funnel: v ~ N(0, 3^2), x_i ~ N(0, e^v); dim 10"),
+        Example("banana", banana, "twisted Gaussian: x1 ~ N(0, 10^2), x2 ~ N(0.03 (x1^2 - 100), 1); dim 2"),
+    ]
+}
+
+
+def list_examples() -> list[Example]:
+    """All built-in examples, in registry order."""
+    return list(EXAMPLES.values())
+
+
+def load(name: str) -> Target:
+    """Build the example target called ``name``; raise :class:`VBayesError` listing the known names if unknown."""
+    example = EXAMPLES.get(name)
+    if example is None:
+        close = difflib.get_close_matches(str(name), list(EXAMPLES), n=2)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise VBayesError(f"unknown example {name!r}; {hint}known examples: {', '.join(EXAMPLES)}")
+    return example.build()
+
+
+__all__ = [
+    "EXAMPLES",
+    "Example",
+    "banana",
+    "breast_cancer_data",
+    "diabetes_data",
+    "eight_schools_centered",
+    "eight_schools_centered_model",
+    "eight_schools_data",
+    "eight_schools_noncentered",
+    "eight_schools_noncentered_model",
+    "exact_log_evidence",
+    "exact_posterior",
+    "funnel",
+    "linear_regression",
+    "linear_regression_exact",
+    "list_examples",
+    "load",
+    "logistic_regression",
+    "logistic_regression_model",
+    "synthetic_logistic_data",
+]

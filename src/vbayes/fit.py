@@ -1,0 +1,115 @@
+"""The one result every method returns: the approximation q, its draws, summary and run record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from vbayes.families import Family
+from vbayes.targets import Target
+
+Array = jax.Array
+
+
+@dataclass(frozen=True)
+class FitInfo:
+    """How the run went. ``outcome``: ``converged`` | ``max_steps`` | ``diverged`` | ``interrupted``."""
+
+    method: str
+    outcome: str
+    message: str
+    steps: int
+    grad_evals: int
+    skipped_steps: int
+    wall_time: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return self.outcome == "converged"
+
+
+@jax.jit
+def _constrain_rows(target: Target, z: Array) -> dict[str, Array]:
+    """θ(z) for each row: ``(n, d) -> {name: (n, *shape)}`` (compiled once per target layout)."""
+    return jax.vmap(target.constrain)(z)
+
+
+@dataclass
+class Fit:
+    """An approximation ``q`` of ``target``'s posterior on the unconstrained space, with its record.
+
+    ``trace``: the objective estimate at every step, shape ``(steps,)``; ``state``: the algorithm's last
+    state, enough to resume (pass the Fit as ``init=`` to the same method).
+    """
+
+    target: Target
+    q: Family
+    trace: np.ndarray
+    info: FitInfo
+    state: Any = None
+
+    def draws_unconstrained(self, n: int = 1000, key: Array | int = 0) -> Array:
+        """``n`` draws z ~ q, shape ``(n, d)``."""
+        key = jax.random.PRNGKey(key) if isinstance(key, int) else key
+        return self.q.sample(key, n)
+
+    def draws(self, n: int = 1000, key: Array | int = 0) -> dict[str, np.ndarray]:
+        """``n`` draws θ(z), z ~ q, as ``{name: (n, *shape)}`` in the constrained space (deterministic sites too)."""
+        z = self.draws_unconstrained(n, key)
+        return {k: np.asarray(v) for k, v in _constrain_rows(self.target, z).items()}
+
+    @property
+    def elbo(self) -> float:
+        """Mean objective over the last tenth of the run (at least the last step): the reported ELBO."""
+        if self.trace.size == 0:
+            return float("nan")
+        tail = self.trace[-max(1, self.trace.size // 10) :]
+        tail = tail[np.isfinite(tail)]
+        return float(np.mean(tail)) if tail.size else float("nan")
+
+    def summary(self, n: int = 4000, key: Array | int = 0) -> pd.DataFrame:
+        """Per scalar parameter: mean, sd, 5/50/95% quantiles of ``n`` constrained draws."""
+        return summarize(self.draws(n, key))
+
+    def to_arviz(self, n: int = 1000, key: Array | int = 0):
+        """An ``arviz.InferenceData`` with one chain of ``n`` draws from q (constrained)."""
+        import arviz as az
+
+        return az.from_dict(
+            posterior={k: v[None] for k, v in self.draws(n, key).items()},
+            attrs={"inference_library": "vbayes", "method": self.info.method, "outcome": self.info.outcome},
+        )
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"Fit({i.method} on {self.target.name!r}, {type(self.q).__name__}, outcome={i.outcome}, "
+            f"steps={i.steps}, elbo={self.elbo:.4g}, wall={i.wall_time:.2f}s)"
+        )
+
+
+def summarize(draws: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Table of mean, sd, 5%, 50%, 95% per scalar entry of ``{name: (n, *shape)}`` draws."""
+    rows, index = [], []
+    for name, x in draws.items():
+        x = np.asarray(x).reshape(x.shape[0], -1)
+        shape = draws[name].shape[1:]
+        labels = [name] if not shape else [f"{name}[{','.join(map(str, ix))}]" for ix in np.ndindex(*shape)]
+        q = np.quantile(x, [0.05, 0.5, 0.95], axis=0)
+        for j, label in enumerate(labels):
+            index.append(label)
+            rows.append((x[:, j].mean(), x[:, j].std(ddof=1), q[0, j], q[1, j], q[2, j]))
+    return pd.DataFrame(rows, index=index, columns=["mean", "sd", "5%", "50%", "95%"])
+
+
+def as_key(key: Array | int | None) -> Array:
+    """A PRNG key from an int seed, a key, or None (seed 0)."""
+    if key is None:
+        return jax.random.PRNGKey(0)
+    return jax.random.PRNGKey(key) if isinstance(key, int) else jnp.asarray(key)

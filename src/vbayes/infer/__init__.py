@@ -1,0 +1,5 @@
+"""Algorithms: each a functional core (init_state / build_step) and a driver that returns a Fit."""
+
+from vbayes.infer.advi import advi
+
+__all__ = ["advi"]

@@ -1,0 +1,408 @@
+"""Automatic differentiation variational inference (Kucukelbir et al. 2017) on any :class:`Target`.
+
+Functional core in the style of BlackJAX / optax::
+
+    state = init_state(q, optimizer)
+    step = build_step(objective, optimizer, num_samples)
+    state, info = step(key, state, target)          # one stochastic gradient step on the ELBO
+
+and one driver, :func:`advi`, that runs ``step`` in compiled chunks of ``lax.scan`` with a progress bar
+between chunks, decides there when to decay the step size and when to stop, and returns a :class:`Fit`.
+
+Default schedule, robust to Monte Carlo noise: the mean objective of each chunk is compared with the
+previous chunk's; when it has not risen by more than twice its standard error the step size is halved.
+After ``max_decays`` halvings a further plateau means *converged*. The returned q is the average of the
+iterates over the last chunk (Polyak averaging), which removes most of the remaining gradient noise.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vbayes.errors import VBayesError
+from vbayes.families import FAMILIES, Family, FullRankGaussian, LowRankGaussian, MeanFieldGaussian, PointMass
+from vbayes.fit import Fit, FitInfo, as_key
+from vbayes.objectives import OBJECTIVES, Objective
+from vbayes.targets import Target, check_initial_point
+
+Array = jax.Array
+
+
+class ADVIState(NamedTuple):
+    """``q``: current approximation; ``step_size``: multiplies every update (halved on a non-finite step
+    and by the driver's schedule); ``bad_in_row``/``skipped``: non-finite steps, consecutive and in all;
+    ``q_sum``/``n_sum``: running sum of iterates for Polyak averaging."""
+
+    q: Family
+    opt_state: optax.OptState
+    step_size: Array
+    bad_in_row: Array
+    skipped: Array
+    q_sum: Family
+    n_sum: Array
+
+
+class ADVIInfo(NamedTuple):
+    """Per step: the objective estimate (NaN when the step was skipped)."""
+
+    objective: Array
+
+
+def scale_by_q_sd() -> optax.GradientTransformation:
+    """Measure updates in q's own sd units: the mean's update, and each row of LowRank's factor, is
+    multiplied by q's marginal sd of that coordinate; the off-diagonal row i of FullRank's triangle by
+    its conditional sd L_ii (the marginal sd there feeds back into its own step and can run away);
+    log-scales are unitless and left alone. Adam's unit step then means one posterior sd
+    times the learning rate whatever the posterior's scale (a diagonal natural-gradient preconditioner)."""
+
+    def update(updates, state, params=None):
+        if params is None or isinstance(params, PointMass):
+            return updates, state
+        sd = jax.lax.stop_gradient(params.marginal_sd())
+        updates = updates._replace(loc=updates.loc * sd)
+        if isinstance(params, FullRankGaussian):
+            row = jax.lax.stop_gradient(jnp.exp(jnp.diag(params.raw_tril)))
+            off = jnp.tril(updates.raw_tril, -1) * row[:, None]
+            updates = updates._replace(raw_tril=off + jnp.diag(jnp.diag(updates.raw_tril)))
+        elif isinstance(params, LowRankGaussian):
+            updates = updates._replace(factor=updates.factor * sd[:, None])
+        return updates, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def default_optimizer(learning_rate: float = 0.1) -> optax.GradientTransformation:
+    """Adam whose mean steps are measured in q's own sd units (see :func:`scale_by_q_sd`)."""
+    return optax.chain(optax.scale_by_adam(), scale_by_q_sd(), optax.scale(-learning_rate))
+
+
+def init_state(q: Family, optimizer: optax.GradientTransformation) -> ADVIState:
+    """Initial state at ``q``."""
+    zero = jnp.zeros((), jnp.int32)
+    return ADVIState(
+        q, optimizer.init(q), jnp.ones((), q.loc.dtype), zero, zero, jax.tree_util.tree_map(jnp.zeros_like, q), zero
+    )
+
+
+def _all_finite(tree: Any) -> Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def build_step(
+    objective: Objective, optimizer: optax.GradientTransformation, num_samples: int
+) -> Callable[[Array, ADVIState, Target], tuple[ADVIState, ADVIInfo]]:
+    """One step: q ← q + step_size · optimizer(∇_q objective). A step whose objective, gradient or
+    result is non-finite is skipped, counted, and halves the step size."""
+
+    def step(key: Array, state: ADVIState, target: Target, active: Array = True) -> tuple[ADVIState, ADVIInfo]:
+        value, grad = jax.value_and_grad(lambda q: objective(target, q, key, num_samples))(state.q)
+        neg = jax.tree_util.tree_map(jnp.negative, grad)
+        updates, opt_state = optimizer.update(neg, state.opt_state, state.q)
+        q = optax.apply_updates(state.q, jax.tree_util.tree_map(lambda u: state.step_size * u, updates))
+        ok = jnp.isfinite(value) & _all_finite(grad) & _all_finite(q)
+        take = ok & active
+        pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), new, old)
+        bad = (~ok) & active
+        q_new = pick(q, state.q)
+        new_state = ADVIState(
+            q=q_new,
+            opt_state=pick(opt_state, state.opt_state),
+            step_size=jnp.where(bad, 0.5 * state.step_size, state.step_size),
+            bad_in_row=jnp.where(bad, state.bad_in_row + 1, jnp.where(active, 0, state.bad_in_row)),
+            skipped=state.skipped + bad.astype(jnp.int32),
+            q_sum=jax.tree_util.tree_map(lambda s, x: s + jnp.where(take, x, 0), state.q_sum, q_new),
+            n_sum=state.n_sum + take.astype(jnp.int32),
+        )
+        return new_state, ADVIInfo(jnp.where(take, value, jnp.nan))
+
+    return step
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_runner(objective: Objective, optimizer_key: Any, num_samples: int) -> Callable:
+    """Jitted ``(state, target, keys, n_active, check_key) -> (state, objective per step, check values)``.
+
+    After the chunk it evaluates ``log p̃(z) − log q̄(z)`` at ``num_check`` draws of the chunk-averaged
+    q̄ made from the fixed ``check_key``: common random numbers, so successive chunks are compared by a
+    paired difference with little Monte Carlo noise. Cached so that a fit on a new target of the same
+    layout and shapes reuses the compiled program.
+    """
+    optimizer = _OPTIMIZERS[optimizer_key]
+    step = build_step(objective, optimizer, num_samples)
+
+    @functools.partial(jax.jit, static_argnums=5)
+    def run(state: ADVIState, target: Target, keys: Array, n_active: Array, check_key: Array, num_check: int):
+        state = state._replace(q_sum=jax.tree_util.tree_map(jnp.zeros_like, state.q_sum), n_sum=state.n_sum * 0)
+
+        def body(s, xs):
+            i, k = xs
+            s, info = step(k, s, target, i < n_active)
+            return s, info.objective
+
+        state, values = jax.lax.scan(body, state, (jnp.arange(keys.shape[0]), keys))
+        q_bar = polyak_average(state)
+        z = q_bar.sample(check_key, num_check)
+        check = jax.vmap(target.log_density)(z) - q_bar.log_prob(z)
+        return state, values, check
+
+    return run
+
+
+# optax transformations are not hashable by value: register each under a key so the compiled chunk
+# runner can be cached (the default optimiser always has the same key, so it never recompiles).
+_OPTIMIZERS: dict[Any, optax.GradientTransformation] = {}
+
+
+def _register_optimizer(optimizer: optax.GradientTransformation | None, learning_rate: float) -> Any:
+    if optimizer is None:
+        key = ("default", float(learning_rate))
+        _OPTIMIZERS.setdefault(key, default_optimizer(learning_rate))
+    else:
+        key = ("user", id(optimizer))
+        _OPTIMIZERS[key] = optimizer
+    return key
+
+
+# ----------------------------------------------------------------------------------------------
+# initialisation
+
+
+def find_mode(target: Target, z0: Array, max_iter: int = 500) -> tuple[Array, bool]:
+    """argmax_z log p̃(z) by L-BFGS from ``z0``; returns (z, ok) with ok False when it failed to stay finite."""
+    return _find_mode(target, z0, max_iter)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _find_mode(target: Target, z0: Array, max_iter: int) -> tuple[Array, Array]:
+    loss = lambda z: -target.log_density(z)
+    opt = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(loss)
+
+    def body(carry):
+        z, state, _ = carry
+        value, grad = value_and_grad(z, state=state)
+        updates, state = opt.update(grad, state, z, value=value, grad=grad, value_fn=loss)
+        return optax.apply_updates(z, updates), state, grad
+
+    def cond(carry):
+        z, state, grad = carry
+        n = optax.tree_utils.tree_get(state, "count")
+        small = jnp.max(jnp.abs(grad)) < 1e-6 * (1.0 + jnp.abs(optax.tree_utils.tree_get(state, "value")))
+        return (n == 0) | ((n < max_iter) & ~small & jnp.all(jnp.isfinite(z)))
+
+    z, _, grad = jax.lax.while_loop(cond, body, (z0, opt.init(z0), jnp.full_like(z0, jnp.inf)))
+    ok = jnp.all(jnp.isfinite(z)) & jnp.isfinite(loss(z)) & jnp.all(jnp.isfinite(grad))
+    return z, ok
+
+
+@jax.jit
+def _hessian(target: Target, z: Array) -> Array:
+    return jax.hessian(target.log_density)(z)
+
+
+def _initial_q(target: Target, family: str, rank: int, init: Any, key: Array) -> tuple[Family, dict]:
+    """q at the start: a given family instance, or a Gaussian at the mode of log p̃ with the Laplace scale
+    (curvature of the mode; 0.1 where that fails), or at z = 0 with scale 0.1 (``init="zero"``)."""
+    cls = FAMILIES[family]
+    d = target.dim
+    z0 = jnp.zeros(d, jnp.result_type(float))
+    if not isinstance(init, str):
+        return init, {"init": "given"}
+    if init not in ("mode", "zero"):
+        raise VBayesError(f"init must be 'mode', 'zero', a family instance or a Fit, got {init!r}")
+    check_initial_point(target, z0)
+    loc, scale, note = z0, jnp.full(d, 0.1), {"init": "zero"}
+    if init == "mode":
+        z, ok = find_mode(target, z0)
+        if bool(ok):
+            loc, note = z, {"init": "mode"}
+            if cls is FullRankGaussian or d <= 2000:
+                h = -_hessian(target, z)
+                if cls is FullRankGaussian:
+                    chol = jnp.linalg.cholesky(jnp.linalg.inv(0.5 * (h + h.T)))
+                    if bool(jnp.all(jnp.isfinite(chol))):
+                        note["init"] = "mode+laplace"
+                        return FullRankGaussian.from_covariance(loc, chol @ chol.T), note
+                diag = jnp.diag(h)
+                good = jnp.isfinite(diag) & (diag > 0)
+                scale = jnp.where(good, 1.0 / jnp.sqrt(jnp.where(good, diag, 1.0)), 0.1)
+                note["init"] = "mode+laplace-diagonal"
+        else:
+            note["init"] = "zero (mode search diverged)"
+    if cls is PointMass:
+        return PointMass.init(loc), note
+    if cls is LowRankGaussian:
+        return LowRankGaussian.init(loc, scale, rank, key), note
+    return cls.init(loc, scale), note
+
+
+# ----------------------------------------------------------------------------------------------
+# driver
+
+
+def advi(
+    target: Target,
+    family: str = "meanfield",
+    *,
+    rank: int = 2,
+    objective: str = "stl",
+    num_samples: int | None = None,
+    max_steps: int = 20_000,
+    learning_rate: float = 0.1,
+    optimizer: optax.GradientTransformation | None = None,
+    init: Any = "mode",
+    key: Array | int | None = 0,
+    chunk_size: int = 250,
+    max_decays: int = 4,
+    tol: float = 1e-3,
+    num_check: int = 64,
+    max_bad_in_row: int = 20,
+    progress: bool = True,
+) -> Fit:
+    """Fit ``q`` in ``family`` to ``target`` by maximising ``objective`` with stochastic gradients.
+
+    family: ``meanfield`` | ``fullrank`` | ``lowrank`` (``rank`` columns) | ``pointmass`` (MAP).
+    objective: ``stl`` (default) | ``elbo`` | ``score`` | ``iwelbo``; ``num_samples`` draws per step
+    (default 1, or 8 for ``score`` and ``iwelbo``). ``init``: ``"mode"`` (L-BFGS to the mode, Laplace
+    scales), ``"zero"``, a family instance, or a previous :class:`Fit` to resume. ``optimizer``: any optax
+    transformation (default: :func:`default_optimizer` with ``learning_rate``). Stopping: after each
+    chunk the ELBO of the chunk-averaged q is compared with the previous chunk's on ``num_check`` common
+    draws; a rise below ``max(2 se, tol)`` nats halves the step size, and after ``max_decays`` halvings
+    ends the run as converged. Returns a :class:`Fit`
+    whose ``info.outcome`` is ``converged``, ``max_steps``, ``diverged`` or ``interrupted``.
+    """
+    t_start = time.perf_counter()
+    if not isinstance(target, Target):
+        raise VBayesError(f"advi needs a vbayes Target (from_numpyro, from_logdensity), got {type(target).__name__}")
+    if family not in FAMILIES:
+        raise VBayesError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    if objective not in OBJECTIVES:
+        raise VBayesError(f"unknown objective {objective!r}; choose one of {sorted(OBJECTIVES)}")
+    if family == "lowrank" and not 1 <= rank <= target.dim:
+        raise VBayesError(f"rank must be between 1 and the dimension {target.dim}, got {rank}")
+    if max_steps < 1:
+        raise VBayesError(f"max_steps must be at least 1, got {max_steps}")
+    num_samples = num_samples or (8 if objective in ("score", "iwelbo") else 1)
+    key = as_key(key)
+    key, init_key = jax.random.split(key)
+
+    opt_key = _register_optimizer(optimizer, learning_rate)
+    if isinstance(init, Fit):
+        state, note, done = init.state, {"init": "resumed"}, init.info.steps
+        prior_trace = [init.trace]
+    else:
+        q0, note = _initial_q(target, family, rank, init, init_key)
+        state, done, prior_trace = init_state(q0, _OPTIMIZERS[opt_key]), 0, []
+    run = _chunk_runner(OBJECTIVES[objective], opt_key, num_samples)
+
+    chunk = min(chunk_size, max_steps)
+    check_key = jax.random.fold_in(key, 1)
+    traces: list[np.ndarray] = list(prior_trace)
+    outcome, message, decays, prev = "max_steps", "", 0, None
+    steps = 0
+    bar = _progress(progress, max_steps, target.name)
+    try:
+        while steps < max_steps:
+            key, sub = jax.random.split(key)
+            n_active = min(chunk, max_steps - steps)
+            state, values, check = run(
+                state, target, jax.random.split(sub, chunk), jnp.asarray(n_active), check_key, num_check
+            )
+            values, check = np.asarray(values)[:n_active], np.asarray(check)
+            traces.append(values)
+            steps += n_active
+            bar.update(n_active, values)
+            if int(state.bad_in_row) >= max_bad_in_row:
+                outcome, message = "diverged", _divergence_message(target, state, max_bad_in_row)
+                break
+            if prev is not None and np.all(np.isfinite(check)) and np.all(np.isfinite(prev)):
+                diff = check - prev
+                gain, se = diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)
+                if gain <= max(2.0 * se, tol):
+                    if decays >= max_decays:
+                        outcome = "converged"
+                        message = (
+                            f"the ELBO of the averaged q rose by {gain:.2g} ± {se:.2g} nats over the last "
+                            f"{chunk} steps after {decays} step-size halvings"
+                        )
+                        break
+                    decays += 1
+                    state = state._replace(step_size=state.step_size * 0.5)
+            prev = check
+    except KeyboardInterrupt:
+        outcome, message = "interrupted", f"interrupted after {steps} steps; pass this Fit as init= to resume"
+    finally:
+        bar.close()
+    if outcome == "max_steps":
+        message = f"reached max_steps={max_steps} before the objective levelled off ({decays} halvings)"
+
+    q = polyak_average(state)
+    trace = np.concatenate(traces) if traces else np.zeros(0)
+    info = FitInfo(
+        method=f"advi-{family}",
+        outcome=outcome,
+        message=message,
+        steps=done + steps,
+        grad_evals=(done + steps) * num_samples,
+        skipped_steps=int(state.skipped),
+        wall_time=time.perf_counter() - t_start,
+        extra={**note, "objective": objective, "num_samples": num_samples, "step_size_halvings": decays},
+    )
+    return Fit(target=target, q=q, trace=trace, info=info, state=state)
+
+
+def polyak_average(state: ADVIState) -> Family:
+    """Mean of the iterates since the last reset of ``q_sum`` (the current iterate if none was taken)."""
+    n = jnp.maximum(state.n_sum, 1)
+    mean = jax.tree_util.tree_map(lambda s: s / n, state.q_sum)
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(state.n_sum > 0, a, b), mean, state.q)
+
+
+def _divergence_message(target: Target, state: ADVIState, n: int) -> str:
+    """Name the cause: the log density or its gradient is non-finite where q puts mass."""
+    loc = state.q.loc
+    value, grad = jax.value_and_grad(target.log_density)(loc)
+    where = "at q's mean" if not (np.isfinite(float(value)) and bool(jnp.all(jnp.isfinite(grad)))) else "at draws of q"
+    shown = {k: np.round(np.asarray(v), 3).tolist() for k, v in target.constrain(loc).items()}
+    return (
+        f"{n} steps in a row had a non-finite objective or gradient even after halving the step size "
+        f"{n} times; the log density of {target.name!r} is NaN/inf {where} (q's mean: {shown}). Check the "
+        "model there (constraints, overflow), or lower learning_rate."
+    )
+
+
+class _progress:
+    """A rich progress bar between chunks (no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, name: str):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("advi {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("ELBO {task.fields[elbo]}"),
+                TimeElapsedColumn(),
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(name, total=total, elbo="…")
+
+    def update(self, n: int, values: np.ndarray) -> None:
+        if self.bar is not None:
+            finite = values[np.isfinite(values)]
+            self.bar.update(self.task, advance=n, elbo=f"{finite.mean():.3f}" if finite.size else "nan")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
