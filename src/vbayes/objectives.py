@@ -6,8 +6,8 @@ Each returns an estimate of a lower bound on log Z whose *gradient* with respect
 | name | value | gradient |
 | --- | --- | --- |
 | ``elbo`` | mean log p̃(z_s) + H[q] | reparameterised (pathwise) |
-| ``stl`` | mean log p̃(z_s) − log q(z_s) | sticking the landing: q's score term dropped (Roeder et al. 2017) |
-| ``score`` | mean log p̃(z_s) − log q(z_s) | score function with a leave-one-out baseline (no reparameterisation needed) |
+| ``stl`` | mean log p̃(z_s) − log q(z_s) | sticking the landing: q's score term dropped (Roeder+ 2017) |
+| ``score`` | mean log p̃(z_s) − log q(z_s) | score function, leave-one-out baseline (no reparameterisation needed) |
 | ``iwelbo`` | log mean_k exp(log p̃(z_k) − log q(z_k)) | reparameterised; K = num_samples (Burda et al. 2016) |
 """
 

@@ -78,7 +78,7 @@ class _Frozen:
 
     def merge(self, arrays: tuple[Any, ...]) -> PyTree:
         it = iter(arrays)
-        leaves = [next(it) if a else s for s, a in zip(self.static, self.is_array)]
+        leaves = [next(it) if a else s for s, a in zip(self.static, self.is_array, strict=True)]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
@@ -97,12 +97,12 @@ def _is_array(x: Any) -> bool:
 def _split(tree: PyTree) -> tuple[_Frozen, tuple[Any, ...]]:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     mask = tuple(_is_array(x) for x in leaves)
-    static = tuple(None if a else x for x, a in zip(leaves, mask))
-    arrays = tuple(x for x, a in zip(leaves, mask) if a)
+    static = tuple(None if a else x for x, a in zip(leaves, mask, strict=True))
+    arrays = tuple(x for x, a in zip(leaves, mask, strict=True) if a)
     return _Frozen(treedef, static, mask), arrays
 
 
-def check_finite(tree: PyTree, what: str = "data") -> None:
+def check_finite(tree: PyTree, what: str = "data ") -> None:
     """Raise :class:`VBayesError` naming the first array in ``tree`` that holds NaN or ±inf."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         if not _is_array(leaf):
@@ -113,9 +113,9 @@ def check_finite(tree: PyTree, what: str = "data") -> None:
         bad = ~np.isfinite(arr)
         if bad.any():
             where = np.argwhere(bad)[:5].tolist() if arr.ndim else []
-            name = jax.tree_util.keystr(path) or "(the array)"
+            name = jax.tree_util.keystr(path)
             raise VBayesError(
-                f"{what} {name} has {int(bad.sum())} non-finite value(s) (NaN or inf) out of {arr.size}"
+                f"{what}{name} has {int(bad.sum())} non-finite value(s) (NaN or inf) out of {arr.size}"
                 + (f", first at index {where}" if where else "")
                 + "; remove or impute them before fitting."
             )
@@ -157,18 +157,18 @@ class _LogDensityFn:
 
     def constrain(self, z: Array, data: tuple) -> dict[str, Array]:
         u = self.unconstrained(z)
-        return {s.name: biject_to(c)(u[s.name]) for s, c in zip(self.specs, self.constraints)}
+        return {s.name: biject_to(c)(u[s.name]) for s, c in zip(self.specs, self.constraints, strict=True)}
 
     def __call__(self, z: Array, data: tuple) -> Array:
         u = self.unconstrained(z)
         params, log_jac = {}, 0.0
-        for s, c in zip(self.specs, self.constraints):
+        for s, c in zip(self.specs, self.constraints, strict=True):
             t = biject_to(c)
             x = t(u[s.name])
             params[s.name] = x
             log_jac = log_jac + jnp.sum(t.log_abs_det_jacobian(u[s.name], x))
         value = self.fn(params) if self.frozen is None else self.fn(params, self.frozen.merge(data))
-        return jnp.asarray(value).reshape(()) + log_jac
+        return jnp.asarray(value) + log_jac
 
 
 @dataclass(frozen=True, eq=False)
@@ -308,7 +308,7 @@ def from_logdensity(
         cons.append(c)
     frozen, arrays = (None, ()) if data is None else _split(data)
     if data is not None:
-        check_finite(data)
+        check_finite(data, what="data ")
     density = _LogDensityFn(fn, tuple(specs), tuple(cons), frozen)
     target = Target(density, arrays, name)
     _check_scalar(target)
@@ -322,7 +322,10 @@ def from_numpyro(model: Callable, *args: Any, **kwargs: Any) -> Target:
     the order the model samples them. Array arguments are pytree leaves (new data, same shapes: no
     recompilation); other arguments are static.
     """
-    check_finite((args, kwargs), what="model argument")
+    for i, a in enumerate(args):
+        check_finite(a, what=f"model argument {i}")
+    for k, v in kwargs.items():
+        check_finite(v, what=f"model argument {k!r}")
     try:
         with handlers.block(), handlers.seed(rng_seed=0):
             trace = handlers.trace(model).get_trace(*args, **kwargs)
@@ -356,8 +359,9 @@ def _check_scalar(target: Target) -> None:
         out = jax.eval_shape(target.log_density, z)
     except Exception as e:
         raise VBayesError(
-            f"the log density of {target.name!r} cannot be evaluated on parameters of shapes "
-            f"{ {s.name: s.shape for s in target.params} }: {type(e).__name__}: {e}"
+            f"the log density of {target.name!r} cannot be evaluated with parameters of shapes "
+            f"{ {s.name: s.shape for s in target.params} } and the given data (check the data shapes): "
+            f"{type(e).__name__}: {e}"
         ) from e
     if out.shape != ():
         raise VBayesError(f"the log density of {target.name!r} must return a scalar, got shape {out.shape}")

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from vbayes.errors import VBayesError
-from vbayes.families import FAMILIES, Family, FullRankGaussian, LowRankGaussian, MeanFieldGaussian, PointMass
+from vbayes.families import FAMILIES, Family, FullRankGaussian, LowRankGaussian, PointMass
 from vbayes.fit import Fit, FitInfo, as_key
 from vbayes.objectives import OBJECTIVES, Objective
 from vbayes.targets import Target, check_initial_point
@@ -37,13 +37,15 @@ Array = jax.Array
 
 
 class ADVIState(NamedTuple):
-    """``q``: current approximation; ``step_size``: multiplies every update (halved on a non-finite step
-    and by the driver's schedule); ``bad_in_row``/``skipped``: non-finite steps, consecutive and in all;
+    """``q``: current approximation; ``step_size``: multiplies every update (the driver's schedule);
+    ``backoff``: a further factor, halved by each non-finite step and recovering by 5% per good step;
+    ``bad_in_row``/``skipped``: non-finite steps, consecutive and in all;
     ``q_sum``/``n_sum``: running sum of iterates for Polyak averaging."""
 
     q: Family
     opt_state: optax.OptState
     step_size: Array
+    backoff: Array
     bad_in_row: Array
     skipped: Array
     q_sum: Family
@@ -56,39 +58,74 @@ class ADVIInfo(NamedTuple):
     objective: Array
 
 
-def scale_by_q_sd() -> optax.GradientTransformation:
-    """Measure updates in q's own sd units: the mean's update, and each row of LowRank's factor, is
-    multiplied by q's marginal sd of that coordinate; the off-diagonal row i of FullRank's triangle by
-    its conditional sd L_ii (the marginal sd there feeds back into its own step and can run away);
-    log-scales are unitless and left alone. Adam's unit step then means one posterior sd
-    times the learning rate whatever the posterior's scale (a diagonal natural-gradient preconditioner)."""
+def _loc_whitener(q: Family) -> tuple[Callable, Callable]:
+    """Maps of the mean's gradient into q's whitened coordinates and of updates back: ``Lᵀg`` and ``L u``
+    with ``L`` the Cholesky factor for full rank, the marginal sds for the diagonal families."""
+    q = jax.lax.stop_gradient(q)
+    if isinstance(q, FullRankGaussian):
+        L = q.scale_tril
+        return (lambda g: L.T @ g), (lambda u: L @ u)
+    sd = q.marginal_sd()
+    return (lambda g: sd * g), (lambda u: sd * u)
+
+
+def whiten_loc(inverse: bool = False) -> optax.GradientTransformation:
+    """Whiten the mean's gradient by q's own scale (``Lᵀg``), or, with ``inverse``, map the update back
+    (``L u``). Wrapped around Adam, a unit step moves the mean by one sd of q along each of q's principal
+    axes, whatever the posterior's scale and correlation: an Adam-normalised natural gradient."""
 
     def update(updates, state, params=None):
         if params is None or isinstance(params, PointMass):
             return updates, state
-        sd = jax.lax.stop_gradient(params.marginal_sd())
-        updates = updates._replace(loc=updates.loc * sd)
+        into, back = _loc_whitener(params)
+        return updates._replace(loc=(back if inverse else into)(updates.loc)), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def scale_rows_by_q_sd() -> optax.GradientTransformation:
+    """Row i of a scale factor (FullRank's strict lower triangle, LowRank's factor) is in units of
+    coordinate i: multiply its update by q's conditional sd L_ii (full rank; the marginal sd there feeds
+    back into its own step and can run away) or the marginal sd (low rank). Log-scales are unitless."""
+
+    def update(updates, state, params=None):
         if isinstance(params, FullRankGaussian):
             row = jax.lax.stop_gradient(jnp.exp(jnp.diag(params.raw_tril)))
             off = jnp.tril(updates.raw_tril, -1) * row[:, None]
             updates = updates._replace(raw_tril=off + jnp.diag(jnp.diag(updates.raw_tril)))
         elif isinstance(params, LowRankGaussian):
+            sd = jax.lax.stop_gradient(params.marginal_sd())
             updates = updates._replace(factor=updates.factor * sd[:, None])
         return updates, state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def default_optimizer(learning_rate: float = 0.1) -> optax.GradientTransformation:
-    """Adam whose mean steps are measured in q's own sd units (see :func:`scale_by_q_sd`)."""
-    return optax.chain(optax.scale_by_adam(), scale_by_q_sd(), optax.scale(-learning_rate))
+def default_optimizer(learning_rate: float = 0.02, warmup_steps: int = 100) -> optax.GradientTransformation:
+    """Adam in q's whitened coordinates (see :func:`whiten_loc`, :func:`scale_rows_by_q_sd`), with a
+    linear warm-up so that Adam's first, unit-size steps do not throw away a good initial q."""
+    warmup = optax.linear_schedule(learning_rate / warmup_steps, learning_rate, warmup_steps)
+    return optax.chain(
+        whiten_loc(),
+        optax.scale_by_adam(),
+        whiten_loc(inverse=True),
+        scale_rows_by_q_sd(),
+        optax.scale_by_learning_rate(warmup),
+    )
 
 
 def init_state(q: Family, optimizer: optax.GradientTransformation) -> ADVIState:
     """Initial state at ``q``."""
     zero = jnp.zeros((), jnp.int32)
     return ADVIState(
-        q, optimizer.init(q), jnp.ones((), q.loc.dtype), zero, zero, jax.tree_util.tree_map(jnp.zeros_like, q), zero
+        q,
+        optimizer.init(q),
+        jnp.ones((), q.loc.dtype),
+        jnp.ones((), q.loc.dtype),
+        zero,
+        zero,
+        jax.tree_util.tree_map(jnp.zeros_like, q),
+        zero,
     )
 
 
@@ -99,14 +136,15 @@ def _all_finite(tree: Any) -> Array:
 def build_step(
     objective: Objective, optimizer: optax.GradientTransformation, num_samples: int
 ) -> Callable[[Array, ADVIState, Target], tuple[ADVIState, ADVIInfo]]:
-    """One step: q ← q + step_size · optimizer(∇_q objective). A step whose objective, gradient or
-    result is non-finite is skipped, counted, and halves the step size."""
+    """One step: q ← q + step_size · backoff · optimizer(∇_q objective). A step whose objective,
+    gradient or result is non-finite is skipped, counted, and halves ``backoff``."""
 
     def step(key: Array, state: ADVIState, target: Target, active: Array = True) -> tuple[ADVIState, ADVIInfo]:
         value, grad = jax.value_and_grad(lambda q: objective(target, q, key, num_samples))(state.q)
         neg = jax.tree_util.tree_map(jnp.negative, grad)
         updates, opt_state = optimizer.update(neg, state.opt_state, state.q)
-        q = optax.apply_updates(state.q, jax.tree_util.tree_map(lambda u: state.step_size * u, updates))
+        scale = state.step_size * state.backoff
+        q = optax.apply_updates(state.q, jax.tree_util.tree_map(lambda u: scale * u, updates))
         ok = jnp.isfinite(value) & _all_finite(grad) & _all_finite(q)
         take = ok & active
         pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), new, old)
@@ -115,7 +153,8 @@ def build_step(
         new_state = ADVIState(
             q=q_new,
             opt_state=pick(opt_state, state.opt_state),
-            step_size=jnp.where(bad, 0.5 * state.step_size, state.step_size),
+            step_size=state.step_size,
+            backoff=jnp.where(bad, 0.5, jnp.where(take, jnp.minimum(1.0 / state.backoff, 1.05), 1.0)) * state.backoff,
             bad_in_row=jnp.where(bad, state.bad_in_row + 1, jnp.where(active, 0, state.bad_in_row)),
             skipped=state.skipped + bad.astype(jnp.int32),
             q_sum=jax.tree_util.tree_map(lambda s, x: s + jnp.where(take, x, 0), state.q_sum, q_new),
@@ -256,7 +295,7 @@ def advi(
     objective: str = "stl",
     num_samples: int | None = None,
     max_steps: int = 20_000,
-    learning_rate: float = 0.1,
+    learning_rate: float = 0.02,
     optimizer: optax.GradientTransformation | None = None,
     init: Any = "mode",
     key: Array | int | None = 0,
@@ -323,15 +362,15 @@ def advi(
             if int(state.bad_in_row) >= max_bad_in_row:
                 outcome, message = "diverged", _divergence_message(target, state, max_bad_in_row)
                 break
-            if prev is not None and np.all(np.isfinite(check)) and np.all(np.isfinite(prev)):
-                diff = check - prev
+            diff = None if prev is None else (check - prev)[np.isfinite(check - prev)]
+            if diff is not None and diff.size >= num_check // 2:
                 gain, se = diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)
                 if gain <= max(2.0 * se, tol):
                     if decays >= max_decays:
                         outcome = "converged"
                         message = (
-                            f"the ELBO of the averaged q rose by {gain:.2g} ± {se:.2g} nats over the last "
-                            f"{chunk} steps after {decays} step-size halvings"
+                            f"the ELBO of the averaged q changed by {gain:+.2g} ± {se:.2g} nats over the last "
+                            f"{chunk} steps, after {decays} step-size halvings"
                         )
                         break
                     decays += 1
@@ -375,7 +414,7 @@ def _divergence_message(target: Target, state: ADVIState, n: int) -> str:
     return (
         f"{n} steps in a row had a non-finite objective or gradient even after halving the step size "
         f"{n} times; the log density of {target.name!r} is NaN/inf {where} (q's mean: {shown}). Check the "
-        "model there (constraints, overflow), or lower learning_rate."
+        "model there (constraints, overflow), or lower the learning rate"
     )
 
 

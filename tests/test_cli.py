@@ -1,0 +1,238 @@
+"""The ``vbayes`` command: what it prints and writes, and that bad input gets one clear line, no traceback."""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from vbayes.cli import app, load_module  # noqa: E402
+from vbayes.examples import EXAMPLES, linear_regression_exact  # noqa: E402
+from vbayes.report import plot_trace, running_mean  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def assert_error(result, *fragments: str) -> None:
+    """Exit status 1, ``error: …`` on stderr naming the cause, nothing on stdout beyond the header."""
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+
+
+def read_outputs(folder: Path) -> tuple[pd.DataFrame, dict]:
+    png = (folder / "trace.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 5000
+    return pd.read_csv(folder / "summary.csv", index_col="parameter"), json.loads((folder / "info.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------
+# vbayes examples
+
+
+def test_examples_lists_every_example_with_its_dimension():
+    result = invoke("examples")
+    assert result.exit_code == 0, result.output
+    for name in EXAMPLES:
+        assert name in result.stdout
+    rows = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in result.stdout.splitlines()
+        if line.count("│") >= 3 and line.split("│")[1].strip()
+    }
+    assert rows["eight_schools_noncentered"] == "10"
+    assert rows["linear_regression"] == "11"
+    assert rows["banana"] == "2"
+
+
+def test_python_dash_m_entry_point():
+    proc = subprocess.run(
+        [sys.executable, "-m", "vbayes", "examples"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "linear_regression" in proc.stdout and "funnel" in proc.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# vbayes fit
+
+
+def test_fit_linear_regression_recovers_exact_posterior_means(tmp_path):
+    out = tmp_path / "lr"
+    result = invoke("fit", "linear_regression", "--family", "fullrank", "--steps", "1000", "--out", out)
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0]
+    assert "linear_regression" in header and "dim 11" in header and "advi" in header and "fullrank" in header
+    assert "gradient evaluations" in result.stdout and "ELBO" in result.stdout
+    assert "beta[10]" in result.stdout  # the summary table
+    summary, info = read_outputs(out)
+    assert list(summary.columns) == ["mean", "sd", "5%", "50%", "95%"]
+    exact_mean, exact_cov, _ = linear_regression_exact()
+    got = summary.loc[[f"beta[{i}]" for i in range(11)], "mean"].to_numpy()
+    np.testing.assert_allclose(got, exact_mean, atol=0.05)
+    np.testing.assert_allclose(summary["sd"].to_numpy(), np.sqrt(np.diag(exact_cov)), rtol=0.2)
+    assert info["outcome"] in ("converged", "max_steps")
+    assert info["method"] == "advi-fullrank" and info["target"] == "linear_regression" and info["dim"] == 11
+    assert 0 < info["steps"] <= 1000 and info["grad_evals"] >= info["steps"]
+    assert np.isfinite(info["elbo"]) and "message" in info and "wall_time" in info
+
+
+def test_fit_numpyro_model_file_recovers_conjugate_posterior(tmp_path):
+    out = tmp_path / "normal"
+    result = invoke(
+        "fit",
+        f"{DATA / 'normal_model.py'}:model",
+        "--family",
+        "meanfield",
+        "--steps",
+        "2000",
+        "--out",
+        out,
+        "--draws",
+        "8000",
+    )
+    assert result.exit_code == 0, result.output
+    assert "dim 1" in result.stdout and "mu" in result.stdout
+    summary, info = read_outputs(out)
+    mean, sd = load_module(DATA / "normal_model.py").exact_posterior()
+    assert summary.loc["mu", "mean"] == pytest.approx(mean, abs=0.05)
+    assert summary.loc["mu", "sd"] == pytest.approx(sd, rel=0.1)
+    assert info["target"] == "model" and info["outcome"] in ("converged", "max_steps")
+
+
+def test_fit_target_object_from_file_lowrank_default_out_folder(tmp_path, monkeypatch):
+    (tmp_path / "gauss.py").write_text(
+        "import jax.numpy as jnp\n"
+        "import vbayes\n"
+        "def log_p(params):\n"
+        "    return -0.5 * jnp.sum(((params['x'] - 2.0) / 0.5) ** 2)\n"
+        "gauss = vbayes.from_logdensity(log_p, {'x': jnp.zeros(3)}, name='gauss3')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = invoke("fit", "gauss.py:gauss", "--family", "lowrank", "--rank", "1", "--steps", "500")
+    assert result.exit_code == 0, result.output
+    assert "gauss3" in result.stdout and "lowrank (rank 1)" in result.stdout
+    summary, _ = read_outputs(tmp_path / "vbayes-out" / "gauss3")
+    np.testing.assert_allclose(summary["mean"], 2.0, atol=0.05)
+
+
+def test_diverged_fit_writes_report_and_exits_1(tmp_path):
+    out = tmp_path / "div"
+    result = invoke("fit", f"{DATA / 'nan_outside.py'}:target", "--steps", "500", "--out", out)
+    assert_error(result, "diverged", str(out))
+    assert "diverged: 20 steps in a row" in result.stdout
+    _, info = read_outputs(out)
+    assert info["outcome"] == "diverged" and info["skipped_steps"] >= 20 and info["elbo"] is None
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: one red line on stderr, exit status 1, no traceback
+
+
+def test_unknown_example_lists_known_names():
+    assert_error(invoke("fit", "eight_school"), "unknown example 'eight_school'", "eight_schools_noncentered")
+
+
+def test_missing_file():
+    assert_error(invoke("fit", "no/such/model.py:model"), "not found", "no/such/model.py")
+
+
+def test_file_with_syntax_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "broken.py"
+    bad.write_text("import numpy as np\n\ndef model(y:\n    pass\n")
+    assert_error(invoke("fit", f"{bad}:model"), "syntax error", "broken.py", "line 3")
+
+
+def test_file_that_raises_on_import_names_line(tmp_path):
+    bad = tmp_path / "raises.py"
+    bad.write_text("x = 1\ny = undefined_name\n")
+    assert_error(invoke("fit", f"{bad}:x"), "raises.py, line 2", "NameError", "undefined_name")
+
+
+def test_missing_attribute_lists_model_like_names():
+    assert_error(invoke("fit", f"{DATA / 'normal_model.py'}:modl"), "no attribute 'modl'", "model", "exact_posterior")
+
+
+def test_file_without_name():
+    assert_error(invoke("fit", str(DATA / "normal_model.py")), "normal_model.py:NAME")
+
+
+def test_model_without_its_data_is_explained(tmp_path):
+    bad = tmp_path / "nodata.py"
+    bad.write_text(
+        "import numpyro, numpyro.distributions as dist\n"
+        "def model(y):\n"
+        "    mu = numpyro.sample('mu', dist.Normal(0.0, 1.0))\n"
+        "    numpyro.sample('y', dist.Normal(mu, 1.0), obs=y)\n"
+    )
+    assert_error(invoke("fit", f"{bad}:model"), "missing a required argument: 'y'", "neither `data` nor `args`")
+
+
+def test_model_failing_on_its_data_names_the_line(tmp_path):
+    bad = tmp_path / "fails.py"
+    bad.write_text(
+        "import numpyro, numpyro.distributions as dist\n"
+        "def model(y):\n"
+        "    mu = numpyro.sample('mu', dist.Normal(0.0, 1.0))\n"
+        "    numpyro.sample('y', dist.Normal(mu, 1.0), obs=y.no_such_attribute)\n"
+        "data = {'y': 1.0}\n"
+    )
+    assert_error(invoke("fit", f"{bad}:model"), "could not be run", "no_such_attribute", "fails.py, line 4")
+
+
+def test_nan_in_model_data_reaches_the_user():
+    assert_error(invoke("fit", f"{DATA / 'nan_model.py'}:model"), "'y'", "non-finite", "NaN")
+
+
+def test_unknown_family():
+    assert_error(invoke("fit", "banana", "--family", "fulrank"), "unknown family 'fulrank'", "fullrank")
+
+
+def test_unknown_method():
+    assert_error(invoke("fit", "banana", "--method", "nuts"), "unknown method 'nuts'; available: advi")
+
+
+def test_unwritable_output_folder_fails_before_fitting(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = invoke("fit", "banana", "--out", blocker / "sub")
+    assert_error(result, "cannot create the output folder", "a_file")
+    assert "ELBO" not in result.stdout
+
+
+def test_out_of_range_option_is_a_usage_error():
+    result = invoke("fit", "banana", "--steps", "0")
+    assert result.exit_code == 2 and "--steps" in result.output
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+
+
+def test_running_mean_skips_nan():
+    x = np.array([1.0, np.nan, 3.0, 5.0])
+    np.testing.assert_allclose(running_mean(x, 2), [1.0, 1.0, 3.0, 4.0])
+
+
+def test_plot_trace_writes_png_even_for_degenerate_traces(tmp_path):
+    rng = np.random.default_rng(0)
+    trace = np.concatenate([[-1e6, -1e4, np.nan], -10 + rng.normal(size=500)])
+    for i, t in enumerate([trace, np.full(50, -3.0), np.array([np.nan]), np.zeros(0)]):
+        path = plot_trace(t, tmp_path / f"t{i}.png", "title")
+        assert path.read_bytes().startswith(PNG_SIGNATURE)
