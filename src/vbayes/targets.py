@@ -203,6 +203,20 @@ class _NumPyroDensity:
 # ----------------------------------------------------------------------------------------------
 
 
+class _Label:
+    """A target's display name inside its static pytree data, equal to every other label, so that two
+    targets differing only in name share compiled code."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Label)
+
+    def __hash__(self) -> int:
+        return 0
+
+
 @jax.tree_util.register_pytree_node_class
 class Target:
     """An unnormalised log density ``log p̃(z)`` on ``z ∈ R^d`` (Jacobian included) and its parameters.
@@ -217,11 +231,11 @@ class Target:
         self.name = name
 
     def tree_flatten(self):
-        return (self.data,), (self.density, self.name)
+        return (self.data,), (self.density, _Label(self.name))
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(aux[0], children[0], aux[1])
+        return cls(aux[0], children[0], aux[1].text)
 
     @property
     def params(self) -> tuple[ParamSpec, ...]:
@@ -367,9 +381,14 @@ def _check_scalar(target: Target) -> None:
         raise VBayesError(f"the log density of {target.name!r} must return a scalar, got shape {out.shape}")
 
 
+@jax.jit
+def _value_and_grad(target: Target, z: Array) -> tuple[Array, Array]:
+    return jax.value_and_grad(target.log_density)(z)
+
+
 def check_initial_point(target: Target, z: Array) -> None:
     """Raise, naming the parameter values, if log p̃ or its gradient is not finite at ``z``."""
-    value, grad = jax.value_and_grad(target.log_density)(z)
+    value, grad = _value_and_grad(target, z)
     if bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad))):
         return
     shown = {k: np.round(np.asarray(v), 4).tolist() for k, v in target.constrain(z).items()}

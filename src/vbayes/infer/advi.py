@@ -39,21 +39,17 @@ Array = jax.Array
 class ADVIState(NamedTuple):
     """``q``: current approximation; ``step_size``: multiplies every update (the driver's schedule);
     ``backoff``: a further factor, halved by each non-finite step and recovering by 5% per good step;
-    ``bad_in_row``/``skipped``: non-finite steps, consecutive and in all;
-    ``q_sum``/``n_sum``: running sum of iterates for Polyak averaging."""
+    ``q_sum``: running sum of iterates since the driver last reset it (Polyak averaging)."""
 
     q: Family
     opt_state: optax.OptState
     step_size: Array
     backoff: Array
-    bad_in_row: Array
-    skipped: Array
     q_sum: Family
-    n_sum: Array
 
 
 class ADVIInfo(NamedTuple):
-    """Per step: the objective estimate (NaN when the step was skipped)."""
+    """Per step: the objective estimate, NaN when the step was skipped as non-finite."""
 
     objective: Array
 
@@ -116,51 +112,36 @@ def default_optimizer(learning_rate: float = 0.02, warmup_steps: int = 100) -> o
 
 def init_state(q: Family, optimizer: optax.GradientTransformation) -> ADVIState:
     """Initial state at ``q``."""
-    zero = jnp.zeros((), jnp.int32)
-    return ADVIState(
-        q,
-        optimizer.init(q),
-        jnp.ones((), q.loc.dtype),
-        jnp.ones((), q.loc.dtype),
-        zero,
-        zero,
-        jax.tree_util.tree_map(jnp.zeros_like, q),
-        zero,
-    )
-
-
-def _all_finite(tree: Any) -> Array:
-    return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+    one = jnp.ones((), q.loc.dtype)
+    return ADVIState(q, optimizer.init(q), one, one, jax.tree_util.tree_map(jnp.zeros_like, q))
 
 
 def build_step(
     objective: Objective, optimizer: optax.GradientTransformation, num_samples: int
 ) -> Callable[[Array, ADVIState, Target], tuple[ADVIState, ADVIInfo]]:
-    """One step: q ← q + step_size · backoff · optimizer(∇_q objective). A step whose objective,
-    gradient or result is non-finite is skipped, counted, and halves ``backoff``."""
+    """One step: q ← q + step_size · backoff · optimizer(∇_q objective). A step whose objective or
+    update is non-finite is skipped (its objective is reported as NaN) and halves ``backoff``."""
 
     def step(key: Array, state: ADVIState, target: Target, active: Array = True) -> tuple[ADVIState, ADVIInfo]:
-        value, grad = jax.value_and_grad(lambda q: objective(target, q, key, num_samples))(state.q)
-        neg = jax.tree_util.tree_map(jnp.negative, grad)
-        updates, opt_state = optimizer.update(neg, state.opt_state, state.q)
+        loss, grad = jax.value_and_grad(lambda q: -objective(target, q, key, num_samples))(state.q)
+        value = -loss
+        updates, opt_state = optimizer.update(grad, state.opt_state, state.q)
         scale = state.step_size * state.backoff
-        q = optax.apply_updates(state.q, jax.tree_util.tree_map(lambda u: scale * u, updates))
-        ok = jnp.isfinite(value) & _all_finite(grad) & _all_finite(q)
+        updates = jax.tree_util.tree_map(lambda u: scale * u, updates)
+        # one reduction sees any NaN/inf in the objective, the gradient (through the update) or the update
+        ok = jnp.isfinite(value + sum(jnp.sum(u) for u in jax.tree_util.tree_leaves(updates)))
         take = ok & active
-        pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(take, a, b), new, old)
-        bad = (~ok) & active
-        q_new = pick(q, state.q)
-        new_state = ADVIState(
-            q=q_new,
-            opt_state=pick(opt_state, state.opt_state),
-            step_size=state.step_size,
-            backoff=jnp.where(bad, 0.5, jnp.where(take, jnp.minimum(1.0 / state.backoff, 1.05), 1.0)) * state.backoff,
-            bad_in_row=jnp.where(bad, state.bad_in_row + 1, jnp.where(active, 0, state.bad_in_row)),
-            skipped=state.skipped + bad.astype(jnp.int32),
-            q_sum=jax.tree_util.tree_map(lambda s, x: s + jnp.where(take, x, 0), state.q_sum, q_new),
-            n_sum=state.n_sum + take.astype(jnp.int32),
-        )
-        return new_state, ADVIInfo(jnp.where(take, value, jnp.nan))
+        add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
+
+        def accept():
+            q = optax.apply_updates(state.q, updates)
+            return q, opt_state, jnp.minimum(1.0, 1.05 * state.backoff), add(state.q_sum, q)
+
+        def reject():
+            return state.q, state.opt_state, jnp.where(active, 0.5, 1.0) * state.backoff, add(state.q_sum, state.q)
+
+        q, opt_state, backoff, q_sum = jax.lax.cond(take, accept, reject)
+        return ADVIState(q, opt_state, state.step_size, backoff, q_sum), ADVIInfo(jnp.where(take, value, jnp.nan))
 
     return step
 
@@ -179,7 +160,7 @@ def _chunk_runner(objective: Objective, optimizer_key: Any, num_samples: int) ->
 
     @functools.partial(jax.jit, static_argnums=5)
     def run(state: ADVIState, target: Target, keys: Array, n_active: Array, check_key: Array, num_check: int):
-        state = state._replace(q_sum=jax.tree_util.tree_map(jnp.zeros_like, state.q_sum), n_sum=state.n_sum * 0)
+        state = state._replace(q_sum=jax.tree_util.tree_map(jnp.zeros_like, state.q_sum))
 
         def body(s, xs):
             i, k = xs
@@ -187,7 +168,7 @@ def _chunk_runner(objective: Objective, optimizer_key: Any, num_samples: int) ->
             return s, info.objective
 
         state, values = jax.lax.scan(body, state, (jnp.arange(keys.shape[0]), keys))
-        q_bar = polyak_average(state)
+        q_bar = polyak_average(state, keys.shape[0])
         z = q_bar.sample(check_key, num_check)
         check = jax.vmap(target.log_density)(z) - q_bar.log_prob(z)
         return state, values, check
@@ -346,7 +327,7 @@ def advi(
     check_key = jax.random.fold_in(key, 1)
     traces: list[np.ndarray] = list(prior_trace)
     outcome, message, decays, prev = "max_steps", "", 0, None
-    steps = 0
+    steps, skipped, bad_in_row = 0, 0, 0
     bar = _progress(progress, max_steps, target.name)
     try:
         while steps < max_steps:
@@ -359,7 +340,10 @@ def advi(
             traces.append(values)
             steps += n_active
             bar.update(n_active, values)
-            if int(state.bad_in_row) >= max_bad_in_row:
+            bad = np.isnan(values)
+            skipped += int(bad.sum())
+            bad_in_row = bad_in_row + bad.size if bad.all() else int(np.argmin(bad[::-1]))
+            if bad_in_row >= max_bad_in_row:
                 outcome, message = "diverged", _divergence_message(target, state, max_bad_in_row)
                 break
             diff = None if prev is None else (check - prev)[np.isfinite(check - prev)]
@@ -383,7 +367,7 @@ def advi(
     if outcome == "max_steps":
         message = f"reached max_steps={max_steps} before the objective levelled off ({decays} halvings)"
 
-    q = polyak_average(state)
+    q = polyak_average(state, chunk) if steps else state.q
     trace = np.concatenate(traces) if traces else np.zeros(0)
     info = FitInfo(
         method=f"advi-{family}",
@@ -391,18 +375,16 @@ def advi(
         message=message,
         steps=done + steps,
         grad_evals=(done + steps) * num_samples,
-        skipped_steps=int(state.skipped),
+        skipped_steps=skipped,
         wall_time=time.perf_counter() - t_start,
         extra={**note, "objective": objective, "num_samples": num_samples, "step_size_halvings": decays},
     )
     return Fit(target=target, q=q, trace=trace, info=info, state=state)
 
 
-def polyak_average(state: ADVIState) -> Family:
-    """Mean of the iterates since the last reset of ``q_sum`` (the current iterate if none was taken)."""
-    n = jnp.maximum(state.n_sum, 1)
-    mean = jax.tree_util.tree_map(lambda s: s / n, state.q_sum)
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(state.n_sum > 0, a, b), mean, state.q)
+def polyak_average(state: ADVIState, n: int) -> Family:
+    """Mean of the ``n`` iterates summed in ``q_sum`` since the driver last reset it."""
+    return jax.tree_util.tree_map(lambda x: x / n, state.q_sum)
 
 
 def _divergence_message(target: Target, state: ADVIState, n: int) -> str:
