@@ -3,7 +3,7 @@
 from vbayes.errors import VBayesError
 from vbayes.families import FullRankGaussian, LowRankGaussian, MeanFieldGaussian, PointMass, kl
 from vbayes.fit import Fit, FitInfo
-from vbayes.infer import advi
+from vbayes.infer import advi, nuts
 from vbayes.targets import Target, from_logdensity, from_numpyro
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Target",
     "VBayesError",
     "advi",
+    "nuts",
     "from_logdensity",
     "from_numpyro",
     "kl",

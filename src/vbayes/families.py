@@ -3,13 +3,14 @@
 Every family has ``sample(key, n) -> (n, d)``, ``log_prob(z)`` for ``z`` of shape ``(..., d)``,
 ``entropy()``, ``mean``, ``marginal_sd()`` and ``covariance()``; :func:`kl` gives KL(q‖p) in closed
 form between any two Gaussians. Parameters are unconstrained (log scales, raw triangles), so every
-family can be optimised directly by optax.
+family can be optimised directly by optax, except :class:`LowRankPrecisionGaussian`, the precision-form
+Gaussian that Laplace's method returns (prior precision plus a low-rank data term).
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -195,7 +196,65 @@ class LowRankGaussian(NamedTuple):
         return jnp.diag(jnp.exp(2 * self.log_diag)) + self.factor @ self.factor.T
 
 
-Gaussian = MeanFieldGaussian | FullRankGaussian | LowRankGaussian
+class LowRankPrecisionGaussian(NamedTuple):
+    """q = N(loc, Λ⁻¹), Λ = L (I + U diag(λ) Uᵀ) Lᵀ: a reference precision P = L Lᵀ plus a low-rank update.
+
+    The Laplace form of Bui-Thanh et al. (2013): P is the prior precision, U ``(d, r)`` orthonormal and λ
+    ``(r,)`` > −1 the leading eigenpairs of the prior-preconditioned data Hessian L⁻¹ H_data L⁻ᵀ. ``factor`` is
+    any Cholesky factor of P with ``apply_lt``, ``solve_lt``, ``solve_l``, ``inverse_diag`` and ``half_logdet``
+    (:class:`~vbayes.targets.DiagonalCholesky`, ``DenseCholesky``, ``SparseCholesky``). In closed form through U:
+    Λ⁻¹ = P⁻¹ − W diag(λ/(1+λ)) Wᵀ with W = L⁻ᵀU, Λ^{-1/2}-type draws z = loc + L⁻ᵀ(I − U diag(1 − (1+λ)^{-1/2}) Uᵀ)ε,
+    log|Λ| = log|P| + Σ log(1+λ). Nothing here forms a d×d matrix except :meth:`covariance`.
+    """
+
+    loc: Array
+    factor: Any
+    basis: Array
+    eigenvalues: Array
+
+    @property
+    def mean(self) -> Array:
+        return self.loc
+
+    def _half_log_det_precision(self) -> Array:
+        """½ log|Λ| = ½ log|P| + ½ Σ log(1 + λ)."""
+        return self.factor.half_logdet + 0.5 * jnp.sum(jnp.log1p(self.eigenvalues))
+
+    def sample(self, key: Array, n: int) -> Array:
+        eps = jax.random.normal(key, (n,) + self.loc.shape, self.loc.dtype)
+        shrink = 1.0 - jax.lax.rsqrt(1.0 + self.eigenvalues)
+        white = eps - ((eps @ self.basis) * shrink) @ self.basis.T
+        return self.loc + self.factor.solve_lt(white)
+
+    def log_prob(self, z: Array) -> Array:
+        """−½[‖Lᵀx‖² + Σ λ (uᵀLᵀx)²] + ½ log|Λ| − d/2 log 2π, x = z − loc; shape ``z.shape[:-1]``."""
+        y = self.factor.apply_lt(z - self.loc)
+        quad = jnp.sum(y**2, -1) + jnp.sum(self.eigenvalues * (y @ self.basis) ** 2, -1)
+        return -0.5 * quad + self._half_log_det_precision() - 0.5 * self.loc.shape[-1] * _LOG_2PI
+
+    def entropy(self) -> Array:
+        return _gaussian_entropy(self.loc.shape[-1], -self._half_log_det_precision())
+
+    def marginal_sd(self) -> Array:
+        """√diag(Λ⁻¹) = √(diag(P⁻¹) − Σ_k λ_k/(1+λ_k) (L⁻ᵀu_k)²), O(d r) beyond diag(P⁻¹)."""
+        w = self.factor.solve_lt(self.basis.T)  # rows: (L⁻ᵀ u_k)ᵀ, (r, d)
+        shrink = self.eigenvalues / (1.0 + self.eigenvalues)
+        var = self.factor.inverse_diag() - jnp.sum(shrink[:, None] * w**2, 0)
+        return jnp.sqrt(jnp.maximum(var, 0.0))
+
+    def covariance_matvec(self, x: Array) -> Array:
+        """Λ⁻¹ x for rows ``(..., d)``: L⁻ᵀ (I − U diag(λ/(1+λ)) Uᵀ) L⁻¹ x."""
+        y = self.factor.solve_l(x)
+        y = y - ((y @ self.basis) * (self.eigenvalues / (1.0 + self.eigenvalues))) @ self.basis.T
+        return self.factor.solve_lt(y)
+
+    def covariance(self) -> Array:
+        """Λ⁻¹ as a dense ``(d, d)`` matrix: for small d and tests only."""
+        d = self.loc.shape[-1]
+        return self.covariance_matvec(jnp.eye(d, dtype=self.loc.dtype))
+
+
+Gaussian = MeanFieldGaussian | FullRankGaussian | LowRankGaussian | LowRankPrecisionGaussian
 Family = PointMass | Gaussian
 
 FAMILIES: dict[str, type] = {
@@ -236,3 +295,43 @@ def kl_to_standard_normal(loc: Array, *, log_scale: Array | None = None, log_var
         raise ValueError("give exactly one of log_scale or log_var")
     log_var = 2 * log_scale if log_var is None else log_var
     return 0.5 * jnp.sum(jnp.exp(log_var) + loc**2 - 1.0 - log_var, -1)
+
+
+class Empirical(NamedTuple):
+    """q = the empirical distribution of MCMC draws ``samples``: ``(chains, draws, d)``.
+
+    Has no density: ``log_prob`` and ``entropy`` raise. ``sample`` returns distinct draws (without
+    replacement) while ``n`` ≤ chains·draws.
+    """
+
+    samples: Array
+
+    @property
+    def flat(self) -> Array:
+        return self.samples.reshape(-1, self.samples.shape[-1])
+
+    @property
+    def loc(self) -> Array:
+        return self.mean
+
+    @property
+    def mean(self) -> Array:
+        return jnp.mean(self.flat, 0)
+
+    def sample(self, key: Array, n: int) -> Array:
+        total = self.flat.shape[0]
+        if n <= total:
+            return self.flat[jax.random.permutation(key, total)[:n]]
+        return self.flat[jax.random.randint(key, (n,), 0, total)]
+
+    def log_prob(self, z: Array) -> Array:
+        raise NotImplementedError("an empirical distribution of MCMC draws has no density")
+
+    def entropy(self) -> Array:
+        raise NotImplementedError("an empirical distribution of MCMC draws has no closed-form entropy")
+
+    def marginal_sd(self) -> Array:
+        return jnp.std(self.flat, 0, ddof=1)
+
+    def covariance(self) -> Array:
+        return jnp.cov(self.flat.T)

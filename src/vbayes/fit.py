@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from vbayes.families import Family
+from vbayes.families import Empirical, Family
+from vbayes.psis import ImportanceCheck
 from vbayes.targets import Target
 
 Array = jax.Array
@@ -18,7 +19,8 @@ Array = jax.Array
 
 @dataclass(frozen=True)
 class FitInfo:
-    """How the run went. ``outcome``: ``converged`` | ``max_steps`` | ``diverged`` | ``interrupted``."""
+    """How the run went. ``outcome``: ``converged`` | ``max_steps`` | ``diverged`` | ``interrupted``;
+    ``importance``: PSIS k̂, ESS, IS log evidence and ELBO ± se from draws of q (None if not computed)."""
 
     method: str
     outcome: str
@@ -28,6 +30,7 @@ class FitInfo:
     skipped_steps: int
     wall_time: float
     extra: dict[str, Any] = field(default_factory=dict)
+    importance: ImportanceCheck | None = None
 
     @property
     def converged(self) -> bool:
@@ -66,7 +69,10 @@ class Fit:
 
     @property
     def elbo(self) -> float:
-        """Mean objective over the last tenth of the run (at least the last step): the reported ELBO."""
+        """The ELBO of q: from the importance check's draws when computed, else the mean objective over
+        the last tenth of the run."""
+        if self.info.importance is not None and np.isfinite(self.info.importance.elbo):
+            return self.info.importance.elbo
         if self.trace.size == 0:
             return float("nan")
         tail = self.trace[-max(1, self.trace.size // 10) :]
@@ -74,24 +80,52 @@ class Fit:
         return float(np.mean(tail)) if tail.size else float("nan")
 
     def summary(self, n: int = 4000, key: Array | int = 0) -> pd.DataFrame:
-        """Per scalar parameter: mean, sd, 5/50/95% quantiles of ``n`` constrained draws."""
-        return summarize(self.draws(n, key))
-
-    def to_arviz(self, n: int = 1000, key: Array | int = 0):
-        """An ``arviz.InferenceData`` with one chain of ``n`` draws from q (constrained)."""
+        """Per scalar parameter: mean, sd, 5/50/95% quantiles of ``n`` constrained draws; for MCMC draws
+        (an :class:`Empirical` q) all draws, with R-hat and bulk ESS per parameter (ArviZ)."""
+        if not isinstance(self.q, Empirical):
+            return summarize(self.draws(n, key))
+        chains = self.draws_by_chain()
+        table = summarize({k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()})
         import arviz as az
 
+        data = az.convert_to_dataset(chains)
+        table["r_hat"] = _flatten_stat(az.rhat(data), chains)
+        table["ess_bulk"] = _flatten_stat(az.ess(data), chains)
+        return table
+
+    def draws_by_chain(self) -> dict[str, np.ndarray]:
+        """MCMC draws in constrained form, ``{name: (chains, draws, *shape)}`` (Empirical q only)."""
+        c, s, d = self.q.samples.shape
+        flat = _constrain_rows(self.target, self.q.samples.reshape(c * s, d))
+        return {k: np.asarray(v).reshape((c, s) + v.shape[1:]) for k, v in flat.items()}
+
+    def to_arviz(self, n: int = 1000, key: Array | int = 0):
+        """An ``arviz.InferenceData`` with one chain of ``n`` draws from q (constrained); MCMC draws keep
+        their chains, all of them."""
+        import arviz as az
+
+        posterior = (
+            self.draws_by_chain()
+            if isinstance(self.q, Empirical)
+            else {k: v[None] for k, v in self.draws(n, key).items()}
+        )
         return az.from_dict(
-            posterior={k: v[None] for k, v in self.draws(n, key).items()},
+            posterior=posterior,
             attrs={"inference_library": "vbayes", "method": self.info.method, "outcome": self.info.outcome},
         )
 
     def __repr__(self) -> str:
         i = self.info
+        khat = "" if i.importance is None else f", khat={i.importance.khat:.2f}"
         return (
             f"Fit({i.method} on {self.target.name!r}, {type(self.q).__name__}, outcome={i.outcome}, "
-            f"steps={i.steps}, elbo={self.elbo:.4g}, wall={i.wall_time:.2f}s)"
+            f"steps={i.steps}, elbo={self.elbo:.4g}{khat}, wall={i.wall_time:.2f}s)"
         )
+
+
+def _flatten_stat(stat, draws: dict[str, np.ndarray]) -> np.ndarray:
+    """An ArviZ per-variable statistic flattened in :func:`summarize`'s row order."""
+    return np.concatenate([np.asarray(stat[k]).reshape(-1) for k in draws])
 
 
 def summarize(draws: dict[str, np.ndarray]) -> pd.DataFrame:

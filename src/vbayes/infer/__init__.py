@@ -1,5 +1,6 @@
 """Algorithms: each a functional core (init_state / build_step) and a driver that returns a Fit."""
 
 from vbayes.infer.advi import advi
+from vbayes.infer.nuts import nuts
 
-__all__ = ["advi"]
+__all__ = ["advi", "nuts"]

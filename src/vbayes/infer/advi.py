@@ -30,7 +30,9 @@ import optax
 from vbayes.errors import VBayesError
 from vbayes.families import FAMILIES, Family, FullRankGaussian, LowRankGaussian, PointMass
 from vbayes.fit import Fit, FitInfo, as_key
+from vbayes.infer.optimize import _find_mode, find_mode  # noqa: F401  (re-exported: advi.find_mode)
 from vbayes.objectives import OBJECTIVES, Objective
+from vbayes.psis import importance_check
 from vbayes.targets import Target, check_initial_point
 
 Array = jax.Array
@@ -195,34 +197,6 @@ def _register_optimizer(optimizer: optax.GradientTransformation | None, learning
 # initialisation
 
 
-def find_mode(target: Target, z0: Array, max_iter: int = 500) -> tuple[Array, bool]:
-    """argmax_z log p̃(z) by L-BFGS from ``z0``; returns (z, ok) with ok False when it failed to stay finite."""
-    return _find_mode(target, z0, max_iter)
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _find_mode(target: Target, z0: Array, max_iter: int) -> tuple[Array, Array]:
-    loss = lambda z: -target.log_density(z)
-    opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(loss)
-
-    def body(carry):
-        z, state, _ = carry
-        value, grad = value_and_grad(z, state=state)
-        updates, state = opt.update(grad, state, z, value=value, grad=grad, value_fn=loss)
-        return optax.apply_updates(z, updates), state, grad
-
-    def cond(carry):
-        z, state, grad = carry
-        n = optax.tree_utils.tree_get(state, "count")
-        small = jnp.max(jnp.abs(grad)) < 1e-6 * (1.0 + jnp.abs(optax.tree_utils.tree_get(state, "value")))
-        return (n == 0) | ((n < max_iter) & ~small & jnp.all(jnp.isfinite(z)))
-
-    z, _, grad = jax.lax.while_loop(cond, body, (z0, opt.init(z0), jnp.full_like(z0, jnp.inf)))
-    ok = jnp.all(jnp.isfinite(z)) & jnp.isfinite(loss(z)) & jnp.all(jnp.isfinite(grad))
-    return z, ok
-
-
 @jax.jit
 def _hessian(target: Target, z: Array) -> Array:
     return jax.hessian(target.log_density)(z)
@@ -285,6 +259,7 @@ def advi(
     tol: float = 1e-3,
     num_check: int = 64,
     max_bad_in_row: int = 20,
+    importance_draws: int = 4000,
     progress: bool = True,
 ) -> Fit:
     """Fit ``q`` in ``family`` to ``target`` by maximising ``objective`` with stochastic gradients.
@@ -296,7 +271,8 @@ def advi(
     transformation (default: :func:`default_optimizer` with ``learning_rate``). Stopping: after each
     chunk the ELBO of the chunk-averaged q is compared with the previous chunk's on ``num_check`` common
     draws; a rise below ``max(2 se, tol)`` nats halves the step size, and after ``max_decays`` halvings
-    ends the run as converged. Returns a :class:`Fit`
+    ends the run as converged. At the end, ``importance_draws`` draws of q give PSIS k̂, the ELBO and
+    an importance-sampling log evidence in ``fit.info.importance`` (0 to skip). Returns a :class:`Fit`
     whose ``info.outcome`` is ``converged``, ``max_steps``, ``diverged`` or ``interrupted``.
     """
     t_start = time.perf_counter()
@@ -368,6 +344,9 @@ def advi(
         message = f"reached max_steps={max_steps} before the objective levelled off ({decays} halvings)"
 
     q = polyak_average(state, chunk) if steps else state.q
+    check = None
+    if importance_draws and not isinstance(q, PointMass):
+        check = importance_check(target, q, importance_draws, jax.random.fold_in(key, 2))
     trace = np.concatenate(traces) if traces else np.zeros(0)
     info = FitInfo(
         method=f"advi-{family}",
@@ -378,6 +357,7 @@ def advi(
         skipped_steps=skipped,
         wall_time=time.perf_counter() - t_start,
         extra={**note, "objective": objective, "num_samples": num_samples, "step_size_halvings": decays},
+        importance=check,
     )
     return Fit(target=target, q=q, trace=trace, info=info, state=state)
 
