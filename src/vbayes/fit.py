@@ -69,9 +69,9 @@ class Fit:
 
     @property
     def elbo(self) -> float:
-        """The ELBO of q: from the importance check's draws when computed, else the mean objective over
-        the last tenth of the run."""
-        if self.info.importance is not None and np.isfinite(self.info.importance.elbo):
+        """The ELBO of q: from the importance check's draws when computed (NaN if log p̃ − log q was not
+        finite at all of them), else the mean objective over the last tenth of the run."""
+        if self.info.importance is not None:
             return self.info.importance.elbo
         if self.trace.size == 0:
             return float("nan")

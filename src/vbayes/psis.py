@@ -81,15 +81,15 @@ def importance_check(target: Target, q: Family, num_draws: int = 4000, key: Arra
     _, r = log_ratios(target, q, key, num_draws)
     r = np.asarray(r, dtype=np.float64)
     khat, lw = psis(r)
-    finite = r[np.isfinite(r)]
+    finite = r[np.isfinite(r)]  # any non-finite ratio leaves the ELBO and evidence undefined
     ess = float(1.0 / np.sum(np.exp(2 * lw))) if np.all(np.isfinite(lw)) else 0.0
     return ImportanceCheck(
         khat=khat,
         khat_threshold=khat_threshold(num_draws),
         ess=ess,
         log_evidence=float(logsumexp(r) - math.log(r.size)) if finite.size == r.size else math.nan,
-        elbo=float(finite.mean()) if finite.size else math.nan,
-        elbo_se=float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size > 1 else math.nan,
+        elbo=float(r.mean()) if finite.size == r.size else math.nan,
+        elbo_se=float(r.std(ddof=1) / math.sqrt(r.size)) if finite.size == r.size else math.nan,
         num_draws=num_draws,
         log_weights=lw,
     )
