@@ -30,6 +30,15 @@ from vbayes.examples.conjugate_regression import (
     linear_regression,
     linear_regression_exact,
 )
+from vbayes.examples.posteriordb import (
+    POSTERIORS,
+    Reference,
+    list_posteriors,
+    load_reference,
+    posteriordb_target,
+    to_reference_columns,
+    to_unconstrained,
+)
 from vbayes.targets import Target
 
 
@@ -76,18 +85,31 @@ def list_examples() -> list[Example]:
 
 
 def load(name: str) -> Target:
-    """Build the example target called ``name``; raise :class:`VBayesError` listing the known names if unknown."""
+    """Build the example target called ``name`` (``posteriordb:NAME`` for a shared posterior); raise
+    :class:`VBayesError` listing the known names if unknown."""
+    if str(name).startswith("posteriordb:"):
+        return posteriordb_target(name.split(":", 1)[1])
     example = EXAMPLES.get(name)
     if example is None:
         close = difflib.get_close_matches(str(name), list(EXAMPLES), n=2)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise VBayesError(f"unknown example {name!r}; {hint}known examples: {', '.join(EXAMPLES)}")
+        raise VBayesError(
+            f"unknown example {name!r}; {hint}known examples: {', '.join(EXAMPLES)}, "
+            "or posteriordb:NAME for the posteriors in ../shared/posteriordb"
+        )
     return example.build()
 
 
 __all__ = [
     "EXAMPLES",
+    "POSTERIORS",
     "Example",
+    "Reference",
+    "list_posteriors",
+    "load_reference",
+    "posteriordb_target",
+    "to_reference_columns",
+    "to_unconstrained",
     "banana",
     "breast_cancer_data",
     "diabetes_data",
