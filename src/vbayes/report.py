@@ -64,3 +64,165 @@ def plot_trace(trace: np.ndarray, path: str | Path, title: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# `vbayes compare` report
+
+_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink")
+
+
+def _method_draws(comparison, num_draws: int = 4000) -> dict[str, np.ndarray]:
+    """z-draws ``(S, d)`` of every method in the comparison (all draws for MCMC)."""
+    out = {}
+    for r in comparison.results:
+        q = r.fit.q
+        z = q.flat if hasattr(q, "flat") else r.fit.draws_unconstrained(num_draws, 7)
+        out[r.method] = np.asarray(z)
+    return out
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_marginals(comparison, reference: np.ndarray | None, path: str | Path, max_panels: int = 12) -> Path:
+    """Histograms of each method's marginals over the reference's (grey), worst coordinates first."""
+    names = comparison.target.coordinate_names()
+    draws = _method_draws(comparison)
+    order = _worst_first(comparison, len(names))[:max_panels]
+    cols = min(4, len(order))
+    rows = int(np.ceil(len(order) / cols))
+    fig = _new_figure(3.2 * cols, 2.4 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax, j in zip(axes, order, strict=False):
+        pool = [d[:, j] for d in draws.values()] + ([reference[:, j]] if reference is not None else [])
+        lo, hi = np.quantile(np.concatenate(pool), [0.005, 0.995])
+        bins = np.linspace(lo, hi, 50)
+        if reference is not None:
+            ax.hist(reference[:, j], bins=bins, density=True, color="0.8", label=f"reference ({comparison.reference})")
+        for c, (method, d) in zip(_COLOURS, draws.items(), strict=False):
+            ax.hist(d[:, j], bins=bins, density=True, histtype="step", lw=1.4, color=c, label=method)
+        ax.set_title(names[j], fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(order) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=6, loc="upper right")
+    fig.suptitle(f"{comparison.target.name}: marginals in the unconstrained space (worst first)")
+    return _save(fig, path)
+
+
+def plot_traces(comparison, path: str | Path) -> Path:
+    """The objective traces (running means) of the optimisation-based methods."""
+    fig = _new_figure(8, 4.5)
+    ax = fig.add_subplot()
+    for c, r in zip(_COLOURS, comparison.results, strict=False):
+        trace = np.asarray(r.fit.trace, dtype=np.float64)
+        if r.method == "nuts" or not np.isfinite(trace).any():
+            continue
+        smooth = running_mean(trace, max(20, trace.size // 25))
+        ax.plot(np.arange(1, trace.size + 1), smooth, color=c, lw=1.6, label=r.method)
+        ylim = robust_ylim(trace, smooth)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+    ax.set_xlabel("step (ADVI) / iteration (Laplace's mode search)")
+    ax.set_ylabel("objective (running mean)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_pair(comparison, reference: np.ndarray | None, path: str | Path) -> Path:
+    """Scatter of the two worst coordinates: the reference (grey) and each method's draws."""
+    names = comparison.target.coordinate_names()
+    i, j = (_worst_first(comparison, len(names)) + [0, 0])[:2] if len(names) > 1 else (0, 0)
+    draws = _method_draws(comparison)
+    fig = _new_figure(6.5, 6)
+    ax = fig.add_subplot()
+    if reference is not None:
+        ax.scatter(reference[:2000, i], reference[:2000, j], s=3, color="0.7", label="reference")
+    for c, (method, d) in zip(_COLOURS, draws.items(), strict=False):
+        ax.scatter(d[:1000, i], d[:1000, j], s=3, alpha=0.5, color=c, label=method)
+    ax.set_xlabel(names[i])
+    ax.set_ylabel(names[j])
+    ax.legend(markerscale=4, fontsize=8)
+    ax.set_title("the two worst coordinates")
+    return _save(fig, path)
+
+
+def _worst_first(comparison, d: int) -> list[int]:
+    """Coordinates ordered by their largest W₁/sd over methods (by q's sd spread without a reference)."""
+    scores = np.zeros(d)
+    for r in comparison.results:
+        if r.accuracy is not None:
+            scores = np.maximum(scores, r.accuracy.w1)
+    return [int(k) for k in np.argsort(-scores)]
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def write_compare_report(comparison, reference: np.ndarray | None, directory: str | Path) -> Path:
+    """``index.html`` with the table, the recommendation and three figures, in ``directory``."""
+    import html
+
+    directory = Path(directory)
+    plot_marginals(comparison, reference, directory / "marginals.png")
+    plot_traces(comparison, directory / "traces.png")
+    plot_pair(comparison, reference, directory / "pair.png")
+    table = comparison.table().to_html(float_format=lambda x: f"{x:.3g}", border=0, classes="t")
+    name = html.escape(comparison.target.name)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>vbayes compare: {name}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}
+table.t{{border-collapse:collapse;font-size:12px}}
+table.t td,table.t th{{padding:3px 8px;border-bottom:1px solid #ddd}} img{{max-width:100%}}</style></head><body>
+<h1>{name} (dim {comparison.target.dim})</h1>
+<p><b>Trust: {html.escape(comparison.recommended)}</b>. {html.escape(comparison.reason)}.</p>
+<p>Reference: {html.escape(comparison.reference)}. Accuracy is measured in the unconstrained space: mean error
+and W₁ in reference-sd units, sd ratio q/reference; "accurate" means mean W₁/sd ≤ 0.1 and every sd ratio in
+[0.8, 1.25]. A method is trusted when none of its own diagnostics (convergence, PSIS k̂, restarts, reweighting
+from a widened q) raises a flag.</p>
+{table}
+<h2>Marginals</h2><img src="marginals.png"><h2>Objective traces</h2><img src="traces.png">
+<h2>Pair plot</h2><img src="pair.png"></body></html>"""
+    path = directory / "index.html"
+    path.write_text(page)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# fields on a triangular mesh (e.g. the posterior sd of the plasma tomography example)
+
+
+def plot_mesh_fields(
+    points: np.ndarray, triangles: np.ndarray, fields: dict[str, np.ndarray], path: str | Path, title: str
+) -> Path:
+    """One ``tripcolor`` panel per field: ``points`` ``(V, 2)``, ``triangles`` ``(T, 3)``, each field ``(V,)``
+    (vertex values, shaded linearly over the triangles). Returns the PNG path."""
+    from matplotlib.tri import Triangulation
+
+    points, triangles = np.asarray(points, float), np.asarray(triangles, int)
+    tri = Triangulation(points[:, 0], points[:, 1], triangles)
+    n = max(len(fields), 1)
+    aspect = np.ptp(points[:, 1]) / max(np.ptp(points[:, 0]), 1e-12)
+    fig = Figure(figsize=(3.6 * n, 3.6 * min(max(aspect, 0.6), 2.0) + 0.6), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(1, n))
+    for ax, (name, values) in zip(axes, fields.items(), strict=False):
+        shaded = ax.tripcolor(tri, np.asarray(values, float), shading="gouraud", cmap="viridis")
+        fig.colorbar(shaded, ax=ax, shrink=0.85)
+        ax.set_title(name)
+        ax.set_aspect("equal")
+        ax.set_xlabel("R")
+        ax.set_ylabel("Z")
+    fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
