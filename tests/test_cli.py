@@ -236,3 +236,53 @@ def test_plot_trace_writes_png_even_for_degenerate_traces(tmp_path):
     for i, t in enumerate([trace, np.full(50, -3.0), np.array([np.nan]), np.zeros(0)]):
         path = plot_trace(t, tmp_path / f"t{i}.png", "title")
         assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+# ----------------------------------------------------------------------------------------------
+# --method laplace
+
+
+def test_laplace_on_a_mesh_target_prints_fields_and_draws_the_posterior_sd(tmp_path):
+    (tmp_path / "tomo.py").write_text(
+        "from vbayes.examples.tomography import plasma_tomography, plasma_tomography_mesh\n"
+        "target = plasma_tomography('small')\n"
+        "mesh = plasma_tomography_mesh('small')\n"
+    )
+    out = tmp_path / "out"
+    result = invoke(
+        "fit", f"{tmp_path / 'tomo.py'}:target", "--method", "laplace", "--curvature", "lowrank", "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    assert "method laplace  curvature lowrank" in result.stdout.splitlines()[0]
+    assert "log evidence (Laplace)" in result.stdout and "curvature products" in result.stdout
+    assert "median sd" in result.stdout and "first 8 of 222 rows" in result.stdout  # per field, not 222 rows
+    for field in ("log_ne", "log_te", "fraction"):
+        assert field in result.stdout
+    png = (out / "posterior_sd.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE) and len(png) > 20_000
+    summary, info = read_outputs(out)
+    assert len(summary) == 222 and info["method"] == "laplace-lowrank" and info["outcome"] == "converged"
+    assert np.isfinite(info["extra"]["log_evidence"]) and info["extra"]["rank"] >= 1
+
+
+def test_laplace_dense_gives_the_exact_evidence_of_linear_regression(tmp_path):
+    out = tmp_path / "lr"
+    result = invoke("fit", "linear_regression", "--method", "laplace", "--curvature", "dense", "--out", out)
+    assert result.exit_code == 0, result.output
+    summary, info = read_outputs(out)
+    exact_mean, _, log_z = linear_regression_exact()
+    assert info["extra"]["log_evidence"] == pytest.approx(log_z, abs=1e-6)
+    np.testing.assert_allclose(summary.loc[[f"beta[{i}]" for i in range(11)], "mean"], exact_mean, atol=0.02)
+    assert not (out / "posterior_sd.png").exists()
+
+
+def test_laplace_bad_choices_are_one_line_errors():
+    assert_error(invoke("fit", "banana", "--method", "laplace", "--curvature", "hess"), "unknown curvature 'hess'")
+    assert_error(invoke("fit", "banana", "--method", "laplace", "--curvature", "ggn"), "least-squares target")
+    result = invoke("fit", "banana", "--method", "laplace", "--curvature", "lowrank", "--rank", "3")
+    assert_error(result, "rank must be between 1 and the dimension 2")
+
+
+def test_examples_lists_the_tomography_example_without_generating_it():
+    result = invoke("examples")
+    assert result.exit_code == 0 and "plasma_tomography" in result.stdout and "2055" in result.stdout

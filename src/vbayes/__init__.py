@@ -1,22 +1,34 @@
 """vbayes: variational Bayesian inference on JAX."""
 
 from vbayes.errors import VBayesError
-from vbayes.families import FullRankGaussian, LowRankGaussian, MeanFieldGaussian, PointMass, kl
+from vbayes.families import (
+    FullRankGaussian,
+    LowRankGaussian,
+    LowRankPrecisionGaussian,
+    MeanFieldGaussian,
+    PointMass,
+    kl,
+)
 from vbayes.fit import Fit, FitInfo
-from vbayes.infer import advi, nuts
-from vbayes.targets import Target, from_logdensity, from_numpyro
+from vbayes.infer import advi, laplace, nuts
+from vbayes.mixture import VariationalGaussianMixture
+from vbayes.targets import Target, from_least_squares, from_logdensity, from_numpyro
 
 __all__ = [
     "Fit",
     "FitInfo",
     "FullRankGaussian",
     "LowRankGaussian",
+    "LowRankPrecisionGaussian",
     "MeanFieldGaussian",
     "PointMass",
     "Target",
     "VBayesError",
+    "VariationalGaussianMixture",
     "advi",
+    "laplace",
     "nuts",
+    "from_least_squares",
     "from_logdensity",
     "from_numpyro",
     "kl",

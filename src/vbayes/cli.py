@@ -15,6 +15,7 @@ import math
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,11 +30,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vbayes import Fit, Target, advi, from_numpyro
+from vbayes import Fit, Target, advi, from_numpyro, laplace
 from vbayes.errors import VBayesError
-from vbayes.examples import list_examples, load
+from vbayes.examples import EXAMPLES, list_examples, load
 from vbayes.families import FAMILIES
-from vbayes.report import plot_trace
+from vbayes.infer.laplace import CURVATURES
+from vbayes.report import plot_mesh_fields, plot_trace
 
 app = typer.Typer(
     name="vbayes",
@@ -63,7 +65,9 @@ TARGET_HELP = (
 
 
 def _stdout() -> Console:
-    return Console(highlight=False)
+    """Standard output; 120 columns when it is not a terminal (rich would use 80)."""
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=120)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -104,7 +108,7 @@ def examples() -> None:
     table.add_column("description")
     for example in list_examples():
         try:
-            dim = str(example.build().dim)
+            dim = str(example.dim if example.dim is not None else example.build().dim)
         except (VBayesError, ImportError, OSError):  # e.g. its data set is unavailable: still list it
             dim = "?"
         table.add_row(example.name, dim, example.description)
@@ -235,20 +239,29 @@ def _warn(message: str) -> None:
 # vbayes fit
 
 
-def _run_advi(target: Target, family: str, rank: int, steps: int, seed: int) -> Fit:
-    return advi(target, family, rank=rank, max_steps=steps, key=seed, progress=True)
+def _run_advi(target: Target, family: str, rank: int | None, steps: int, seed: int) -> Fit:
+    return advi(target, family, rank=rank or 2, max_steps=steps, key=seed, progress=True)
 
 
-METHODS: dict[str, Callable[[Target, str, int, int, int], Fit]] = {"advi": _run_advi}
-"""``--method`` name -> ``(target, family, rank, steps, seed) -> Fit``."""
+def _run_laplace(target: Target, family: str, rank: int | None, steps: int, seed: int, curvature: str = "auto") -> Fit:
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    return laplace(
+        target, curvature, rank=rank, max_iter=steps, key=seed, log=lambda m: console.print(f"[dim]{m}[/dim]")
+    )
 
 
-def _check_choices(method: str, family: str) -> None:
-    """Fail fast, before building the target, on an unknown method or family."""
+METHODS: dict[str, Callable[..., Fit]] = {"advi": _run_advi, "laplace": _run_laplace}
+"""``--method`` name -> ``(target, family, rank, steps, seed[, curvature=]) -> Fit`` (``curvature``: laplace only)."""
+
+
+def _check_choices(method: str, family: str, curvature: str = "auto") -> None:
+    """Fail fast, before building the target, on an unknown method, family or curvature."""
     if method not in METHODS:
         raise VBayesError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     if family not in FAMILIES:
         raise VBayesError(f"unknown family {family!r}; available: {', '.join(FAMILIES)}")
+    if curvature not in CURVATURES:
+        raise VBayesError(f"unknown curvature {curvature!r}; available: {', '.join(CURVATURES)}")
 
 
 @app.command(help="Fit an approximation to TARGET's posterior, print it, and write a report.\n\n" + TARGET_HELP)
@@ -256,7 +269,13 @@ def fit(
     target: Annotated[str, typer.Argument(help="A built-in example name or FILE.py:NAME.", show_default=False)],
     method: Annotated[str, typer.Option(help=f"Inference method: {', '.join(METHODS)}.")] = "advi",
     family: Annotated[str, typer.Option(help=f"Family of q: {', '.join(FAMILIES)}.")] = "meanfield",
-    rank: Annotated[int, typer.Option(min=1, help="Rank of the lowrank family.")] = 2,
+    rank: Annotated[
+        int | None,
+        typer.Option(min=1, help="Rank of the lowrank family (default 2), or of laplace's lowrank/ggn curvature."),
+    ] = None,
+    curvature: Annotated[
+        str, typer.Option(help=f"Laplace curvature: {', '.join(CURVATURES)} (dense for d ≤ 1000, else ggn/lowrank).")
+    ] = "auto",
     steps: Annotated[int, typer.Option(min=1, help="Maximum number of optimisation steps.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Random seed (fit and summary draws).")] = 0,
     out: Annotated[
@@ -267,19 +286,29 @@ def fit(
     """Resolve TARGET, run the method, print the outcome and summary, write the report; see the help text."""
     _enable_x64()
     with _user_errors():
-        _check_choices(method, family)
+        _check_choices(method, family, curvature)
         resolved = resolve_target(target)
         folder = _output_folder(out if out is not None else Path("vbayes-out") / _safe_name(resolved.name))
         console = _stdout()
-        console.print(
-            f"[bold]{escape(resolved.name)}[/bold]  dim {resolved.dim}  method {method}  family {family}"
-            + (f" (rank {rank})" if family == "lowrank" else "")
-        )
-        result = METHODS[method](resolved, family, rank, steps, seed)
+        if method == "laplace":
+            what = f"curvature {curvature}" + (f" (rank {rank})" if rank and curvature in ("lowrank", "ggn") else "")
+        else:
+            what = f"family {family}" + (f" (rank {rank or 2})" if family == "lowrank" else "")
+        console.print(f"[bold]{escape(resolved.name)}[/bold]  dim {resolved.dim}  method {method}  {what}")
+        options = {"curvature": curvature} if method == "laplace" else {}
+        result = METHODS[method](resolved, family, rank, steps, seed, **options)
         summary = result.summary(draws, seed)
         print_outcome(console, result)
-        console.print(summary_table(summary))
+        if len(summary) > MAX_SUMMARY_ROWS:
+            console.print(summary_table(summary_by_parameter(summary, result.target.names), "parameter"))
+            console.print(f"first {FIRST_ROWS} of {len(summary)} rows (all in summary.csv):")
+            console.print(summary_table(summary.head(FIRST_ROWS)))
+        else:
+            console.print(summary_table(summary))
         written = write_outputs(result, summary, folder)
+        mesh = resolve_mesh(target)
+        if mesh is not None:
+            written.append(write_mesh_picture(result, summary, mesh, folder))
         console.print(f"wrote {', '.join(p.name for p in written)} to {folder}", soft_wrap=True)
     if result.info.outcome == "diverged":
         raise _fail(f"the fit diverged (see the message above); its trace and summary are in {folder}")
@@ -299,24 +328,57 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name) or "target"
 
 
-_OUTCOME_STYLE = {"converged": "green", "max_steps": "yellow", "interrupted": "yellow", "diverged": "red"}
+_OUTCOME_STYLE = {
+    "converged": "green",
+    "max_steps": "yellow",
+    "interrupted": "yellow",
+    "indefinite": "yellow",
+    "diverged": "red",
+}
+
+MAX_SUMMARY_ROWS = 60
+"""Summaries longer than this are printed per parameter (min/median/max sd) plus their first rows."""
+FIRST_ROWS = 8
 
 
 def print_outcome(console: Console, result: Fit) -> None:
-    """One line: outcome, message, steps, gradient evaluations, skipped steps, wall time, final ELBO."""
+    """One line: outcome, message, steps, gradient evaluations, skipped steps, wall time, final ELBO (or, for
+    Laplace, the log evidence and the number of curvature products)."""
     i = result.info
     style = _OUTCOME_STYLE.get(i.outcome, "white")
+    if "log_evidence" in i.extra:
+        tail = f"curvature products {i.extra.get('products')}, log evidence (Laplace) {i.extra['log_evidence']:.4f}"
+    else:
+        tail = f"ELBO {result.elbo:.4f}"
     console.print(
         f"[{style}]{i.outcome}[/{style}]: {escape(i.message.rstrip('.'))}; steps {i.steps}, gradient evaluations "
-        f"{i.grad_evals}, skipped {i.skipped_steps}, wall {i.wall_time:.2f} s, ELBO {result.elbo:.4f}",
+        f"{i.grad_evals}, skipped {i.skipped_steps}, wall {i.wall_time:.2f} s, {tail}",
         soft_wrap=True,
     )
 
 
-def summary_table(summary: pd.DataFrame) -> Table:
+def summary_by_parameter(summary: pd.DataFrame, order: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Per named parameter (``x[0]``, ``x[1]``, … grouped as ``x``): its size, the median of its means, and the
+    min / median / max of its sds; parameters named in ``order`` first, in that order."""
+    base = summary.index.to_series().str.replace(r"\[.*\]$", "", regex=True)
+    groups = summary.groupby(base.to_numpy(), sort=False)
+    table = pd.DataFrame(
+        {
+            "size": groups.size(),
+            "median mean": groups["mean"].median(),
+            "min sd": groups["sd"].min(),
+            "median sd": groups["sd"].median(),
+            "max sd": groups["sd"].max(),
+        }
+    )
+    first = [name for name in order if name in table.index]
+    return table.loc[first + [name for name in table.index if name not in first]]
+
+
+def summary_table(summary: pd.DataFrame, index_name: str = "parameter") -> Table:
     """The ``Fit.summary()`` DataFrame (mean, sd, 5%, 50%, 95% per parameter) as a rich table."""
     table = Table()
-    table.add_column("parameter", no_wrap=True)
+    table.add_column(index_name, no_wrap=True)
     for column in summary.columns:
         table.add_column(str(column), justify="right")
     for label, row in summary.iterrows():
@@ -338,6 +400,32 @@ def write_outputs(result: Fit, summary: pd.DataFrame, folder: Path) -> list[Path
     return [png, csv, info]
 
 
+def resolve_mesh(spec: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(points, triangles)`` when TARGET's parameters live on a triangular mesh: an example's ``mesh()``, or a
+    ``mesh = (points, triangles)`` defined at module level in FILE.py."""
+    path, sep, _ = spec.rpartition(":")
+    if sep and path.endswith(".py"):
+        module = sys.modules.get("vbayes_user_" + re.sub(r"\W", "_", Path(path).stem))
+        mesh = getattr(module, "mesh", None)
+        return tuple(mesh) if isinstance(mesh, (tuple, list)) and len(mesh) == 2 else None
+    example = EXAMPLES.get(spec)
+    return example.mesh() if example is not None and example.mesh is not None else None
+
+
+def write_mesh_picture(result: Fit, summary: pd.DataFrame, mesh: tuple, folder: Path) -> Path:
+    """``posterior_sd.png``: the posterior sd of every parameter with one value per mesh vertex, one panel each."""
+    points, triangles = mesh
+    n = np.shape(points)[0]
+    fields = {}
+    for spec in result.target.params:
+        if spec.shape == (n,):
+            fields[spec.name] = summary.loc[[f"{spec.name}[{i}]" for i in range(n)], "sd"].to_numpy()
+    if not fields:
+        raise VBayesError(f"the mesh has {n} vertices but no parameter of {result.target.name!r} has that shape")
+    title = f"{result.target.name}: posterior sd ({result.info.method})"
+    return plot_mesh_fields(points, triangles, fields, folder / "posterior_sd.png", title)
+
+
 def _jsonable(x: Any) -> Any:
     """``x`` with NumPy/JAX scalars and arrays as plain Python, and non-finite floats as ``None``."""
     if isinstance(x, Mapping):
@@ -349,6 +437,194 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
+
+
+# ----------------------------------------------------------------------------------------------
+# vbayes gmm
+
+
+def load_matrix(path: Path) -> np.ndarray:
+    """An (N, D) float array from a ``.npy`` file or a numeric CSV (a header row is allowed)."""
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file", str(path))
+    if path.suffix == ".npy":
+        X = np.load(path, allow_pickle=False)
+    elif path.suffix in (".csv", ".txt"):
+        try:
+            frame = pd.read_csv(path, header="infer")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise VBayesError(f"malformed CSV {path}: {e}") from None
+        bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+        if bad:
+            raise VBayesError(f"malformed CSV {path}: column(s) {bad[:5]} are not numeric")
+        X = frame.to_numpy(dtype=np.float64)
+    else:
+        raise VBayesError(f"data must be a .npy or .csv file, got {path.name}")
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.size == 0:
+        raise VBayesError(f"data in {path} must be a non-empty (N, D) matrix, got shape {X.shape}")
+    return X
+
+
+@app.command(help="Fit a Bayesian Gaussian mixture to DATA (.npy or numeric .csv) by CAVI, SVI, EM or MAP-EM.")
+def gmm(
+    data: Annotated[Path, typer.Argument(help="An (N, D) .npy file or a numeric CSV.", show_default=False)],
+    components: Annotated[
+        int, typer.Option(min=1, help="Number of components K (an upper bound with the DP prior).")
+    ] = 10,
+    method: Annotated[str, typer.Option(help="cavi, svi, em or map.")] = "cavi",
+    covariance: Annotated[str, typer.Option(help="full, diag or spherical.")] = "full",
+    weights: Annotated[str, typer.Option(help="dirichlet_process or dirichlet_distribution.")] = "dirichlet_process",
+    seed: Annotated[int, typer.Option(help="Random seed of the initialisation.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: vbayes-out/gmm-<data>).")] = None,
+) -> None:
+    """Fit, print the components found, the ELBO and the outcome; write gmm.png and components.csv."""
+    from vbayes.mixture import METHODS as GMM_METHODS
+    from vbayes.mixture import VariationalGaussianMixture
+    from vbayes.report import plot_mixture
+
+    with _user_errors():
+        if method not in GMM_METHODS:
+            raise VBayesError(f"unknown method {method!r}; available: {', '.join(GMM_METHODS)}")
+        if covariance not in ("full", "diag", "spherical"):
+            raise VBayesError(f"unknown covariance {covariance!r}; available: full, diag, spherical")
+        X = load_matrix(data)
+        folder = _output_folder(out if out is not None else Path("vbayes-out") / f"gmm-{_safe_name(data.stem)}")
+        console = _stdout()
+        console.print(f"[bold]{escape(data.name)}[/bold]  N {X.shape[0]}  D {X.shape[1]}  K {components}  {method}")
+        model = VariationalGaussianMixture(
+            n_components=components,
+            covariance_type=covariance,
+            weight_concentration_prior_type=weights,
+            method=method,
+            random_state=seed,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X)
+        info = model.fit_info_
+        console.print(
+            f"[{'green' if model.converged_ else 'yellow'}]{info.outcome}[/]: {escape(info.message)}; "
+            f"{model.n_iter_} iterations, {info.wall_time:.2f} s; ELBO {model.elbo_:.6g} "
+            f"({model.lower_bound_:.6f} per point)",
+            soft_wrap=True,
+        )
+        covs = model.covariances_
+        if covariance == "diag":
+            covs = np.stack([np.diag(c) for c in covs])
+        elif covariance == "spherical":
+            covs = np.stack([c * np.eye(X.shape[1]) for c in np.atleast_1d(covs)])
+        table = Table(title="components with weight > 1%")
+        for col in ("k", "weight", "mean", "sd (diagonal)", "largest correlation"):
+            table.add_column(col)
+        rows = []
+        for k in np.argsort(-model.weights_):
+            if model.weights_[k] < 0.01:
+                continue
+            sd = np.sqrt(np.diag(covs[k]))
+            corr = covs[k] / np.outer(sd, sd) - np.eye(len(sd))
+            show = lambda v: "[" + ", ".join(f"{x:.3g}" for x in v[:4]) + (", …]" if len(v) > 4 else "]")
+            big = float(corr.flat[np.argmax(np.abs(corr))]) if len(sd) > 1 else 0.0
+            table.add_row(str(k), f"{model.weights_[k]:.3f}", show(model.means_[k]), show(sd), f"{big:+.2f}")
+            rows.append(
+                {"k": int(k), "weight": model.weights_[k], **{f"mean{j}": m for j, m in enumerate(model.means_[k])}}
+            )
+        console.print(table)
+        pd.DataFrame(rows).to_csv(folder / "components.csv", index=False)
+        picture = plot_mixture(X, model.weights_, model.means_, covs, model.lower_bounds_, folder / "gmm.png")
+        console.print(f"wrote {picture.name}, components.csv to {folder}", soft_wrap=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# vbayes compare
+
+COMPARE_COLUMNS = (
+    ("wall_s", "wall s", "{:.1f}"),
+    ("grad_evals", "grad evals", "{:.0f}"),
+    ("khat", "k̂", "{:.2f}"),
+    ("mean_error_max", "mean err", "{:.2f}"),
+    ("sd_ratio_min", "sd ratio ≥", "{:.2f}"),
+    ("sd_ratio_max", "sd ratio ≤", "{:.2f}"),
+    ("w1_mean", "W1/sd", "{:.3f}"),
+    ("worst", "worst", "{}"),
+)
+
+
+@app.command(
+    help="Run several methods on TARGET (default: eight_schools_noncentered), check each with its own "
+    "diagnostics, measure each against a reference, and say which to trust.\n\n"
+    "TARGET: an example name, posteriordb:NAME (a posterior in ../shared/posteriordb, which also allows "
+    "--reference posteriordb), or FILE.py:NAME."
+)
+def compare(
+    target: Annotated[str, typer.Argument(help="Example name, posteriordb:NAME or FILE.py:NAME.")] = (
+        "eight_schools_noncentered"
+    ),
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: advi-meanfield, advi-fullrank, advi-lowrank, laplace, nuts.")
+    ] = "advi-meanfield,advi-fullrank,advi-lowrank,laplace,nuts",
+    reference: Annotated[str, typer.Option(help="nuts, posteriordb (for posteriordb:NAME targets) or none.")] = "nuts",
+    report: Annotated[
+        Path | None, typer.Option(help="Folder for the HTML report (default: vbayes-out/compare-<target>).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Compare methods on one target; print the table and the recommendation; write the HTML report."""
+    _enable_x64()
+    from vbayes.compare import compare as run_compare
+    from vbayes.report import write_compare_report
+
+    with _user_errors():
+        if reference not in ("nuts", "posteriordb", "none"):
+            raise VBayesError(f"unknown reference {reference!r}; use nuts, posteriordb or none")
+        names = tuple(m.strip() for m in methods.split(",") if m.strip())
+        resolved = resolve_target(target)
+        folder = _output_folder(
+            report if report is not None else Path("vbayes-out") / f"compare-{_safe_name(resolved.name)}"
+        )
+        console = _stdout()
+        console.print(f"[bold]{escape(resolved.name)}[/bold]  dim {resolved.dim}  reference {reference}")
+        err = Console(stderr=True, highlight=False)
+        result = run_compare(
+            resolved,
+            names,
+            None if reference == "none" else reference,
+            key=seed,
+            log=lambda m: err.print(f"[dim]{m}[/dim]"),
+        )
+        console.print(compare_table(result.table()))
+        for r in result.results:
+            if r.flags:
+                console.print(f"[yellow]{escape(r.method)}[/yellow]: {escape('; '.join(r.flags))}", soft_wrap=True)
+        trust = f"[bold green]Trust {escape(result.recommended)}[/bold green]"
+        console.print(f"\n{trust}: {escape(result.reason)}.", soft_wrap=True)
+        path = write_compare_report(result, folder)
+        console.print(f"wrote {path}", soft_wrap=True)
+
+
+def compare_table(table: pd.DataFrame) -> Table:
+    """A rich table of :meth:`Comparison.table` (method rows; flags printed separately)."""
+    out = Table(show_lines=False)
+    out.add_column("method", style="bold")
+    cols = [(key, label, fmt) for key, label, fmt in COMPARE_COLUMNS if key in table.columns]
+    for _, label, _ in cols:
+        out.add_column(label, justify="right")
+    out.add_column("trusted")
+    if "accurate" in table.columns:
+        out.add_column("accurate")
+    yes_no = lambda ok: "[green]yes[/green]" if ok else "[red]no[/red]"
+    for method, row in table.iterrows():
+        cells = []
+        for key, _, fmt in cols:
+            value = row[key]
+            cells.append("" if isinstance(value, float) and not np.isfinite(value) else fmt.format(value))
+        cells.append(yes_no(row["trusted"]))
+        if "accurate" in table.columns:
+            cells.append("" if not isinstance(row["accurate"], bool | np.bool_) else yes_no(row["accurate"]))
+        out.add_row(method, *cells)
+    return out
 
 
 def main() -> None:

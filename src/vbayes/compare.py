@@ -11,7 +11,7 @@ A VI answer is *flagged* when any of its own checks fails (none of them needs th
   finds. This catches what k̂ alone misses when q sits inside a funnel (the centred eight schools).
 
 NUTS is flagged on divergences or R-hat ≥ 1.01. The recommendation is the unflagged VI method with the
-fewest gradient evaluations, else NUTS.
+fewest gradient evaluations, else NUTS, else (NUTS flagged too) ``"none"`` with what to do next.
 """
 
 from __future__ import annotations
@@ -75,13 +75,14 @@ class MethodResult(NamedTuple):
 
 
 class Comparison(NamedTuple):
-    """The methods side by side; ``recommended`` with the ``reason``."""
+    """The methods side by side; ``recommended`` with the ``reason``; the reference's z-draws ``(S, d)``."""
 
     target: Target
     results: tuple[MethodResult, ...]
     reference: str
     recommended: str
     reason: str
+    reference_draws: np.ndarray | None = None
 
     def table(self) -> pd.DataFrame:
         """One row per method: cost, ELBO, k̂, flags, and accuracy against the reference when there is one."""
@@ -209,6 +210,8 @@ def compare(
     if not methods:
         raise VBayesError("give at least one method")
     key = as_key(key)
+    if not (reference is None or isinstance(reference, str) and reference == "nuts"):
+        _reference_draws(reference, target, {}, key)  # fail on a bad reference before the fits, not after
     results: dict[str, MethodResult] = {}
     names = target.coordinate_names()
     for i, method in enumerate(methods):
@@ -240,7 +243,7 @@ def compare(
             )
             results[method] = r._replace(accuracy=compare_draws(z, ref, names))
     recommended, reason = _recommend(list(results.values()))
-    return Comparison(target, tuple(results.values()), ref_name, recommended, reason)
+    return Comparison(target, tuple(results.values()), ref_name, recommended, reason, ref)
 
 
 def _recommend(results: list[MethodResult]) -> tuple[str, str]:
@@ -256,4 +259,11 @@ def _recommend(results: list[MethodResult]) -> tuple[str, str]:
             why += f"; NUTS took {nuts[0].grad_evals}"
         return best.method, why + ")"
     failed = "; ".join(f"{r.method}: {r.flags[0]}" for r in vi) or "no VI method was run"
-    return "nuts", f"every VI method is flagged by its own diagnostics ({failed})"
+    why = f"every VI method is flagged by its own diagnostics ({failed})"
+    if nuts and nuts[0].flags:
+        why += (
+            f", and NUTS itself warns ({'; '.join(nuts[0].flags)}): no answer here can be trusted yet; "
+            "reparameterise the model (e.g. non-centre it) or rerun NUTS longer with a higher target_accept"
+        )
+        return "none", why
+    return "nuts", why

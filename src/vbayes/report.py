@@ -168,11 +168,12 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def write_compare_report(comparison, reference: np.ndarray | None, directory: str | Path) -> Path:
+def write_compare_report(comparison, directory: str | Path) -> Path:
     """``index.html`` with the table, the recommendation and three figures, in ``directory``."""
     import html
 
     directory = Path(directory)
+    reference = comparison.reference_draws
     plot_marginals(comparison, reference, directory / "marginals.png")
     plot_traces(comparison, directory / "traces.png")
     plot_pair(comparison, reference, directory / "pair.png")
@@ -226,3 +227,50 @@ def plot_mesh_fields(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# `vbayes gmm` picture
+
+
+def plot_mixture(X: np.ndarray, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray, trace, path) -> Path:
+    """Left: the data projected on its first two principal axes, with each component's 2-sd ellipse
+    (components weighing over 1%); right: the objective per iteration. ``X``: (N, D); ``means``: (K, D);
+    ``covariances``: (K, D, D)."""
+    X = np.asarray(X, dtype=np.float64)
+    centre = X.mean(0)
+    if X.shape[1] > 2:
+        _, _, vt = np.linalg.svd(X[: min(len(X), 100_000)] - centre, full_matrices=False)
+        proj = vt[:2].T
+    else:
+        proj = np.eye(X.shape[1])[:, :2] if X.shape[1] == 2 else np.array([[1.0], [0.0]])[:1]
+    fig = _new_figure(12, 5)
+    ax, ax2 = fig.subplots(1, 2)
+    shown = X[np.random.default_rng(0).permutation(len(X))[:20_000]]
+    if X.shape[1] >= 2:
+        pts = (shown - centre) @ proj
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, color="0.6", alpha=0.4)
+        angles = np.linspace(0, 2 * np.pi, 100)
+        circle = np.stack([np.cos(angles), np.sin(angles)])
+        for k in np.argsort(-weights):
+            if weights[k] < 0.01:
+                continue
+            m = (means[k] - centre) @ proj
+            c = proj.T @ covariances[k] @ proj
+            vals, vecs = np.linalg.eigh(c)
+            ell = m[:, None] + 2 * vecs @ np.diag(np.sqrt(np.maximum(vals, 0))) @ circle
+            ax.plot(ell[0], ell[1], lw=1.5)
+            ax.annotate(f"{weights[k]:.2f}", m, fontsize=8, ha="center")
+        ax.set_xlabel("PC 1" if X.shape[1] > 2 else "x1")
+        ax.set_ylabel("PC 2" if X.shape[1] > 2 else "x2")
+        ax.set_title("components (2-sd ellipses, weights)")
+    else:
+        ax.hist(shown[:, 0], bins=80, density=True, color="0.7")
+        ax.set_title("data")
+    trace = np.asarray(trace, dtype=np.float64)
+    ax2.plot(np.arange(1, trace.size + 1), trace, marker=".")
+    ax2.set_xlabel("iteration")
+    ax2.set_ylabel("objective per point (nats)")
+    ax2.set_title("ELBO per point" if trace.size else "no trace")
+    ax2.grid(alpha=0.3)
+    return _save(fig, path)

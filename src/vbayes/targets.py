@@ -397,3 +397,547 @@ def check_initial_point(target: Target, z: Array) -> None:
         f"the {what} of {target.name!r} is not finite ({float(value)}) at the initial point {shown}; "
         "check the model and data there, or pass a different init"
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Gaussian priors on z: precision operators and their Cholesky factors
+#
+# A precision P (d×d, symmetric positive definite) is kept in the form it was given (a diagonal, a dense
+# matrix, or a sparse matrix) and used through products only: ``matvec`` in the log density and in
+# Gauss-Newton products, and a Cholesky factor P = L Lᵀ for prior preconditioning, sampling and
+# log|P|. Vectors are rows: every method maps ``(..., d) -> (..., d)``. No method forms a dense d×d
+# matrix unless P was given as one.
+
+
+@jax.tree_util.register_pytree_node_class
+class DiagonalPrecision:
+    """P = diag(p). ``p``: ``(d,)``, positive."""
+
+    def __init__(self, diagonal: Array):
+        self.diagonal = diagonal
+
+    def tree_flatten(self):
+        return (self.diagonal,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    @property
+    def dim(self) -> int:
+        return int(np.shape(self.diagonal)[-1])
+
+    def matvec(self, x: Array) -> Array:
+        """P x for rows ``x``: ``(..., d) -> (..., d)``."""
+        return self.diagonal * x
+
+    def cholesky(self) -> DiagonalCholesky:
+        """L = diag(√p)."""
+        return DiagonalCholesky(jnp.sqrt(jnp.asarray(self.diagonal)))
+
+    def logdet(self) -> float:
+        """log|P| = Σ log p_i (host)."""
+        return float(np.sum(np.log(np.asarray(self.diagonal, dtype=np.float64))))
+
+
+@jax.tree_util.register_pytree_node_class
+class DensePrecision:
+    """P a dense symmetric positive definite matrix ``(d, d)``."""
+
+    def __init__(self, matrix: Array):
+        self.matrix = matrix
+
+    def tree_flatten(self):
+        return (self.matrix,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    @property
+    def dim(self) -> int:
+        return int(np.shape(self.matrix)[-1])
+
+    def matvec(self, x: Array) -> Array:
+        """P x for rows ``x``: ``(..., d) -> (..., d)`` (P symmetric, so x Pᵀ = x P)."""
+        return x @ self.matrix
+
+    def cholesky(self) -> DenseCholesky:
+        """L = chol(P), lower triangular ``(d, d)``; O(d³)."""
+        chol = jnp.linalg.cholesky(jnp.asarray(self.matrix))
+        if not bool(jnp.all(jnp.isfinite(chol))):
+            raise VBayesError("the prior precision matrix is not positive definite (its Cholesky factorisation failed)")
+        return DenseCholesky(chol)
+
+    def logdet(self) -> float:
+        """log|P| (host, via the Cholesky factor)."""
+        return 2.0 * float(self.cholesky().half_logdet)
+
+
+@jax.tree_util.register_pytree_node_class
+class SparsePrecision:
+    """P a sparse symmetric positive definite matrix, ``jax.experimental.sparse.BCOO`` of shape ``(d, d)``.
+
+    Its Cholesky factor is sparse too: a fill-reducing ordering q and P[q][:, q] = C Cᵀ, computed once on
+    the host (SuperLU with a symmetric ordering and no pivoting); see :class:`SparseCholesky`.
+    """
+
+    def __init__(self, matrix: Any):
+        self.matrix = matrix
+
+    def tree_flatten(self):
+        return (self.matrix,), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[-1])
+
+    def matvec(self, x: Array) -> Array:
+        """P x for rows ``x``: ``(..., d) -> (..., d)``, a sparse product (differentiable)."""
+        d = self.dim
+        flat = jnp.reshape(x, (-1, d))
+        return jnp.reshape((self.matrix @ flat.T).T, jnp.shape(x))
+
+    def to_scipy(self):
+        """The matrix as ``scipy.sparse.csc_matrix`` (host)."""
+        import scipy.sparse as sp
+
+        data = np.asarray(self.matrix.data, dtype=np.float64)
+        idx = np.asarray(self.matrix.indices)
+        return sp.csc_matrix(sp.coo_matrix((data, (idx[:, 0], idx[:, 1])), shape=self.matrix.shape))
+
+    def cholesky(self) -> SparseCholesky:
+        """Sparse Cholesky factor and diag(P⁻¹) (host, once); O(nnz(C)) memory."""
+        return SparseCholesky.from_scipy(self.to_scipy())
+
+    def logdet(self) -> float:
+        """log|P| = 2 Σ log C_ii (host)."""
+        return 2.0 * float(SparseCholesky.from_scipy(self.to_scipy(), inverse_diag=False).half_logdet)
+
+
+Precision = DiagonalPrecision | DensePrecision | SparsePrecision
+
+
+class DiagonalCholesky(NamedTuple):
+    """L = diag(s), P = diag(s²). ``s``: ``(d,)``."""
+
+    sqrt_diagonal: Array
+
+    @property
+    def half_logdet(self) -> Array:
+        """½ log|P| = Σ log s_i."""
+        return jnp.sum(jnp.log(self.sqrt_diagonal))
+
+    def apply_lt(self, x: Array) -> Array:
+        """Lᵀ x, rows ``(..., d)``."""
+        return x * self.sqrt_diagonal
+
+    def solve_lt(self, y: Array) -> Array:
+        """L⁻ᵀ y, rows ``(..., d)``."""
+        return y / self.sqrt_diagonal
+
+    def solve_l(self, x: Array) -> Array:
+        """L⁻¹ x, rows ``(..., d)``."""
+        return x / self.sqrt_diagonal
+
+    def inverse_diag(self) -> Array:
+        """diag(P⁻¹) ``(d,)``."""
+        return 1.0 / self.sqrt_diagonal**2
+
+
+class DenseCholesky(NamedTuple):
+    """P = L Lᵀ, ``chol`` = L lower triangular ``(d, d)``."""
+
+    chol: Array
+
+    @property
+    def half_logdet(self) -> Array:
+        return jnp.sum(jnp.log(jnp.diag(self.chol)))
+
+    def apply_lt(self, x: Array) -> Array:
+        """Lᵀ x for rows: (Lᵀ x)ᵀ = xᵀ L."""
+        return x @ self.chol
+
+    def solve_lt(self, y: Array) -> Array:
+        """L⁻ᵀ y for rows ``(..., d)``."""
+        flat = jnp.reshape(y, (-1, y.shape[-1])).T
+        out = jax.scipy.linalg.solve_triangular(self.chol, flat, lower=True, trans="T")
+        return jnp.reshape(out.T, y.shape)
+
+    def solve_l(self, x: Array) -> Array:
+        """L⁻¹ x for rows ``(..., d)``."""
+        flat = jnp.reshape(x, (-1, x.shape[-1])).T
+        out = jax.scipy.linalg.solve_triangular(self.chol, flat, lower=True)
+        return jnp.reshape(out.T, x.shape)
+
+    def inverse_diag(self) -> Array:
+        """diag(P⁻¹)_i = ‖L⁻¹ e_i‖², the squared column norms of L⁻¹; O(d³)."""
+        inv = jax.scipy.linalg.solve_triangular(
+            self.chol, jnp.eye(self.chol.shape[0], dtype=self.chol.dtype), lower=True
+        )
+        return jnp.sum(inv**2, axis=0)
+
+
+def selected_inverse_diag(c_lower: Any) -> np.ndarray:
+    """diag((C Cᵀ)⁻¹) for a sparse lower-triangular C ``(d, d)``, without forming the inverse.
+
+    Takahashi, Fagan & Chen (1973); Rue & Martino (2007): Σ = (CCᵀ)⁻¹ satisfies, for i = d−1 … 0 and
+    j ∈ {i} ∪ pattern(C[:, i]), Σ_ji = δ_ij / C_ii² − (1/C_ii) Σ_{k ∈ pattern(C[:, i]), k > i} C_ki Σ_kj, and
+    the Σ_kj needed lie on the pattern of C. Cost O(Σ_i m_i²), m_i the count of column i.
+    """
+    import scipy.sparse as sp
+
+    c = sp.csc_matrix(c_lower)
+    c.sort_indices()
+    d = c.shape[0]
+    rows_of: list[np.ndarray] = [np.zeros(0, np.int64)] * d
+    sigma_of: list[np.ndarray] = [np.zeros(0)] * d
+    out = np.empty(d)
+    for i in range(d - 1, -1, -1):
+        rows = c.indices[c.indptr[i] : c.indptr[i + 1]]
+        vals = c.data[c.indptr[i] : c.indptr[i + 1]]
+        if rows.size == 0 or rows[0] != i:
+            raise VBayesError("selected_inverse_diag needs a lower-triangular factor with a nonzero diagonal")
+        cii, rows, vals = vals[0], rows[1:], vals[1:]
+        block = np.empty((rows.size, rows.size))
+        for a, j in enumerate(rows):  # Σ[rows, rows] from the columns already done (all > i)
+            col = sigma_of[j][np.searchsorted(rows_of[j], rows[a:])]
+            block[a:, a] = col
+            block[a, a:] = col
+        s = -(block @ vals) / cii
+        sii = 1.0 / cii**2 - (vals @ s) / cii
+        rows_of[i] = np.concatenate([[i], rows])
+        sigma_of[i] = np.concatenate([[sii], s])
+        out[i] = sii
+    return out
+
+
+def _csr(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray):
+    import scipy.sparse as sp
+
+    indptr, indices, data = (np.ravel(a) for a in (indptr, indices, data))  # vmap's expand_dims adds axes
+    n = indptr.shape[0] - 1
+    return sp.csr_matrix((np.asarray(data, np.float64), indices, indptr), shape=(n, n))
+
+
+def _host_triangular_solve(indptr, indices, data, b, lower: bool) -> np.ndarray:
+    """T⁻¹ b for a sparse triangular T (CSR arrays) and rows ``b`` ``(..., d)`` (host, scipy)."""
+    from scipy.sparse.linalg import spsolve_triangular
+
+    flat = np.reshape(np.asarray(b, np.float64), (-1, b.shape[-1])).T
+    out = spsolve_triangular(_csr(indptr, indices, data), flat, lower=lower)
+    return np.reshape(np.asarray(out).T, b.shape).astype(b.dtype)
+
+
+@jax.tree_util.register_pytree_node_class
+class SparseCholesky:
+    """P = L Lᵀ with L = Πᵀ C: ``order`` q is a fill-reducing permutation and P[q][:, q] = C Cᵀ, C sparse lower.
+
+    Every part is an array leaf (C as CSR arrays and as a BCOO of Cᵀ, the permutation, ½ log|P| and
+    diag(P⁻¹)), so factors of equal sparsity share compiled code. Products with Lᵀ run in JAX (differentiable);
+    solves with L and Lᵀ run on the host (scipy's sparse triangular solve) through ``jax.pure_callback``, so
+    they also work under ``jit``, ``vmap`` and reverse-mode ``grad`` (not forward mode). diag(P⁻¹) comes from
+    Takahashi's recursions (:func:`selected_inverse_diag`): no dense inverse.
+    """
+
+    def __init__(self, ct, lower, upper, order, half_logdet, inv_diag=None):
+        self.ct = ct  # Cᵀ as BCOO
+        self.lower = lower  # (indptr, indices, data) of C in CSR
+        self.upper = upper  # (indptr, indices, data) of Cᵀ in CSR
+        self.order = order
+        self._half_logdet = half_logdet
+        self.inv_diag = inv_diag
+
+    def tree_flatten(self):
+        return (self.ct, self.lower, self.upper, self.order, self._half_logdet, self.inv_diag), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children)
+
+    @classmethod
+    def from_scipy(cls, matrix: Any, inverse_diag: bool = True) -> SparseCholesky:
+        """Factor a symmetric positive definite ``scipy.sparse`` matrix ``(d, d)`` (and, by default, find diag(P⁻¹))."""
+        from jax.experimental import sparse as jsparse
+
+        c, order = _sparse_cholesky(matrix)
+        lower, upper = c.tocsr(), c.T.tocsr()
+        arrays = lambda m: (jnp.asarray(m.indptr), jnp.asarray(m.indices), jnp.asarray(m.data))
+        inv = jnp.asarray(selected_inverse_diag(c)[np.argsort(order)]) if inverse_diag else None
+        ct = jsparse.BCOO.from_scipy_sparse(c.T.tocoo())
+        return cls(ct, arrays(lower), arrays(upper), jnp.asarray(order), jnp.asarray(np.sum(np.log(c.diagonal()))), inv)
+
+    @property
+    def half_logdet(self) -> Array:
+        return self._half_logdet
+
+    def apply_lt(self, x: Array) -> Array:
+        """Lᵀ x = Cᵀ (x[q]) for rows ``(..., d)``."""
+        d = x.shape[-1]
+        flat = jnp.reshape(x, (-1, d))[:, self.order]
+        return jnp.reshape((self.ct @ flat.T).T, x.shape)
+
+    def _solve(self, x: Array, transpose: bool) -> Array:
+        """C⁻¹x (or C⁻ᵀx) on the host; reverse-mode differentiable (the two solves are each other's transpose)."""
+        arrays = self.upper if transpose else self.lower
+
+        @jax.custom_vjp
+        def solve(b):
+            fn = lambda *a: _host_triangular_solve(*a, lower=not transpose)
+            out = jax.ShapeDtypeStruct(b.shape, b.dtype)
+            return jax.pure_callback(fn, out, *arrays, b, vmap_method="expand_dims")
+
+        solve.defvjp(lambda b: (solve(b), None), lambda _, ct: (self._solve(ct, not transpose),))
+        return solve(x)
+
+    def solve_lt(self, y: Array) -> Array:
+        """L⁻ᵀ y = Πᵀ C⁻ᵀ y for rows ``(..., d)``."""
+        return self._solve(y, True)[..., jnp.argsort(self.order)]
+
+    def solve_l(self, x: Array) -> Array:
+        """L⁻¹ x = C⁻¹ (x[q]) for rows ``(..., d)``."""
+        return self._solve(x[..., self.order], False)
+
+    def inverse_diag(self) -> Array:
+        """diag(P⁻¹) ``(d,)``: precomputed by :meth:`from_scipy`, else computed now on the host."""
+        if self.inv_diag is not None:
+            return self.inv_diag
+
+        def host(indptr, indices, data, order):
+            c = _csr(indptr, indices, data)
+            return selected_inverse_diag(c)[np.argsort(np.ravel(order))].astype(data.dtype)
+
+        out = jax.ShapeDtypeStruct(self.order.shape, self.lower[2].dtype)
+        return jax.pure_callback(host, out, *self.lower, self.order, vmap_method="sequential")
+
+
+def _sparse_cholesky(matrix: Any) -> tuple[Any, np.ndarray]:
+    """(C, q) with P[q][:, q] = C Cᵀ, C sparse lower triangular; raise if P is not symmetric positive definite."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import splu
+
+    p = sp.csc_matrix(matrix, dtype=np.float64)
+    if p.shape[0] != p.shape[1]:
+        raise VBayesError(f"the prior precision must be square, got shape {p.shape}")
+    scale = float(abs(p).max()) if p.nnz else 0.0
+    if not np.all(np.isfinite(p.data)) or scale == 0.0:
+        raise VBayesError("the prior precision has non-finite entries or is zero")
+    if p.nnz and float(abs(p - p.T).max()) > 1e-10 * scale:
+        raise VBayesError("the prior precision is not symmetric")
+    try:
+        lu = splu(p, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    except RuntimeError as e:  # an exactly singular matrix
+        raise VBayesError(f"the prior precision is not positive definite ({e})") from None
+    pivots = lu.U.diagonal()
+    if not np.array_equal(lu.perm_r, lu.perm_c) or not np.all(pivots > 0):
+        raise VBayesError(
+            "the prior precision is not positive definite "
+            f"({int(np.sum(pivots <= 0))} non-positive pivot(s) in its symmetric factorisation)"
+        )
+    c = (lu.L @ sp.diags(np.sqrt(pivots))).tocsc()
+    order = np.argsort(lu.perm_c)
+    x = np.random.default_rng(0).normal(size=p.shape[0])
+    err = np.linalg.norm(c @ (c.T @ x) - p[order][:, order] @ x)
+    if not err <= 1e-8 * scale * np.linalg.norm(x) * max(1.0, np.sqrt(p.shape[0])):
+        raise VBayesError("the prior precision could not be factored as L Lᵀ (is it symmetric positive definite?)")
+    return c, order
+
+
+def as_precision(value: Any, dim: int) -> Precision:
+    """A precision operator from a scalar or vector (diagonal), a dense ``(d, d)`` array, a sparse matrix
+    (``jax.experimental.sparse.BCOO`` or ``scipy.sparse``), a precision instance, or a function
+    ``v ↦ P v`` on ``(d,)`` (materialised once into a dense matrix by d products; d ≤ 4096 only)."""
+    from jax.experimental import sparse as jsparse
+
+    if isinstance(value, (DiagonalPrecision, DensePrecision, SparsePrecision)):
+        out = value
+    elif isinstance(value, jsparse.BCOO):
+        out = SparsePrecision(value)
+    elif hasattr(value, "tocoo") and hasattr(value, "nnz"):  # scipy.sparse
+        out = SparsePrecision(jsparse.BCOO.from_scipy_sparse(value.tocoo()))
+    elif callable(value):
+        if dim > 4096:
+            raise VBayesError(
+                f"a prior precision given as a function is materialised into a dense matrix, which is too big at "
+                f"d={dim}; pass a sparse matrix (BCOO or scipy.sparse) or a vector (diagonal) instead"
+            )
+        eye = jnp.eye(dim, dtype=jnp.result_type(float))
+        out = DensePrecision(jax.vmap(value)(eye))
+    else:
+        arr = jnp.asarray(value, dtype=jnp.result_type(float))
+        if arr.ndim == 0:
+            arr = jnp.full((dim,), arr)
+        if arr.ndim == 1:
+            out = DiagonalPrecision(arr)
+        elif arr.ndim == 2:
+            out = DensePrecision(arr)
+        else:
+            raise VBayesError(f"a prior precision must be a scalar, a (d,) vector or a (d, d) matrix, got {arr.shape}")
+    if out.dim != dim:
+        raise VBayesError(f"the prior precision is for dimension {out.dim}, but the parameters have dimension {dim}")
+    _check_precision_values(out)
+    return out
+
+
+def _check_precision_values(p: Precision) -> None:
+    if isinstance(p, DiagonalPrecision):
+        diag = np.asarray(p.diagonal)
+        if not np.all(np.isfinite(diag)) or np.any(diag <= 0):
+            raise VBayesError("a diagonal prior precision must be positive and finite everywhere")
+    elif isinstance(p, DensePrecision):
+        m = np.asarray(p.matrix)
+        if not np.all(np.isfinite(m)):
+            raise VBayesError("the prior precision matrix has non-finite entries")
+        if not np.allclose(m, m.T, rtol=1e-10, atol=1e-12 * np.abs(m).max()):
+            raise VBayesError("the prior precision matrix is not symmetric")
+
+
+# ----------------------------------------------------------------------------------------------
+# least-squares targets: Gaussian observations of a forward model, Gaussian prior on z
+
+
+class LeastSquaresParts(NamedTuple):
+    """The structure of a least-squares target, for Gauss-Newton: ``residual(z)`` = (y − f(θ(z)))/σ, flat
+    ``(N,)``; the prior z ~ N(``prior_mean`` ``(d,)``, ``prior_precision``⁻¹)."""
+
+    residual: Callable[[Array], Array]
+    prior_mean: Array
+    prior_precision: Precision
+
+
+@dataclass(frozen=True, eq=False)
+class _LeastSquaresDensity:
+    """log p̃(z) = −½‖(y − f(θ(z)))/σ‖² − ½(z − m)ᵀP(z − m) + log N and prior normalising constants."""
+
+    forward: Callable
+    specs: tuple[ParamSpec, ...]
+    constraints: tuple[Any, ...]
+    frozen: _Frozen  # {"observations", "noise_sd", "prior_mean", "prior_precision", "prior_logdet", "data"}
+
+    def _key(self) -> tuple:
+        return (self.forward, self.specs, tuple(repr(c) for c in self.constraints), self.frozen)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _LeastSquaresDensity) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def unconstrained(self, z: Array) -> dict[str, Array]:
+        return _unflatten(self.specs, z)
+
+    def constrain(self, z: Array, data: tuple) -> dict[str, Array]:
+        u = self.unconstrained(z)
+        return {s.name: biject_to(c)(u[s.name]) for s, c in zip(self.specs, self.constraints, strict=True)}
+
+    def predict(self, z: Array, data: tuple) -> Array:
+        """f(θ(z)), the shape of the observations."""
+        parts = self.frozen.merge(data)
+        params = self.constrain(z, data)
+        return self.forward(params) if parts["data"] is None else self.forward(params, parts["data"])
+
+    def residual(self, z: Array, data: tuple) -> Array:
+        """(y − f(θ(z)))/σ, flat ``(N,)``."""
+        parts = self.frozen.merge(data)
+        r = (parts["observations"] - self.predict(z, data)) / parts["noise_sd"]
+        return jnp.ravel(r)
+
+    def parts(self, data: tuple) -> LeastSquaresParts:
+        merged = self.frozen.merge(data)
+        return LeastSquaresParts(lambda z: self.residual(z, data), merged["prior_mean"], merged["prior_precision"])
+
+    def __call__(self, z: Array, data: tuple) -> Array:
+        parts = self.frozen.merge(data)
+        r = self.residual(z, data)
+        dz = z - parts["prior_mean"]
+        n, d = r.shape[0], z.shape[-1]
+        log_sd = jnp.sum(jnp.log(jnp.broadcast_to(parts["noise_sd"], jnp.shape(parts["observations"]))))
+        const = -0.5 * (n + d) * math.log(2 * math.pi) - log_sd + 0.5 * parts["prior_logdet"]
+        return -0.5 * jnp.sum(r**2) - 0.5 * jnp.sum(dz * parts["prior_precision"].matvec(dz)) + const
+
+
+def from_least_squares(
+    forward: Callable,
+    observations: Any,
+    noise_sd: Any,
+    prior_mean: Any,
+    prior_precision: Any,
+    example_params: Mapping[str, Any],
+    constraints: Mapping[str, Any] | None = None,
+    data: PyTree = None,
+    name: str = "least_squares",
+) -> Target:
+    """Target for y = f(θ) + ε, ε ~ N(0, diag(σ²)), with a Gaussian prior z ~ N(m, P⁻¹) on the flat unconstrained z.
+
+    log p̃(z) = −½ Σ ((y − f(θ(z)))/σ)² − ½ (z − m)ᵀ P (z − m) − N/2 log 2π − Σ log σ − d/2 log 2π + ½ log|P|,
+    the exact log joint, so Laplace's evidence is that of this model. θ(z) maps z to named parameters
+    (``constraints`` as in :func:`from_logdensity`); the prior is on z itself, so there is no Jacobian.
+
+    ``forward(params) -> predictions`` of the shape of ``observations`` (or ``forward(params, data)`` when
+    ``data`` is given). ``noise_sd``: scalar or broadcastable to ``observations``. ``prior_mean``: scalar or
+    ``(d,)``. ``prior_precision``: scalar or ``(d,)`` (diagonal), ``(d, d)`` (dense), a sparse matrix (BCOO or
+    scipy.sparse; factored sparsely, never densified), or a function v ↦ P v (small d). Observations, noise,
+    prior and ``data`` arrays are pytree leaves: new values of the same shapes reuse the compiled code.
+    :func:`least_squares_parts` exposes the residual and the prior for Gauss-Newton curvature.
+    """
+    if not isinstance(example_params, Mapping) or not example_params:
+        raise VBayesError("example_params must be a non-empty dict {name: example value}")
+    constraints = dict(constraints or {})
+    unknown = set(constraints) - set(example_params)
+    if unknown:
+        raise VBayesError(f"constraints name parameters not in example_params: {sorted(unknown)}")
+    specs, cons = [], []
+    for k, v in example_params.items():
+        shape = tuple(np.shape(v))
+        c = _as_constraint(constraints.get(k), k)
+        specs.append(ParamSpec(str(k), shape, tuple(biject_to(c).inverse_shape(shape))))
+        cons.append(c)
+    dim = sum(s.size for s in specs)
+    dtype = jnp.result_type(float)
+    y = jnp.asarray(observations, dtype=dtype)
+    sd = jnp.asarray(noise_sd, dtype=dtype)
+    check_finite({"observations": y, "noise_sd": sd, "prior_mean": np.asarray(prior_mean)}, what="")
+    if data is not None:
+        check_finite(data, what="data ")
+    if np.any(np.asarray(sd) <= 0):
+        raise VBayesError("noise_sd must be positive")
+    try:
+        jnp.broadcast_shapes(sd.shape, y.shape)
+    except ValueError:
+        raise VBayesError(f"noise_sd of shape {sd.shape} does not broadcast to observations {y.shape}") from None
+    mean = jnp.broadcast_to(jnp.asarray(prior_mean, dtype=dtype), (dim,)) if np.ndim(prior_mean) == 0 else None
+    if mean is None:
+        mean = jnp.asarray(prior_mean, dtype=dtype)
+        if mean.shape != (dim,):
+            raise VBayesError(f"prior_mean must be a scalar or have shape ({dim},), got {mean.shape}")
+    precision = as_precision(prior_precision, dim)
+    bundle = {
+        "observations": y,
+        "noise_sd": sd,
+        "prior_mean": mean,
+        "prior_precision": precision,
+        "prior_logdet": precision.logdet(),
+        "data": data,
+    }
+    frozen, arrays = _split(bundle)
+    density = _LeastSquaresDensity(forward, tuple(specs), tuple(cons), frozen)
+    target = Target(density, arrays, name)
+    _check_scalar(target)
+    z = jax.ShapeDtypeStruct((dim,), dtype)
+    out = jax.eval_shape(lambda z: target.density.predict(z, target.data), z)
+    if out.shape != y.shape:
+        raise VBayesError(
+            f"forward returns predictions of shape {out.shape}, but the observations have shape {y.shape}"
+        )
+    return target
+
+
+def least_squares_parts(target: Target) -> LeastSquaresParts | None:
+    """The residual and prior of a target made by :func:`from_least_squares` (``None`` for other targets)."""
+    if isinstance(target.density, _LeastSquaresDensity):
+        return target.density.parts(target.data)
+    return None

@@ -39,15 +39,25 @@ from vbayes.examples.posteriordb import (
     to_reference_columns,
     to_unconstrained,
 )
+from vbayes.examples.tomography import (
+    plasma_tomography,
+    plasma_tomography_dim,
+    plasma_tomography_mesh,
+    plasma_tomography_problem,
+)
 from vbayes.targets import Target
 
 
 class Example(NamedTuple):
-    """A named example: ``build()`` returns a fresh :class:`~vbayes.targets.Target`."""
+    """A named example: ``build()`` returns a fresh :class:`~vbayes.targets.Target`. Optional: ``dim`` (known
+    without building, for examples that take seconds to generate) and ``mesh()`` -> ``(points (V, 2), triangles
+    (T, 3))`` for examples whose parameters are fields on a triangular mesh (the CLI draws them)."""
 
     name: str
     build: Callable[[], Target]
     description: str
+    dim: int | None = None
+    mesh: Callable[[], tuple] | None = None
 
 
 EXAMPLES: dict[str, Example] = {
@@ -75,6 +85,14 @@ EXAMPLES: dict[str, Example] = {
         ),
         Example("funnel", funnel, "Neal's funnel: v ~ N(0, 3^2), x_i ~ N(0, e^v); dim 10"),
         Example("banana", banana, "twisted Gaussian: x1 ~ N(0, 10^2), x2 ~ N(0.03 (x1^2 - 100), 1); dim 2"),
+        Example(
+            "plasma_tomography",
+            plasma_tomography,
+            "synthetic plasma tomography: log n_e, log T_e and a fraction on a 685-vertex triangular mesh, "
+            "4 cameras of 500x500 pixels (N=10^6 line integrals), smoothness priors; dim 2055",
+            plasma_tomography_dim(),
+            plasma_tomography_mesh,
+        ),
     ]
 }
 
@@ -127,5 +145,7 @@ __all__ = [
     "load",
     "logistic_regression",
     "logistic_regression_model",
+    "plasma_tomography",
+    "plasma_tomography_problem",
     "synthetic_logistic_data",
 ]

@@ -150,7 +150,8 @@ def build_step(
 
 @functools.lru_cache(maxsize=64)
 def _chunk_runner(objective: Objective, optimizer_key: Any, num_samples: int) -> Callable:
-    """Jitted ``(state, target, keys, n_active, check_key) -> (state, objective per step, check values)``.
+    """Jitted ``(state, target, key, n_active, check_key, chunk, num_check) -> (state, next key, objective per
+    step, check values)``: ``chunk`` steps, of which the first ``n_active`` update q.
 
     After the chunk it evaluates ``log p̃(z) − log q̄(z)`` at ``num_check`` draws of the chunk-averaged
     q̄ made from the fixed ``check_key``: common random numbers, so successive chunks are compared by a
@@ -160,20 +161,23 @@ def _chunk_runner(objective: Objective, optimizer_key: Any, num_samples: int) ->
     optimizer = _OPTIMIZERS[optimizer_key]
     step = build_step(objective, optimizer, num_samples)
 
-    @functools.partial(jax.jit, static_argnums=5)
-    def run(state: ADVIState, target: Target, keys: Array, n_active: Array, check_key: Array, num_check: int):
+    @functools.partial(jax.jit, static_argnums=(5, 6))
+    def run(
+        state: ADVIState, target: Target, key: Array, n_active: Array, check_key: Array, chunk: int, num_check: int
+    ):
         state = state._replace(q_sum=jax.tree_util.tree_map(jnp.zeros_like, state.q_sum))
+        key, sub = jax.random.split(key)
 
         def body(s, xs):
             i, k = xs
             s, info = step(k, s, target, i < n_active)
             return s, info.objective
 
-        state, values = jax.lax.scan(body, state, (jnp.arange(keys.shape[0]), keys))
-        q_bar = polyak_average(state, keys.shape[0])
+        state, values = jax.lax.scan(body, state, (jnp.arange(chunk), jax.random.split(sub, chunk)))
+        q_bar = polyak_average(state, chunk)
         z = q_bar.sample(check_key, num_check)
         check = jax.vmap(target.log_density)(z) - q_bar.log_prob(z)
-        return state, values, check
+        return state, key, values, check
 
     return run
 
@@ -339,12 +343,10 @@ def advi(
     bar = _progress(progress, max_steps, target.name)
     try:
         while steps < max_steps:
-            key, sub = jax.random.split(key)
             n_active = min(chunk, max_steps - steps)
-            state, values, check = run(
-                state, target, jax.random.split(sub, chunk), jnp.asarray(n_active), check_key, num_check
-            )
-            values, check = np.asarray(values)[:n_active], np.asarray(check)
+            state, key, values, check = run(state, target, key, n_active, check_key, chunk, num_check)
+            values, check = jax.device_get((values, check))
+            values = values[:n_active]
             traces.append(values)
             steps += n_active
             bar.update(n_active, values)

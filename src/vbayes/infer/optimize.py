@@ -1,9 +1,9 @@
 """Mode search: L-BFGS (optax) to argmax_z log p̃(z), with its outcome and objective trace.
 
-:func:`find_mode` is the quiet version ADVI starts from; :func:`find_map` is the reporting version Laplace's
-method uses: it says whether it converged, how many iterations and evaluations it took, the final gradient
-norm, and records log p̃ at every iterate. Both run the whole search as one compiled ``lax.while_loop``
-whose compiled code is cached per target layout (the target is an argument, not a constant).
+:func:`find_map` says whether the search converged, how many iterations and evaluations it took, the final
+gradient norm, and records log p̃ at every iterate; :func:`find_mode` is its quiet form, (z, ok). The whole
+search is one compiled ``lax.while_loop`` whose compiled code is cached per target layout (the target is an
+argument, not a constant).
 
 Optionally the search runs in whitened coordinates u, z = z₀ + L⁻ᵀu for a Cholesky factor L of a
 reference precision (the prior's, for least-squares targets): then the prior part of the Hessian is the
@@ -42,31 +42,9 @@ class ModeResult(NamedTuple):
 
 
 def find_mode(target: Target, z0: Array, max_iter: int = 500) -> tuple[Array, bool]:
-    """argmax_z log p̃(z) by L-BFGS from ``z0``; returns (z, ok) with ok False when it failed to stay finite."""
-    return _find_mode(target, z0, max_iter)
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _find_mode(target: Target, z0: Array, max_iter: int) -> tuple[Array, Array]:
-    loss = lambda z: -target.log_density(z)
-    opt = optax.lbfgs()
-    value_and_grad = optax.value_and_grad_from_state(loss)
-
-    def body(carry):
-        z, state, _ = carry
-        value, grad = value_and_grad(z, state=state)
-        updates, state = opt.update(grad, state, z, value=value, grad=grad, value_fn=loss)
-        return optax.apply_updates(z, updates), state, grad
-
-    def cond(carry):
-        z, state, grad = carry
-        n = optax.tree_utils.tree_get(state, "count")
-        small = jnp.max(jnp.abs(grad)) < 1e-6 * (1.0 + jnp.abs(optax.tree_utils.tree_get(state, "value")))
-        return (n == 0) | ((n < max_iter) & ~small & jnp.all(jnp.isfinite(z)))
-
-    z, _, grad = jax.lax.while_loop(cond, body, (z0, opt.init(z0), jnp.full_like(z0, jnp.inf)))
-    ok = jnp.all(jnp.isfinite(z)) & jnp.isfinite(loss(z)) & jnp.all(jnp.isfinite(grad))
-    return z, ok
+    """argmax_z log p̃(z) by L-BFGS from ``z0``; returns (z, ok), ok False when the search left the finite region."""
+    mode = find_map(target, z0, max_iter=max_iter, gtol=1e-6)
+    return mode.z, STATUS[int(mode.status)] != "failed"
 
 
 def find_map(

@@ -1,0 +1,585 @@
+"""``VariationalGaussianMixture``: a scikit-learn estimator over :mod:`vbayes.conjugate.gmm` and the
+conjugate algorithms of :mod:`vbayes.infer.conjugate` (CAVI, SVI, EM, MAP-EM, streaming CAVI).
+
+Same parameters, priors, initialisations and fitted attributes as scikit-learn's
+``BayesianGaussianMixture`` (with ``method="em"``, as ``GaussianMixture``), so that it is a drop-in
+replacement; from the same initial responsibilities both give the same parameters to ~1e-12. Beyond it:
+minibatch SVI and ``partial_fit``, streaming from disk (``fit_stream``), the full ELBO with every
+normalising constant, a per-point tolerance, and the posterior predictive density (a Student-t mixture).
+
+Precision: every computation runs in float64 inside ``jax.enable_x64(True)``, a context manager, so the
+estimator never changes the process-wide ``jax_enable_x64`` flag. Large N needs it: the statistics are
+sums over N points and the ELBO is compared across iterations at 1e-6 nats per point.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import partial
+from numbers import Integral, Real
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from vbayes.conjugate import gmm
+from vbayes.errors import VBayesError
+from vbayes.fit import FitInfo
+from vbayes.infer import conjugate as cj
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+
+    def _validate_data(est, X, *, reset, ensure_all_finite, **kw):
+        return est._validate_data(X, reset=reset, force_all_finite=ensure_all_finite, **kw)
+
+
+METHODS = ("cavi", "svi", "em", "map")
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+DEFAULT_TOL = {"cavi": 1e-6, "em": 1e-6, "map": 1e-6, "svi": 2e-4}
+
+
+class VariationalGaussianMixture(DensityMixin, BaseEstimator):
+    """Bayesian Gaussian mixture fitted by CAVI, SVI, EM or MAP-EM (scikit-learn API).
+
+    Parameters are scikit-learn's ``BayesianGaussianMixture``'s (same defaults and meaning: priors
+    ``weight_concentration_prior`` = 1/K, ``mean_precision_prior`` = 1, ``mean_prior`` = data mean,
+    ``degrees_of_freedom_prior`` = D, ``covariance_prior`` = data covariance), except:
+
+    method : {"cavi", "svi", "em", "map"}, default "cavi"
+        Coordinate-ascent VB on all data; stochastic VB on minibatches (Hoffman et al. 2013); EM for the
+        maximum-likelihood mixture (priors ignored; as ``GaussianMixture``); MAP-EM (the mode of the same
+        posterior; needs ``weight_concentration_prior`` ≥ 1 and ``degrees_of_freedom_prior`` > D, whose
+        defaults for this method are 1 and D + 1, since below them the mode is on the boundary).
+    tol : float, default None
+        Stop when the objective changes by less than ``tol`` nats *per point* (scikit-learn's BGM uses the
+        total, which at large N never converges). None: 1e-6 for cavi/em/map — at N ≤ 1e6 at most 1 nat
+        in total, below what separates two models — and 2e-4 for SVI, whose rule estimates the gap to the
+        optimum left by the minibatch noise (see :func:`vbayes.infer.conjugate.svi`).
+    max_iter : int, default 1000
+        Iterations (passes) for cavi/em/map; for SVI, the budget in passes' worth of points
+        (``n_iter_`` then counts SVI steps).
+    batch_size, learning_offset, learning_decay : SVI's S (None: min(N, 4096)), τ and κ in
+        ρ_t = (t + τ)^−κ; ``partial_fit`` uses the last two.
+    total_samples : int or None
+        N in SVI's scale N/S for ``partial_fit``; None: the number of points seen so far.
+
+    Fitted attributes are scikit-learn's (``weights_``, ``means_``, ``covariances_``, ``precisions_``,
+    ``precisions_cholesky_``, ``weight_concentration_``, ``mean_precision_``, ``degrees_of_freedom_``,
+    the ``*_prior_`` values, ``converged_``, ``n_iter_``, ``lower_bound_``, ``lower_bounds_``), with
+    ``lower_bound_`` / ``lower_bounds_`` the *full* ELBO (every normalising constant) *per point* —
+    scikit-learn's BGM reports its constant-free bound in total — or the log-likelihood per point for
+    em/map (as ``GaussianMixture``). Also ``elbo_`` (total), ``fit_info_`` (a :class:`vbayes.FitInfo`).
+
+    The data are centred by their mean inside (the statistics Σ r x xᵀ then lose no digits to an offset);
+    every attribute is in the data's own coordinates. Not supported: ``covariance_type="tied"``,
+    ``warm_start`` (use ``partial_fit``, which continues from a fit), sample weights, ``verbose``.
+    """
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        method="cavi",
+        tol=None,
+        reg_covar=1e-6,
+        max_iter=1000,
+        n_init=1,
+        init_params="kmeans",
+        weight_concentration_prior_type="dirichlet_process",
+        weight_concentration_prior=None,
+        mean_precision_prior=None,
+        mean_prior=None,
+        degrees_of_freedom_prior=None,
+        covariance_prior=None,
+        random_state=None,
+        batch_size=None,
+        learning_offset=10.0,
+        learning_decay=0.6,
+        total_samples=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.method = method
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weight_concentration_prior_type = weight_concentration_prior_type
+        self.weight_concentration_prior = weight_concentration_prior
+        self.mean_precision_prior = mean_precision_prior
+        self.mean_prior = mean_prior
+        self.degrees_of_freedom_prior = degrees_of_freedom_prior
+        self.covariance_prior = covariance_prior
+        self.random_state = random_state
+        self.batch_size = batch_size
+        self.learning_offset = learning_offset
+        self.learning_decay = learning_decay
+        self.total_samples = total_samples
+
+    # ------------------------------------------------------------------------------------------------
+    # fitting
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        """Fit, then return the most probable component of each point (a final E-step, as scikit-learn)."""
+        return self.fit(X).predict(X)
+
+    def fit(self, X, y=None):
+        """Fit by ``method`` with ``n_init`` initialisations, keeping the one with the highest objective."""
+        self._check_params()
+        X = self._validate(X, reset=True, min_samples=2)
+        self._check_n_samples(X.shape[0])
+        self._shift = X.mean(0)
+        xc = X - self._shift
+        with jax.enable_x64(True):
+            model = self._build_model(xc)
+            rng = check_random_state(self.random_state)
+            data = cj.InMemory(xc) if self.method != "svi" else None
+            self._set_fitted(model, _best([self._run(model, X, xc, data, rng) for _ in range(self.n_init)]))
+        return self
+
+    def fit_stream(self, source, y=None):
+        """Streaming fit (cavi, em or map) on data too large for memory: ``source`` is a ``.npy`` path,
+        a ``np.memmap``, or a function returning an iterable of (n_i, D) arrays (called once per pass).
+        Memory is O(block) (blocks of 65536 rows): one pass finds the mean, the covariance (default
+        priors) and a uniform random sample of 20000 rows for the initialisation, then each iteration is
+        one pass. Same result as ``fit`` from the same initialisation."""
+        self._check_params()
+        if self.method == "svi":
+            raise VBayesError("fit_stream runs cavi, em or map; for minibatches from a stream call partial_fit")
+        rng = check_random_state(self.random_state)
+        with jax.enable_x64(True):
+            stream = cj.Stream(source)
+            n, dim = int(stream.n_samples), stream.dim
+            self._check_n_samples(n)
+            mean, cov, sample = _scan_moments(stream, rng, 20000)
+            if n < 2:
+                raise VBayesError("fit_stream needs at least 2 rows")
+            self._set_n_features(dim)
+            self._shift = mean
+            stream.transform = lambda rows: rows - mean
+            sc = sample - mean
+            model = self._build_model(None, moments=(n, cov))
+            runs = []
+            for _ in range(self.n_init):
+                resp = _initial_resp(sample, self.n_components, self.init_params, rng)
+                params = gmm.init_params(model, sc, resp, scale=n / sample.shape[0])
+                runs.append(self._iterate(model, params, stream))
+            self._set_fitted(model, _best(runs))
+        return self
+
+    def partial_fit(self, X, y=None):
+        """One SVI step on the minibatch ``X`` (online EM for method em/map): λ ← (1 − ρ_t)λ + ρ_t λ̂ with
+        λ̂ the global step on ``X``'s statistics scaled by N/len(X) (N = ``total_samples``, or the points
+        seen so far). The first call sets the priors' data-dependent defaults and the initialisation
+        from this batch."""
+        first = not hasattr(self, "_svi_state")
+        if first:
+            self._check_params()
+        X = self._validate(X, reset=first, min_samples=1)
+        with jax.enable_x64(True):
+            if first:
+                self._check_n_samples(X.shape[0])
+                self._shift = X.mean(0)
+                self._seen = 0
+                model = self._build_model(X - self._shift)
+                rng = check_random_state(self.random_state)
+                resp = _initial_resp(X, self.n_components, self.init_params, rng)
+                total = self.total_samples or X.shape[0]
+                params = gmm.init_params(model, X - self._shift, resp, scale=total / X.shape[0])
+                self._svi_state = cj.SVIState(params, np.float64(0.0))
+                self._lower_bounds = []
+            else:
+                model = self._model()
+            self._seen += X.shape[0]
+            total = float(self.total_samples or self._seen)
+            state = jax.tree.map(jnp.asarray, self._svi_state)
+            state, elbo = _partial_step(
+                model,
+                state,
+                jnp.asarray(X - self._shift),
+                total,
+                float(self.learning_offset),
+                float(self.learning_decay),
+                self.method in ("em", "map"),
+                self.method == "map",
+            )
+            self._lower_bounds.append(float(elbo) / total)
+            info = FitInfo(
+                method="svi" if self.method in ("cavi", "svi") else "online-em",
+                outcome="max_steps",
+                message="partial_fit: one stochastic step per call",
+                steps=len(self._lower_bounds),
+                grad_evals=0,
+                skipped_steps=0,
+                wall_time=0.0,
+            )
+            trace = np.asarray(self._lower_bounds) * total
+            self._set_fitted(model, cj.ConjugateFit(state.params, float(elbo), total, trace, info), warn=False)
+            self._svi_state = jax.tree.map(np.asarray, state)
+        return self
+
+    # ------------------------------------------------------------------------------------------------
+    # prediction
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable component per point: argmax_k E log p(x, z=k | β) (scikit-learn's rule)."""
+        return np.argmax(self._log_joint(self._checked(X)), axis=1)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """q(z = k | x): softmax over k of E log p(x, z=k | β), shape (N, K)."""
+        rho = self._log_joint(self._checked(X))
+        return np.exp(rho - _logsumexp(rho))
+
+    def score_samples(self, X, predictive: bool = False) -> np.ndarray:
+        """Per point: scikit-learn's ``logsumexp_k E log p(x, z=k | β)`` (a lower bound on the log
+        predictive density, by Jensen); with ``predictive=True`` the log posterior predictive density
+        itself (:meth:`predictive_log_density`). For em/map both are the plug-in log-likelihood."""
+        X = self._checked(X)
+        if predictive:
+            return self._predictive(X)
+        return _logsumexp(self._log_joint(X))[:, 0]
+
+    def score(self, X, y=None) -> float:
+        """Mean of ``score_samples(X)`` (scikit-learn's ``score``)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def predictive_log_density(self, X) -> np.ndarray:
+        """log p(x | training data) under q: Σ_k E[π_k] St(x | m_k, L_k, ν_k + 1 − D) (Bishop 10.81), the
+        density scikit-learn does not offer (its issue #10148). For em/map: the plug-in mixture density."""
+        return self._predictive(self._checked(X))
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """``n_samples`` points from the mixture at the point estimates (``weights_``, ``means_``,
+        ``covariances_``) and their components, as scikit-learn (same random stream for ``random_state``)."""
+        check_is_fitted(self)
+        if n_samples < 1:
+            raise VBayesError(f"n_samples must be >= 1, got {n_samples}")
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        dim = self.means_.shape[1]
+        parts = []
+        for mean, cov, count in zip(self.means_, self.covariances_, counts, strict=True):
+            if self.covariance_type == "full":
+                parts.append(rng.multivariate_normal(mean, cov, int(count)))
+            else:
+                parts.append(mean + rng.standard_normal(size=(count, dim)) * np.sqrt(cov))
+        labels = np.repeat(np.arange(self.n_components), counts)
+        return np.vstack(parts), labels
+
+    # ------------------------------------------------------------------------------------------------
+    # internals
+
+    def _check_params(self) -> None:
+        """Every constructor argument checked, a :class:`VBayesError` naming the first that is wrong."""
+        integer = lambda v, low: isinstance(v, Integral) and not isinstance(v, bool) and v >= low
+        real = lambda v, low: isinstance(v, Real) and not isinstance(v, bool) and v >= low
+        rules = [
+            ("n_components", integer(self.n_components, 1), "an integer >= 1"),
+            ("covariance_type", self.covariance_type in gmm.COVARIANCE_TYPES, f"one of {gmm.COVARIANCE_TYPES}"),
+            ("method", self.method in METHODS, f"one of {METHODS}"),
+            ("init_params", self.init_params in INIT_PARAMS, f"one of {INIT_PARAMS}"),
+            (
+                "weight_concentration_prior_type",
+                self.weight_concentration_prior_type in gmm.WEIGHT_PRIORS,
+                f"one of {gmm.WEIGHT_PRIORS}",
+            ),
+            ("tol", self.tol is None or real(self.tol, 0), "None or >= 0"),
+            ("max_iter", integer(self.max_iter, 1), "an integer >= 1"),
+            ("n_init", integer(self.n_init, 1), "an integer >= 1"),
+            ("reg_covar", real(self.reg_covar, 0), ">= 0"),
+            ("batch_size", self.batch_size is None or integer(self.batch_size, 1), "None or an integer >= 1"),
+            (
+                "learning_decay",
+                real(self.learning_decay, 0) and 0.5 < self.learning_decay <= 1.0,
+                "in (0.5, 1] (Robbins-Monro)",
+            ),
+            ("learning_offset", real(self.learning_offset, 1.0), ">= 1"),
+            (
+                "total_samples",
+                self.total_samples is None or (real(self.total_samples, 0) and self.total_samples > 0),
+                "None or > 0",
+            ),
+        ]
+        for name, ok, requirement in rules:
+            if not ok:
+                raise VBayesError(f"{name} must be {requirement}, got {getattr(self, name)!r}")
+
+    def _validate(self, X, reset: bool, min_samples: int = 1) -> np.ndarray:
+        """scikit-learn's validation (n_features_in_, feature names, 1-D and empty input), its errors as
+        :class:`VBayesError`; then finiteness with the rows named."""
+        try:
+            X = _validate_data(
+                self,
+                X,
+                reset=reset,
+                dtype=[np.float64, np.float32],
+                ensure_all_finite=False,
+                ensure_min_samples=min_samples,
+            )
+        except ValueError as e:
+            raise VBayesError(str(e)) from e
+        return cj.check_data(X)
+
+    def _checked(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return self._validate(X, reset=False)
+
+    def _set_n_features(self, dim: int) -> None:
+        self.n_features_in_ = dim
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
+    def _check_n_samples(self, n: int) -> None:
+        if n < self.n_components:
+            raise VBayesError(
+                f"Expected n_samples >= n_components but got n_components = {self.n_components}, n_samples = {n}"
+            )
+
+    def _prior_values(self, xc, moments=None) -> gmm.GMMPrior:
+        """The prior in centred coordinates (the data mean subtracted): scikit-learn's defaults from the
+        data ``xc`` or from streamed ``moments`` = (n, covariance); MAP-specific defaults and checks."""
+        dim = self._shift.shape[0]
+        ct = self.covariance_type
+        if self.method == "em":
+            return gmm.flat_prior(dim, ct, self.reg_covar)
+        alpha0, nu0 = self.weight_concentration_prior, self.degrees_of_freedom_prior
+        if self.method == "map":
+            alpha0 = 1.0 if alpha0 is None else alpha0
+            nu0 = dim + 1.0 if nu0 is None else nu0
+            if alpha0 < 1 or nu0 <= dim:
+                raise VBayesError(
+                    f"method='map' needs weight_concentration_prior >= 1 and degrees_of_freedom_prior "
+                    f"> n_features = {dim} (below, the posterior mode lies on the boundary); got "
+                    f"{alpha0} and {nu0}"
+                )
+        m0 = None if self.mean_prior is None else np.asarray(self.mean_prior, dtype=np.float64) - self._shift
+        if m0 is not None and m0.shape != (dim,):
+            raise VBayesError(f"mean_prior must have shape ({dim},), got {np.shape(self.mean_prior)}")
+        if moments is None:
+            return gmm.default_prior(
+                xc,
+                self.n_components,
+                ct,
+                weight_concentration_prior=alpha0,
+                mean_precision_prior=self.mean_precision_prior,
+                mean_prior=m0,
+                degrees_of_freedom_prior=nu0,
+                covariance_prior=self.covariance_prior,
+                reg_covar=self.reg_covar,
+            )
+        _, cov = moments
+        var = np.diag(cov)
+        cov_default = {"full": cov, "diag": var, "spherical": np.float64(var.mean())}[ct]
+        return gmm.make_prior(
+            dim,
+            ct,
+            1.0 / self.n_components if alpha0 is None else float(alpha0),
+            1.0 if self.mean_precision_prior is None else float(self.mean_precision_prior),
+            np.zeros(dim) if m0 is None else m0,
+            float(dim) if nu0 is None else float(nu0),
+            cov_default if self.covariance_prior is None else self.covariance_prior,
+            self.reg_covar,
+        )
+
+    def _build_model(self, xc, moments=None) -> cj.ConjugateModel:
+        prior = self._prior_values(xc, moments)
+        wtype = "dirichlet_distribution" if self.method == "em" else self.weight_concentration_prior_type
+        self._prior = jax.tree.map(np.asarray, prior)
+        self._wtype = wtype
+        return gmm.bayesian_gmm(prior, self.covariance_type, wtype)
+
+    def _model(self) -> cj.ConjugateModel:
+        prior = jax.tree.map(jax.numpy.asarray, self._prior)
+        return gmm.bayesian_gmm(prior, self.covariance_type, self._wtype)
+
+    def _tol(self) -> float:
+        return DEFAULT_TOL[self.method] if self.tol is None else float(self.tol)
+
+    def _iterate(self, model, params, data) -> cj.ConjugateFit:
+        if self.method == "cavi":
+            return cj.cavi(model, params, data, tol=self._tol(), max_iter=self.max_iter)
+        return cj.em(model, params, data, map=self.method == "map", tol=self._tol(), max_iter=self.max_iter)
+
+    def _run(self, model, X, xc, data, rng) -> cj.ConjugateFit:
+        """One initialisation and one run (scikit-learn's random stream for the initialisation)."""
+        n = X.shape[0]
+        if self.method != "svi":
+            resp = _initial_resp(X, self.n_components, self.init_params, rng)
+            return self._iterate(model, gmm.init_params(model, xc, resp), data)
+        batch = int(min(n, self.batch_size or 4096))
+        sub = np.sort(rng.choice(n, min(n, 3 * batch), replace=False)) if n > 3 * batch else np.arange(n)
+        resp = _initial_resp(X[sub], self.n_components, self.init_params, rng)
+        params = gmm.init_params(model, xc[sub], resp, scale=n / sub.size)
+        return cj.svi(
+            model,
+            params,
+            xc,
+            key=int(rng.randint(2**31 - 1)),
+            batch_size=batch,
+            learning_offset=self.learning_offset,
+            learning_decay=self.learning_decay,
+            tol=self._tol(),
+            max_epochs=float(self.max_iter),
+        )
+
+    def _set_fitted(self, model, fit: cj.ConjugateFit, warn: bool = True) -> None:
+        """scikit-learn's fitted attributes from q(β) (or its mode for em/map), in the data's coordinates;
+        the state ``partial_fit`` continues from (step t = iterations done, points seen = N)."""
+        point = self.method in ("em", "map")
+        params = jax.tree.map(np.asarray, fit.params)
+        self._params = gmm.GMMParams(*params)
+        if warn:  # a fit, not a partial_fit: partial_fit continues from here
+            state = fit.extra.get("state")
+            step = float(state.step) if state is not None else float(fit.info.steps)
+            self._svi_state = cj.SVIState(self._params, np.float64(step))
+            self._seen = int(fit.n_samples)
+            self._lower_bounds = list(np.asarray(fit.trace) / fit.n_samples)
+        weights, means, cov = (np.asarray(a) for a in gmm.point_estimates(model, fit.params, point_mass=point))
+        self.weights_ = weights
+        self.means_ = means + self._shift
+        self.covariances_ = cov
+        self.precisions_cholesky_ = _precision_cholesky(cov, self.covariance_type)
+        self.precisions_ = (
+            np.einsum("kij,klj->kil", self.precisions_cholesky_, self.precisions_cholesky_)
+            if self.covariance_type == "full"
+            else self.precisions_cholesky_**2
+        )
+        a, b = params.weight_a, params.weight_b
+        self.weight_concentration_ = (a, b) if self._wtype == "dirichlet_process" else a
+        self.mean_precision_ = params.beta
+        self.degrees_of_freedom_ = params.nu
+        prior = self._prior
+        self.weight_concentration_prior_ = float(prior.weight_concentration)
+        self.mean_precision_prior_ = float(prior.mean_precision)
+        self.mean_prior_ = np.asarray(prior.mean) + self._shift
+        self.degrees_of_freedom_prior_ = float(prior.degrees_of_freedom)
+        self.covariance_prior_ = np.asarray(prior.covariance)
+        self.elbo_ = float(fit.objective)
+        self.lower_bound_ = fit.per_sample
+        self.lower_bounds_ = list(np.asarray(fit.trace) / fit.n_samples)
+        self.n_iter_ = int(fit.info.steps)
+        self.converged_ = fit.info.outcome == "converged"
+        self.fit_info_ = fit.info
+        if warn and not self.converged_ and fit.info.method != "svi":
+            warnings.warn(
+                f"{type(self).__name__} did not converge: {fit.info.message}. Increase max_iter or tol, "
+                "or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+
+    def _local(self, model):
+        params = jax.tree.map(jax.numpy.asarray, self._params)
+        return cj._call(model, "mode" if self.method in ("em", "map") else "expect", params)
+
+    def _log_joint(self, X) -> np.ndarray:
+        """ρ_nk = E log p(x_n, z_n=k | β) (its point-mass value for em/map), shape (N, K)."""
+        with jax.enable_x64(True):
+            model = self._model()
+            fn = jax.tree_util.Partial(_rows_log_joint, model, self._local(model))
+            return cj.map_rows(fn, X - self._shift)
+
+    def _predictive(self, X) -> np.ndarray:
+        if self.method in ("em", "map"):
+            return _logsumexp(self._log_joint(X))[:, 0]
+        with jax.enable_x64(True):
+            model = self._model()
+            params = jax.tree.map(jax.numpy.asarray, self._params)
+            fn = jax.tree_util.Partial(gmm.predictive_log_density, model, params)
+            return cj.map_rows(fn, X - self._shift)
+
+
+def _rows_log_joint(model, local, x):
+    return gmm.log_joint_terms(model, local, x)
+
+
+@partial(jax.jit, static_argnames=("point_mass", "map_"))
+def _partial_step(model, state, x, n_total, offset, decay, point_mass: bool, map_: bool):
+    """One SVI (or online-EM) step, and the minibatch estimate of the objective of the entering λ:
+    N/S · local ELBO − KL (VB), or the log-likelihood estimate [+ log prior] (EM / MAP)."""
+    if point_mass:
+        penalty = -model.log_prior(state.params) if map_ else 0.0
+    else:
+        penalty = model.kl(state.params)
+    state, info = cj.svi_step(model, state, x, jnp.ones(x.shape[0], x.dtype), n_total, offset, decay, point_mass)
+    return state, info.local_elbo - penalty
+
+
+def _best(runs: list[cj.ConjugateFit]) -> cj.ConjugateFit:
+    """The run with the highest objective; a :class:`VBayesError` when every run broke down."""
+    finite = [r for r in runs if r.info.outcome != "diverged"]
+    if not finite:
+        raise VBayesError(
+            f"the fit broke down: {runs[0].info.message}. A component collapsed onto too few or "
+            "collinear points: increase reg_covar, lower n_components, or scale the features"
+        )
+    return max(finite, key=lambda r: r.objective)
+
+
+def _logsumexp(a: np.ndarray) -> np.ndarray:
+    top = np.max(a, axis=1, keepdims=True)
+    return top + np.log(np.sum(np.exp(a - top), axis=1, keepdims=True))
+
+
+def _precision_cholesky(cov: np.ndarray, ctype: str) -> np.ndarray:
+    """scikit-learn's ``precisions_cholesky_``: the upper-triangular P with P Pᵀ = Σ⁻¹ (full), or Σ^{-1/2}."""
+    if ctype != "full":
+        return 1.0 / np.sqrt(cov)
+    chol = np.linalg.cholesky(cov)
+    eye = np.broadcast_to(np.eye(cov.shape[-1]), cov.shape)
+    return np.triu(np.swapaxes(np.linalg.solve(chol, eye), -1, -2))
+
+
+def _initial_resp(X: np.ndarray, k: int, init: str, rng: np.random.RandomState) -> np.ndarray:
+    """Initial responsibilities (N, K), drawing from ``rng`` exactly as scikit-learn's mixtures do, so that
+    the same ``random_state`` gives the same initialisation: one-hot k-means labels (one k-means run),
+    one-hot k-means++ seeds or random data points, or uniform random rows normalised."""
+    from sklearn.cluster import KMeans, kmeans_plusplus
+
+    n = X.shape[0]
+    resp = np.zeros((n, k))
+    if init == "kmeans":
+        labels = KMeans(n_clusters=k, n_init=1, random_state=rng).fit(X).labels_
+        resp[np.arange(n), labels] = 1.0
+    elif init == "random":
+        resp = rng.uniform(size=(n, k))
+        resp /= resp.sum(axis=1, keepdims=True)
+    elif init == "random_from_data":
+        resp[rng.choice(n, size=k, replace=False), np.arange(k)] = 1.0
+    else:
+        _, idx = kmeans_plusplus(X, k, random_state=rng)
+        resp[idx, np.arange(k)] = 1.0
+    return resp
+
+
+def _scan_moments(stream: cj.Stream, rng: np.random.RandomState, size: int):
+    """One pass over a stream: mean, covariance (ddof 1) and a uniform random sample of ``size`` rows
+    (priority sampling: keep the rows with the smallest uniform keys)."""
+    n, total, scatter, shift = 0, None, None, None
+    keys, rows = np.zeros(0), None
+    for part in stream._parts():
+        if shift is None:
+            shift = part[0].copy()
+            total, scatter = np.zeros_like(shift), np.zeros((shift.size, shift.size))
+            rows = np.zeros((0, shift.size))
+        d = part - shift
+        total += d.sum(0)
+        scatter += d.T @ d
+        n += part.shape[0]
+        keys = np.concatenate([keys, rng.uniform(size=part.shape[0])])
+        rows = np.concatenate([rows, part])
+        if keys.size > size:
+            keep = np.argpartition(keys, size)[:size]
+            keys, rows = keys[keep], rows[keep]
+    mean_d = total / n
+    cov = (scatter - n * np.outer(mean_d, mean_d)) / max(n - 1, 1)
+    order = np.argsort(keys)
+    return mean_d + shift, np.atleast_2d(cov), rows[order]

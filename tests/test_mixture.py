@@ -1,0 +1,180 @@
+"""``VariationalGaussianMixture``: the scikit-learn contract, the posterior predictive density, SVI /
+partial_fit / streaming entry points, and clear errors for bad input."""
+
+import pickle
+import warnings
+
+import jax
+import numpy as np
+import pytest
+from scipy.integrate import trapezoid
+
+from vbayes.errors import VBayesError
+from vbayes.mixture import VariationalGaussianMixture
+
+K = 4
+CENTERS = np.array([[0.0, 0.0, 0.0], [6.0, 0.0, 1.0], [0.0, 7.0, -1.0], [5.0, 6.0, 4.0]])
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(0)
+    z = rng.integers(K, size=1000)
+    return CENTERS[z] + rng.normal(size=(1000, 3)) * np.array([1.0, 0.7, 1.3]) + 100.0
+
+
+def test_sklearn_estimator_checks():
+    """scikit-learn's own battery (41 checks; only the array-API check, which needs SCIPY_ARRAY_API, skips)."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(VariationalGaussianMixture(), on_fail=None)
+    failed = [(r["check_name"], repr(r["exception"])) for r in results if r["status"] == "failed"]
+    skipped = {r["check_name"] for r in results if r["status"] == "skipped"}
+    assert not failed, failed
+    assert skipped <= {"check_array_api_input"}, skipped
+
+
+@pytest.mark.parametrize("method", ["cavi", "svi", "em", "map"])
+def test_fit_predict_api(blobs, method):
+    est = VariationalGaussianMixture(K, method=method, random_state=0)
+    labels = est.fit_predict(blobs)
+    assert est.converged_ and est.n_iter_ >= 1
+    np.testing.assert_array_equal(labels, est.predict(blobs))
+    proba = est.predict_proba(blobs)
+    assert proba.shape == (1000, K)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-12)
+    assert est.weights_.shape == (K,) and est.means_.shape == (K, 3) and est.covariances_.shape == (K, 3, 3)
+    np.testing.assert_allclose(est.weights_.sum(), 1.0)
+    # the four well-separated blobs are found (means near the true centres, up to order)
+    dist = np.linalg.norm(est.means_[:, None, :] - (CENTERS + 100.0)[None], axis=-1)
+    assert np.all(dist.min(0) < 0.3), dist
+    assert est.score(blobs) == pytest.approx(est.score_samples(blobs).mean())
+    assert len(est.lower_bounds_) >= 1 and np.isfinite(est.lower_bound_)
+    x, z = est.sample(500)
+    assert x.shape == (500, 3) and z.shape == (500,)
+
+
+def test_lower_bound_is_the_full_elbo_per_point(blobs):
+    est = VariationalGaussianMixture(K, random_state=0).fit(blobs)
+    assert est.lower_bound_ == pytest.approx(est.elbo_ / blobs.shape[0], rel=1e-14)
+    assert est.lower_bound_ == est.lower_bounds_[-1]
+    assert np.all(np.diff(est.lower_bounds_) > -1e-12)
+    # the ELBO bounds the log evidence, which is below the plug-in log-likelihood of the best fit
+    em = VariationalGaussianMixture(K, method="em", random_state=0).fit(blobs)
+    assert est.lower_bound_ < em.lower_bound_
+
+
+def test_predictive_density_integrates_to_one():
+    """1-D: ∫ p(x* | X) dx* = 1 for both weight priors (stick-breaking: the mass beyond the truncation
+    goes to the prior predictive), and log p(x* | X) ≥ scikit-learn's score_samples (Jensen)."""
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(-3, 1, 150), rng.normal(4, 0.5, 100)])[:, None]
+    for wt in ["dirichlet_process", "dirichlet_distribution"]:
+        est = VariationalGaussianMixture(3, weight_concentration_prior_type=wt, random_state=0).fit(x)
+        # t = tan u maps (−π/2, π/2) onto the line; the Student-t (and Cauchy-like prior) tails stay smooth in u
+        u = np.linspace(-np.pi / 2, np.pi / 2, 400_001)[1:-1]
+        t = np.tan(u)
+        total = trapezoid(np.exp(est.predictive_log_density(t[:, None])) / np.cos(u) ** 2, u)
+        assert total == pytest.approx(1.0, abs=1e-6)
+        grid = np.linspace(-8, 8, 101)[:, None]
+        assert np.all(est.predictive_log_density(grid) >= est.score_samples(grid) - 1e-12)
+        np.testing.assert_allclose(est.score_samples(grid, predictive=True), est.predictive_log_density(grid))
+
+
+def test_predictive_density_is_the_average_of_mixture_densities():
+    """2-D, Monte Carlo: p(x* | X) = E_q[Σ_k π_k N(x* | μ_k, Λ_k⁻¹)] with draws from q (scipy)."""
+    from scipy.stats import dirichlet, multivariate_normal, wishart
+
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(0, 1, (30, 2)), rng.normal(3, 0.7, (20, 2))])
+    est = VariationalGaussianMixture(2, weight_concentration_prior_type="dirichlet_distribution", random_state=0).fit(x)
+    points = np.array([[0.0, 0.0], [3.0, 3.0], [1.5, 1.0]])
+    draws = 2000
+    dens = np.zeros((draws, 3))
+    pis = dirichlet.rvs(est.weight_concentration_, size=draws, random_state=rng)
+    for k in range(2):
+        scale = np.linalg.inv(est.covariances_[k] * est.degrees_of_freedom_[k])
+        lams = wishart.rvs(df=est.degrees_of_freedom_[k], scale=scale, size=draws, random_state=rng)
+        for s in range(draws):
+            cov = np.linalg.inv(lams[s])
+            mu = rng.multivariate_normal(est.means_[k], cov / est.mean_precision_[k])
+            dens[s] += pis[s, k] * multivariate_normal.pdf(points, mu, cov)
+    mc = dens.mean(0)
+    se = dens.std(0) / np.sqrt(draws)
+    np.testing.assert_array_less(np.abs(np.exp(est.predictive_log_density(points)) - mc), 4 * se)
+
+
+def test_partial_fit_learns_from_a_stream_of_batches(blobs):
+    est = VariationalGaussianMixture(K, random_state=0, total_samples=len(blobs))
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        est.partial_fit(blobs[rng.choice(len(blobs), 200, replace=False)])
+    full = VariationalGaussianMixture(K, random_state=0).fit(blobs)
+    assert est.n_iter_ == 60 and len(est.lower_bounds_) == 60
+    assert est.score(blobs) > full.score(blobs) - 0.05
+    with pytest.raises(VBayesError, match="X has 2 features, but VariationalGaussianMixture is expecting 3"):
+        est.partial_fit(blobs[:50, :2])
+    # partial_fit after fit continues from the fitted q(β)
+    full.partial_fit(blobs[:200])
+    assert full.score(blobs) > est.score(blobs) - 0.05
+
+
+def test_fit_stream_matches_fit(blobs, tmp_path):
+    path = tmp_path / "blobs.npy"
+    np.save(path, blobs)
+    kw = dict(weight_concentration_prior_type="dirichlet_distribution", random_state=0, tol=1e-9)
+    ref = VariationalGaussianMixture(K, **kw).fit(blobs)  # (sticks would favour one order of the components)
+    for source in [str(path), np.load(path, mmap_mode="r"), lambda: (blobs[i : i + 333] for i in range(0, 1000, 333))]:
+        est = VariationalGaussianMixture(K, **kw).fit_stream(source)
+        assert est.converged_ and est.n_features_in_ == 3
+        assert est.lower_bound_ == pytest.approx(ref.lower_bound_, rel=1e-9)
+        order = np.argsort(est.means_[:, 0] + 10 * est.means_[:, 1])
+        ref_order = np.argsort(ref.means_[:, 0] + 10 * ref.means_[:, 1])
+        np.testing.assert_allclose(est.means_[order], ref.means_[ref_order], rtol=1e-5)
+        np.testing.assert_allclose(est.mean_prior_, ref.mean_prior_, rtol=1e-12)
+        np.testing.assert_allclose(est.covariance_prior_, ref.covariance_prior_, rtol=1e-10)
+
+
+def test_x64_is_scoped(blobs):
+    """The estimator computes in float64 without turning on jax_enable_x64 for the caller."""
+    with jax.enable_x64(False):
+        est = VariationalGaussianMixture(K, random_state=0).fit(blobs.astype(np.float32))
+        assert not jax.config.jax_enable_x64
+        assert jax.numpy.ones(1).dtype == np.float32
+    assert est.means_.dtype == np.float64
+
+
+def test_pickle_round_trip(blobs):
+    est = VariationalGaussianMixture(K, random_state=0).fit(blobs)
+    again = pickle.loads(pickle.dumps(est))
+    np.testing.assert_allclose(again.predict_proba(blobs), est.predict_proba(blobs))
+
+
+def test_bad_input_errors(blobs):
+    est = VariationalGaussianMixture(K)
+    bad = blobs.copy()
+    bad[[5, 17, 900]] = np.nan
+    bad[33, 1] = np.inf
+    with pytest.raises(VBayesError, match=r"X has 4 rows with NaN or inf values \(rows 5, 17, 33, 900\)"):
+        est.fit(bad)
+    with pytest.raises(VBayesError, match="n_samples >= n_components"):
+        VariationalGaussianMixture(5).fit(blobs[:3])
+    with pytest.raises(VBayesError, match="Expected 2D array, got 1D array instead"):
+        est.fit(blobs[:, 0])
+    with pytest.raises(VBayesError, match="0 sample"):
+        est.fit(np.empty((0, 3)))
+    with pytest.raises(VBayesError, match="method must be one of"):
+        VariationalGaussianMixture(method="gibbs").fit(blobs)
+    with pytest.raises(VBayesError, match="weight_concentration_prior >= 1"):
+        VariationalGaussianMixture(K, method="map", weight_concentration_prior=0.1).fit(blobs)
+    with pytest.raises(VBayesError, match="covariance_prior must be symmetric positive definite"):
+        VariationalGaussianMixture(K).fit(np.column_stack([blobs, blobs[:, 0]]))
+    est.fit(blobs)
+    with pytest.raises(VBayesError, match="expecting 3 features"):
+        est.predict(blobs[:, :2])
+    with pytest.raises(VBayesError, match="1 row with NaN"):
+        est.score_samples(bad[30:40])
+    with pytest.raises(VBayesError, match="fit_stream runs cavi, em or map"):
+        VariationalGaussianMixture(method="svi").fit_stream(blobs)
