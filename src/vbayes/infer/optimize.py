@@ -1,7 +1,7 @@
 """Mode search: L-BFGS (optax) to argmax_z log p̃(z), with its outcome and objective trace.
 
 :func:`find_map` says whether the search converged, how many iterations and evaluations it took, the final
-gradient norm, and records log p̃ at every iterate; :func:`find_mode` is its quiet form, (z, ok). The whole
+gradient norm, and records log p̃ at every iterate (ADVI's initialisation and Laplace's method use it). The whole
 search is one compiled ``lax.while_loop`` whose compiled code is cached per target layout (the target is an
 argument, not a constant).
 
@@ -39,12 +39,6 @@ class ModeResult(NamedTuple):
     evaluations: Array
     trace: Array
     status: Array
-
-
-def find_mode(target: Target, z0: Array, max_iter: int = 500) -> tuple[Array, bool]:
-    """argmax_z log p̃(z) by L-BFGS from ``z0``; returns (z, ok), ok False when the search left the finite region."""
-    mode = find_map(target, z0, max_iter=max_iter, gtol=1e-6)
-    return mode.z, STATUS[int(mode.status)] != "failed"
 
 
 def find_map(
