@@ -10,8 +10,9 @@ A VI answer is *flagged* when any of its own checks fails (none of them needs th
   mean by more than 0.2 sd of q or the sd by more than 15%: q has missed mass that a broader proposal
   finds. This catches what k̂ alone misses when q sits inside a funnel (the centred eight schools).
 
-NUTS is flagged on divergences or R-hat ≥ 1.01. The recommendation is the unflagged VI method with the
-fewest gradient evaluations, else NUTS, else (NUTS flagged too) ``"none"`` with what to do next.
+NUTS (target_accept 0.95: a careful reference) is flagged on divergences or R-hat ≥ 1.01. The
+recommendation is the unflagged VI method with the fewest gradient evaluations, else NUTS, else (NUTS
+flagged too) ``"none"`` with what to do next.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def _runners() -> dict[str, Callable[[Target, Array], Fit]]:
         "advi-fullrank": run_advi("fullrank"),
         "advi-lowrank": run_advi("lowrank"),
         "laplace": lambda target, key: laplace(target, key=key),
-        "nuts": lambda target, key: nuts(target, key=key),
+        "nuts": lambda target, key: nuts(target, target_accept=0.95, key=key),
     }
 
 

@@ -50,7 +50,7 @@ def find_map(
     whiten: Any = None,
     memory_size: int = 100,
 ) -> ModeResult:
-    """argmax_z log p̃(z) by L-BFGS from ``z0`` ``(d,)``, stopping when max|∇| ≤ gtol·(1 + |log p̃|).
+    """argmax_z log p̃(z) by L-BFGS from ``z0`` ``(d,)``, stopping when max|∇| ≤ gtol·(1 + min(|log p̃|, |log p̃(z0)|)).
 
     ``whiten``: a Cholesky factor L (``solve_lt``) of a reference precision; the search then runs in
     u with z = z0 + L⁻ᵀu and the gradient test is on ∇_u = L⁻¹∇_z. An update that makes log p̃ or its
@@ -67,8 +67,13 @@ def _find_map(target: Target, z0: Array, whiten: Any, max_iter: int, gtol: float
     value_and_grad = optax.value_and_grad_from_state(loss)
     get = optax.tree_utils.tree_get
 
-    def small(value, grad):
-        return jnp.max(jnp.abs(grad)) <= gtol * (1.0 + jnp.abs(value))
+    u0 = jnp.zeros_like(z0)
+    value0, grad0 = jax.value_and_grad(loss)(u0)
+    start = jnp.where(jnp.isfinite(value0), jnp.abs(value0), 0.0)
+
+    def small(value, grad):  # relative to the smaller of |log p̃| now and at the start: an unbounded density
+        scale = 1.0 + jnp.minimum(jnp.abs(value), start)  # (a funnel's neck) must not pass the test by growing
+        return jnp.max(jnp.abs(grad)) <= gtol * scale
 
     def body(carry):
         u, state, value, grad, n, evals, trace, failed = carry
@@ -86,8 +91,6 @@ def _find_map(target: Target, z0: Array, whiten: Any, max_iter: int, gtol: float
         _, _, value, grad, n, _, _, failed = carry
         return (n < max_iter) & ~failed & ~small(value, grad)
 
-    u0 = jnp.zeros_like(z0)
-    value0, grad0 = jax.value_and_grad(loss)(u0)
     trace0 = jnp.full((max_iter,), jnp.nan, dtype=z0.dtype)
     zero = jnp.zeros((), jnp.int32)
     carry = (u0, opt.init(u0), value0, grad0, zero, jnp.ones((), jnp.int32), trace0, jnp.zeros((), bool))
