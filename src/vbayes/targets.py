@@ -382,13 +382,14 @@ def _check_scalar(target: Target) -> None:
 
 
 @jax.jit
-def _value_and_grad(target: Target, z: Array) -> tuple[Array, Array]:
+def value_and_grad(target: Target, z: Array) -> tuple[Array, Array]:
+    """(log p̃(z), ∇ log p̃(z)) for ``z`` ``(d,)``, compiled once per target layout."""
     return jax.value_and_grad(target.log_density)(z)
 
 
 def check_initial_point(target: Target, z: Array) -> None:
     """Raise, naming the parameter values, if log p̃ or its gradient is not finite at ``z``."""
-    value, grad = _value_and_grad(target, z)
+    value, grad = value_and_grad(target, z)
     if bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad))):
         return
     shown = {k: np.round(np.asarray(v), 4).tolist() for k, v in target.constrain(z).items()}

@@ -33,7 +33,7 @@ from vbayes.fit import Fit, FitInfo, as_key
 from vbayes.infer.optimize import STATUS, find_map
 from vbayes.objectives import OBJECTIVES, Objective, elbo
 from vbayes.psis import importance_check
-from vbayes.targets import Target, check_initial_point
+from vbayes.targets import Target, check_initial_point, value_and_grad
 
 Array = jax.Array
 
@@ -404,7 +404,7 @@ def polyak_average(state: ADVIState, n: int) -> Family:
 def _divergence_message(target: Target, state: ADVIState, n: int) -> str:
     """Name the cause: the log density or its gradient is non-finite where q puts mass."""
     loc = state.q.loc
-    value, grad = jax.value_and_grad(target.log_density)(loc)
+    value, grad = value_and_grad(target, loc)
     where = "at q's mean" if not (np.isfinite(float(value)) and bool(jnp.all(jnp.isfinite(grad)))) else "at draws of q"
     shown = {k: np.round(np.asarray(v), 3).tolist() for k, v in target.constrain(loc).items()}
     return (

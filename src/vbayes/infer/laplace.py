@@ -47,6 +47,7 @@ from vbayes.targets import (
     as_precision,
     check_initial_point,
     least_squares_parts,
+    value_and_grad,
 )
 
 Array = jax.Array
@@ -334,11 +335,6 @@ def _initial_point(target: Target, init: Any, parts) -> Array:
     return z0
 
 
-@jax.jit
-def _value_and_grad(target: Target, z: Array) -> tuple[Array, Array]:
-    return jax.value_and_grad(target.log_density)(z)
-
-
 def _polish(target: Target, q, value: float, grad: Array, max_steps: int) -> tuple[Any, float, dict]:
     """Up to ``max_steps`` Newton steps with q's covariance, z ← z + t Λ⁻¹∇log p̃ (t = 1, ½, ¼), each kept only if
     log p̃ does not fall (beyond rounding). Reports the Newton decrement √(∇ᵀΛ⁻¹∇) before and after: the
@@ -350,7 +346,7 @@ def _polish(target: Target, q, value: float, grad: Array, max_steps: int) -> tup
         if after < 1e-10:
             break
         for t in (1.0, 0.5, 0.25):
-            new_value, new_grad = _value_and_grad(target, q.loc + t * step)
+            new_value, new_grad = value_and_grad(target, q.loc + t * step)
             if bool(jnp.isfinite(new_value)) and float(new_value) >= value - 1e-12 * (1.0 + abs(value)):
                 break  # (a rise of ½ decrement² is below rounding once the decrement is ~1e-7)
         else:
