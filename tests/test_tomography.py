@@ -52,11 +52,12 @@ def test_small_problem_shapes_and_determinism(small):
     nv = small.mesh.points.shape[0]
     assert 50 <= nv <= 90 and t.dim == 3 * nv and t.names == FIELDS
     parts = least_squares_parts(t)
-    assert parts.residual(jnp.asarray(small.true_z)).shape == (4 * 20 * 20,)
+    assert parts.residual is None and parts.latent(jnp.asarray(small.true_z)).shape == (nv,)
+    assert parts.gram.shape == (nv, nv)
     assert small.nnz > 1000
     again = plasma_tomography_problem("small", seed=0)
     other = plasma_tomography_problem("small", seed=1)
-    y = lambda p: np.asarray(least_squares_parts(p.target).residual(jnp.zeros(t.dim)))
+    y = lambda p: np.asarray(least_squares_parts(p.target).gram @ np.ones(nv))
     np.testing.assert_array_equal(y(again), y(small))
     assert not np.allclose(y(other), y(small))
     assert other.target.density == t.density  # new data, same static part: compiled code is shared
@@ -170,5 +171,54 @@ def test_full_size_generation_is_fast_and_memory_sane():
     problem = plasma_tomography_problem("full")
     assert time.perf_counter() - t0 < 60
     assert problem.target.dim == 2055 and problem.nnz < 2e7  # G: < 320 MB as float64 + int32 indices
-    parts = least_squares_parts(problem.target)
-    assert parts.residual(jnp.asarray(problem.true_z)).shape == (10**6,)
+    plain = plasma_tomography_problem("full", compress=False)
+    assert least_squares_parts(plain.target).residual(jnp.asarray(problem.true_z)).shape == (10**6,)
+
+
+# ----------------------------------------------------------------------------------------------
+# the compressed target (operator=G): the same density, the same Laplace fits
+
+
+@pytest.fixture(scope="module")
+def plain(small):
+    return plasma_tomography_problem("small", seed=0, compress=False)
+
+
+def test_compressed_target_equals_the_forward_model(small, plain):
+    """‖(y − G E)/σ‖² expanded as c − 2bᵀE + EᵀWE: log density and gradient equal the plain target's at
+    random points (to rounding), as do the Gauss-Newton products Jᵀ W J v and Jᵀ J v."""
+    from vbayes.infer.laplace import gauss_newton_rows
+    from vbayes.targets import value_and_grad
+
+    key = jax.random.PRNGKey(3)
+    for i in range(3):
+        z = jnp.asarray(small.true_z) + 0.3 * jax.random.normal(jax.random.fold_in(key, i), (small.target.dim,))
+        v1, g1 = value_and_grad(small.target, z)
+        v2, g2 = value_and_grad(plain.target, z)
+        assert float(v1) == pytest.approx(float(v2), rel=1e-12)
+        np.testing.assert_allclose(g1, g2, rtol=1e-9, atol=1e-9 * float(jnp.max(jnp.abs(g2))))
+    rows = jax.random.normal(key, (4, small.target.dim))
+    np.testing.assert_allclose(
+        gauss_newton_rows(small.target, z, rows, 4), gauss_newton_rows(plain.target, z, rows, 4), rtol=1e-8
+    )
+
+
+def test_compressed_laplace_equals_plain_laplace(small, plain, fits):
+    """Dense Laplace on both forms: same mode, marginal sds and log evidence."""
+    other = laplace(plain.target, "dense", init=fits["dense"].state.z)
+    np.testing.assert_allclose(fits["dense"].q.mean, other.q.mean, atol=1e-6)
+    np.testing.assert_allclose(fits["dense"].q.marginal_sd(), other.q.marginal_sd(), rtol=1e-5)
+    assert fits["dense"].info.extra["log_evidence"] == pytest.approx(other.info.extra["log_evidence"], abs=1e-3)
+
+
+def test_operator_bad_input():
+    from vbayes.targets import from_least_squares
+
+    a = np.ones((5, 2))
+    ok = dict(prior_mean=0.0, prior_precision=1.0, example_params={"x": np.zeros(3)})
+    with pytest.raises(VBayesError, match="shape \\(N, m\\) with N = 4"):
+        from_least_squares(lambda p: p["x"][:2], np.ones(4), 1.0, operator=a, **ok)
+    with pytest.raises(VBayesError, match="forward must return shape \\(2,\\)"):
+        from_least_squares(lambda p: p["x"], np.ones(5), 1.0, operator=a, **ok)
+    with pytest.raises(VBayesError, match="flat"):
+        from_least_squares(lambda p: p["x"][:2], np.ones((5, 1)), 1.0, operator=a, **ok)

@@ -141,12 +141,16 @@ def batch_pass(model: ConjugateModel, local: PyTree, chunks: Chunks) -> tuple[Py
     return total
 
 
-def vb_update(model: ConjugateModel, state: IterState, stats: PyTree, local_elbo: Array) -> IterState:
-    """CAVI's global step from full-data statistics, and the ELBO at (this pass's q(z), new q(β))."""
-    params = model.global_step(stats, 1.0)
+def vb_update(
+    model: ConjugateModel, state: IterState, stats: PyTree, local_elbo: Array, scale: float | Array = 1.0
+) -> IterState:
+    """CAVI's global step λ' = global_step(stats, scale) and the ELBO at (this pass's q(z), λ'):
+    scale · (entropy of q(z) + E log p(x, z | β)) − KL(q(β) ‖ p(β)); ``scale`` = N / n for statistics of a
+    subset of n of the N points (an unbiased estimate), 1 for all data."""
+    params = model.global_step(stats, scale)
     local = model.expect(params)
     entropy = local_elbo - model.expected_log_joint(state.local, stats)
-    elbo = entropy + model.expected_log_joint(local, stats) - model.kl(params)
+    elbo = scale * (entropy + model.expected_log_joint(local, stats)) - model.kl(params)
     return IterState(params, local, elbo, state.step + 1)
 
 
@@ -653,6 +657,27 @@ def objective(
     return float(scale * local_elbo - _call(model, "kl", params))
 
 
+def update(
+    model: ConjugateModel,
+    params: PyTree,
+    data,
+    *,
+    scale: float = 1.0,
+    chunk_size: int = 1024,
+    n_threads: int | None = None,
+) -> tuple[PyTree, float, PyTree]:
+    """One CAVI iteration from λ = ``params``: (λ' = global_step(Σ stats, scale), the ELBO at (this pass's
+    q(z), λ') in total nats, the statistics Σ stats). ``scale`` = N / n when ``data`` is a subset of n of
+    the N points. The building block of moves that edit the statistics (e.g. deleting a component)."""
+    data = as_data(data, chunk_size, n_threads)
+    local = _call(model, "expect", params)
+    with ThreadPoolExecutor(max(1, data.n_threads)) as pool:
+        stats, local_elbo = data.reduce(partial(_pass, model, local), pool)
+    state = IterState(params, local, jnp.asarray(-jnp.inf, _float()), jnp.asarray(0, jnp.int32))
+    new = _vb_update(model, state, stats, local_elbo, scale)
+    return new.params, float(new.objective), stats
+
+
 @partial(jax.jit, static_argnums=1)
 def _call(model: ConjugateModel, name: str, *args):
     """``getattr(model, name)(*args)`` compiled once per model layout (the model is an argument, not a
@@ -692,6 +717,7 @@ def svi(
     chunk_size: int = 1024,
     n_threads: int | None = None,
     final_pass: bool = True,
+    start_step: float = 0.0,
     callback=None,
 ) -> ConjugateFit:
     """Stochastic VI with natural gradients (Hoffman et al. 2013) from λ = ``params`` on an (N, D) array.
@@ -709,6 +735,7 @@ def svi(
     dominates — as when the run starts near the optimum — and the run goes on), or after ``max_epochs``
     passes' worth of points. The last average is returned; with ``final_pass`` its ELBO on all data is computed once
     (one pass, no update) as ``objective``.
+    ``start_step``: t of the first step (to continue a run with its small steps).
 
     Defaults, chosen to need no tuning: S = min(N, 4096); τ = 10, κ = 0.6 (Hoffman et al. find κ in
     (0.5, 1] and τ ≥ 1 robust; κ near 0.5 suits averaging); blocks of about 2¹⁶ points (≥ 16 steps);
@@ -722,7 +749,7 @@ def svi(
     shuffled = x[rng.permutation(n)]  # minibatches are contiguous slices of one shuffled copy, cycled
     eval_data = InMemory(shuffled[:eval_size], chunk_size, n_threads)  # a fixed uniform subset
     position = 0
-    state = SVIState(params, jnp.asarray(0.0, _float()))
+    state = SVIState(params, jnp.asarray(start_step, _float()))
     trace, local_terms, acc, count, next_check, blocks = [], [], None, 0, 1, 0
     outcome, max_steps = "max_steps", max(block_steps, int(max_epochs * n / batch))
     while blocks * block_steps < max_steps:

@@ -68,19 +68,27 @@ def hessian_rows(target: Target, z: Array, rows: Array, batch_size: int) -> Arra
 
 @functools.partial(jax.jit, static_argnums=3)
 def gauss_newton_rows(target: Target, z: Array, rows: Array, batch_size: int) -> Array:
-    """Rows v ↦ Jᵀ J v, J = ∂r/∂z the Jacobian of the whitened residuals r(z) ``(N,)`` of a least-squares target
-    (data term only, without the prior), ``(k, d) -> (k, d)``: one linearisation, then a jvp and a vjp per row."""
-    _, jvp = jax.linearize(least_squares_parts(target).residual, z)
+    """Rows v ↦ Jᵀ W J v, the Gauss-Newton matrix of a least-squares target's data term (without the prior),
+    ``(k, d) -> (k, d)``: J = ∂r/∂z of the whitened residuals r(z) ``(N,)`` and W = I, or, for a target with an
+    operator A, J = ∂g/∂z of the latent g(z) ``(m,)`` and W = AᵀΣ⁻¹A. One linearisation, then a jvp and a vjp
+    per row."""
+    parts = least_squares_parts(target)
+    inner = parts.residual if parts.gram is None else parts.latent
+    _, jvp = jax.linearize(inner, z)
     vjp = jax.linear_transpose(jvp, z)
-    return jax.lax.map(lambda v: vjp(jvp(v))[0], rows, batch_size=batch_size)
+    weigh = (lambda u: u) if parts.gram is None else (lambda u: parts.gram @ u)
+    return jax.lax.map(lambda v: vjp(weigh(jvp(v)))[0], rows, batch_size=batch_size)
 
 
 @functools.partial(jax.jit, static_argnums=3)
 def _gauss_newton_probes(target: Target, z: Array, keys: Array, batch_size: int) -> Array:
-    """(Jᵀξ)² for Rademacher ξ ∈ {±1}^N, one row per key: ``(k,) keys -> (k, d)``; E[(Jᵀξ)²] = diag(JᵀJ)."""
-    residual = least_squares_parts(target).residual
-    r, vjp = jax.vjp(residual, z)
-    probe = lambda k: vjp(jax.random.rademacher(k, r.shape, r.dtype))[0] ** 2
+    """(JᵀSξ)² for Rademacher ξ, one row per key: ``(k,) keys -> (k, d)``; E[(JᵀSξ)²] = diag(JᵀWJ) with S Sᵀ = W
+    (S = I, ξ ∈ {±1}^N for plain targets; ξ ∈ {±1}^m for targets with an operator)."""
+    parts = least_squares_parts(target)
+    inner = parts.residual if parts.gram is None else parts.latent
+    r, vjp = jax.vjp(inner, z)
+    root = (lambda u: u) if parts.gram is None else (lambda u: parts.gram_sqrt @ u)
+    probe = lambda k: vjp(root(jax.random.rademacher(k, r.shape, r.dtype)))[0] ** 2
     return jax.lax.map(probe, keys, batch_size=batch_size)
 
 
@@ -239,7 +247,7 @@ def _diag(target, z, products, eig_floor, names, exact_max, probes, key, parts, 
         how = f"exact, {d} Hessian-vector products"
     else:
         keys = jax.random.split(key, probes)
-        if parts is not None:
+        if parts is not None and (parts.gram is None or parts.gram_sqrt is not None):
             ggn = np.asarray(_gauss_newton_probes(target, z, keys, batch_size)).mean(0)
             diag = ggn + _precision_diagonal(parts.prior_precision)
             products.count += probes
