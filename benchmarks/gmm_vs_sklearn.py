@@ -311,15 +311,17 @@ def main() -> None:
             sk = sub("sk", str(n), str(dim), str(iters), repr(vb["ref"]), str(cap), str(a.sk_budget), timeout=3000)
             r = dict(n=n, dim=dim, **vb, **sk)
             # scikit-learn starts from the same k-means responsibilities and runs the same updates as plain CAVI
-            # (checked: its trajectory of our ELBO equals plain CAVI's). When the time budget stops it first, its
-            # time to the target is estimated from plain CAVI's iteration count ("est."), or bounded below by
-            # plain CAVI's whole run when that never reached the target ("≥").
+            # (the same parameters to ~1e-12 at every iteration: tests/test_gmm_parity.py). When the time budget
+            # stops it first, its time to the target is estimated from plain CAVI's iteration count ("est."), or
+            # bounded below by plain CAVI's whole run when that never reached the target ("≥"). (Its ELBO
+            # trajectory is evaluated at the optimal q(z) of each iterate, plain CAVI's at the q(z) of the pass
+            # that produced it, so the two differ early on by up to one E-step's gain.)
             traj, lbs = np.asarray(r.pop("sk_traj")), np.asarray(r.pop("plain_lbs"))
             m = min(len(traj), len(lbs))
-            r["sk_vs_cavi_maxdiff"] = float(np.max(np.abs(traj[:m] - lbs[:m])))
+            r["sk_vs_cavi_maxdiff_tail"] = float(np.max(np.abs(traj[m // 2 : m] - lbs[m // 2 : m])))
             r["sk_final_elbo"], r["sk_traj_len"] = float(traj[-1]), len(traj)
             r["sk_est"] = ""
-            if r["sk_time_to_target"] is None and r["sk_vs_cavi_maxdiff"] < 1e-4:
+            if r["sk_time_to_target"] is None:
                 its = r["plain_iters_to_target"]
                 r["sk_est"] = "est." if its else "≥"
                 its = its or r["plain_n_iter"]
@@ -338,7 +340,7 @@ def main() -> None:
     for r in rows:
         sk_t = r["sk_time_to_target"]
         sk_cell = (
-            f"{r['sk_est'].replace('≥', '≥ ')}{sk_t:.3g} s ({r['sk_iters_to_target']}"
+            f"{'≥ ' if r['sk_est'] == '≥' else ''}{sk_t:.3g} s ({r['sk_iters_to_target']}"
             f"{', est.' if r['sk_est'] == 'est.' else ''})"
             if sk_t is not None
             else f"not in {r['sk_traj_len']} (gap {r['ref'] - r['sk_final_elbo']:.2g})"

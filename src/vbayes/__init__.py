@@ -12,7 +12,7 @@ from vbayes.families import (
 from vbayes.fit import Fit, FitInfo
 from vbayes.infer import advi, laplace, nuts
 from vbayes.mixture import VariationalGaussianMixture
-from vbayes.targets import Target, from_least_squares, from_logdensity, from_numpyro
+from vbayes.targets import Target, from_least_squares, from_logdensity, from_loglik, from_numpyro
 
 __all__ = [
     "Fit",
@@ -30,6 +30,7 @@ __all__ = [
     "nuts",
     "from_least_squares",
     "from_logdensity",
+    "from_loglik",
     "from_numpyro",
     "kl",
 ]

@@ -36,6 +36,7 @@ from vbayes.examples import EXAMPLES, list_examples, load
 from vbayes.families import FAMILIES
 from vbayes.infer.laplace import CURVATURES
 from vbayes.report import plot_mesh_fields, plot_trace
+from vbayes.vae.cli import vae_app
 
 app = typer.Typer(
     name="vbayes",
@@ -44,6 +45,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(vae_app, name="vae")
 
 TARGET_HELP = (
     "TARGET is a built-in example name (see `vbayes examples`) or FILE.py:NAME.\n\n"
@@ -99,8 +101,15 @@ def _enable_x64() -> None:
 
 
 @app.command()
-def examples() -> None:
-    """List the built-in example targets: name, dimension and description."""
+def examples(
+    questions: Annotated[
+        bool, typer.Option("--questions", help="List the questions answered by runnable examples instead.")
+    ] = False,
+) -> None:
+    """List the built-in example targets: name, dimension and description (or, with --questions, the questions)."""
+    if questions:
+        _print_questions()
+        return
     _enable_x64()
     table = Table(title="vbayes built-in examples")
     table.add_column("name", no_wrap=True, style="bold")
@@ -112,6 +121,21 @@ def examples() -> None:
         except (VBayesError, ImportError, OSError):  # e.g. its data set is unavailable: still list it
             dim = "?"
         table.add_row(example.name, dim, example.description)
+    _stdout().print(table)
+
+
+def _print_questions() -> None:
+    """The registry of :mod:`vbayes.questions`: number, question, one-line answer, script (or "planned")."""
+    from vbayes.questions import list_questions
+
+    table = Table(title="questions about variational Bayes, answered by runnable examples (docs/README.md)")
+    table.add_column("#", justify="right")
+    table.add_column("question")
+    table.add_column("answer in one line")
+    table.add_column("example", no_wrap=True)
+    for q in list_questions():
+        run = q.script if q.status == "ready" else "[dim](planned)[/dim]"
+        table.add_row(str(q.number), escape(q.question), escape(q.answer), run)
     _stdout().print(table)
 
 
@@ -468,6 +492,44 @@ def load_matrix(path: Path) -> np.ndarray:
     return X
 
 
+def _load_dask(path: Path):
+    """A Dask array over DATA without reading it here: ``.npy`` (rows read by the workers), a ``.zarr``
+    store, ``.parquet`` (file or folder; needs pyarrow), or a CSV (read here, then partitioned)."""
+    import dask.array as da
+
+    from vbayes.infer.dask import from_npy
+
+    if not path.exists():
+        raise FileNotFoundError(2, "No such file", str(path))
+    if path.suffix == ".npy":
+        return from_npy(path)
+    if path.suffix == ".zarr":
+        return da.from_zarr(str(path))
+    if path.suffix == ".parquet":
+        import dask.dataframe as dd
+
+        return dd.read_parquet(str(path)).to_dask_array(lengths=True)
+    X = load_matrix(path)
+    return da.from_array(X, chunks=(max(1, -(-X.shape[0] // 8)), X.shape[1]))
+
+
+def _parse_devices(devices: str | None, console) -> str | int | None:
+    """``--devices``: None, ``"all"`` or a count; one visible device is said and the fit runs on it."""
+    if devices is None:
+        return None
+    if devices != "all" and not (devices.isdigit() and int(devices) >= 1):
+        raise VBayesError(f"--devices must be 'all' or a positive count, got {devices!r}")
+    count = jax.local_device_count()
+    if devices == "all" and count == 1:
+        console.print(
+            f"note: JAX sees one {jax.devices()[0].platform} device: running unsharded. To simulate several CPU "
+            "devices set XLA_FLAGS=--xla_force_host_platform_device_count=8",
+            soft_wrap=True,
+        )
+        return None
+    return "all" if devices == "all" else int(devices)
+
+
 @app.command(help="Fit a Bayesian Gaussian mixture to DATA (.npy or numeric .csv) by CAVI, SVI, EM or MAP-EM.")
 def gmm(
     data: Annotated[Path, typer.Argument(help="An (N, D) .npy file or a numeric CSV.", show_default=False)],
@@ -479,6 +541,19 @@ def gmm(
     weights: Annotated[str, typer.Option(help="dirichlet_process or dirichlet_distribution.")] = "dirichlet_process",
     seed: Annotated[int, typer.Option(help="Random seed of the initialisation.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: vbayes-out/gmm-<data>).")] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            metavar="SCHEDULER_ADDRESS|local[:WORKERS]",
+            help="Fit on a Dask cluster: statistics computed on the workers partition by partition (DATA: .npy, "
+            ".zarr or .parquet, read by the workers: the path must be visible to them).",
+        ),
+    ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option("--devices", metavar="all|N", help="Split the passes over the local JAX devices (GPUs)."),
+    ] = None,
 ) -> None:
     """Fit, print the components found, the ELBO and the outcome; write gmm.png and components.csv."""
     from vbayes.mixture import METHODS as GMM_METHODS
@@ -490,20 +565,35 @@ def gmm(
             raise VBayesError(f"unknown method {method!r}; available: {', '.join(GMM_METHODS)}")
         if covariance not in ("full", "diag", "spherical"):
             raise VBayesError(f"unknown covariance {covariance!r}; available: full, diag, spherical")
-        X = load_matrix(data)
-        folder = _output_folder(out if out is not None else Path("vbayes-out") / f"gmm-{_safe_name(data.stem)}")
+        if dask is not None and devices is not None:
+            raise VBayesError("--dask and --devices are alternatives: choose one")
         console = _stdout()
-        console.print(f"[bold]{escape(data.name)}[/bold]  N {X.shape[0]}  D {X.shape[1]}  K {components}  {method}")
+        if dask is not None:
+            from vbayes.infer.dask import connect
+
+            client = connect(dask)  # fails early, with the address, if the scheduler cannot be reached
+            full = _load_dask(data)
+            X = np.asarray(full[: min(full.shape[0], 200_000)].compute(), dtype=np.float64)  # for the picture
+            n, where = full.shape[0], f"  dask {len(client.scheduler_info()['workers'])} workers"
+        else:
+            X = full = load_matrix(data)
+            n, where = X.shape[0], ""
+        use = _parse_devices(devices, console)
+        folder = _output_folder(out if out is not None else Path("vbayes-out") / f"gmm-{_safe_name(data.stem)}")
+        console.print(
+            f"[bold]{escape(data.name)}[/bold]  N {n}  D {X.shape[1]}  K {components}  {method}{where}", soft_wrap=True
+        )
         model = VariationalGaussianMixture(
             n_components=components,
             covariance_type=covariance,
             weight_concentration_prior_type=weights,
             method=method,
             random_state=seed,
+            devices=use,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model.fit(X)
+            model.fit(full, client=client) if dask is not None else model.fit(full)
         info = model.fit_info_
         console.print(
             f"[{'green' if model.converged_ else 'yellow'}]{info.outcome}[/]: {escape(info.message)}; "

@@ -46,6 +46,7 @@ DEFAULT_TOL = {"cavi": 1e-6, "em": 1e-6, "map": 1e-6, "svi": 2e-4}
 MOVE_TOL = 1e-4  # nats per point: CAVI's change below which delete / merge moves are tried
 EVAL_ROWS = 1 << 16  # SVI: the subset on which the moves are judged
 MAX_SWEEPS = 20
+FIRST_SVI_STEPS = 1024  # SVI steps before the first delete/merge sweep (at most)
 
 
 class VariationalGaussianMixture(DensityMixin, BaseEstimator):
@@ -80,6 +81,13 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         iterations (CAVI's slow mode; scikit-learn's BGM at K = 10 on 5 clusters) or never (a cluster
         split in two), and SVI's decaying steps never finish draining them. ``False`` gives
         scikit-learn's iterates exactly.
+    devices : None, "all", int or list of JAX devices
+        Data-parallel passes over several JAX devices (GPUs; simulated CPU devices): the data (cavi/em/map)
+        or each SVI minibatch split across them, statistics summed by a ``psum``
+        (:mod:`vbayes.infer.sharding`). Same result as on one device up to summation order.
+
+    ``fit`` also takes a Dask array or DataFrame (one row per point): the statistics are then computed on
+    the cluster's workers, partition by partition, and only they travel (:mod:`vbayes.infer.dask`).
 
     Fitted attributes are scikit-learn's (``weights_``, ``means_``, ``covariances_``, ``precisions_``,
     ``precisions_cholesky_``, ``weight_concentration_``, ``mean_precision_``, ``degrees_of_freedom_``,
@@ -116,6 +124,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         learning_decay=0.6,
         total_samples=None,
         delete_merge=True,
+        devices=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -137,6 +146,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         self.learning_decay = learning_decay
         self.total_samples = total_samples
         self.delete_merge = delete_merge
+        self.devices = devices
 
     # ------------------------------------------------------------------------------------------------
     # fitting
@@ -145,9 +155,14 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         """Fit, then return the most probable component of each point (a final E-step, as scikit-learn)."""
         return self.fit(X).predict(X)
 
-    def fit(self, X, y=None):
-        """Fit by ``method`` with ``n_init`` initialisations, keeping the one with the highest objective."""
+    def fit(self, X, y=None, *, client=None):
+        """Fit by ``method`` with ``n_init`` initialisations, keeping the one with the highest objective.
+        ``X``: an (N, D) array, or a Dask array / DataFrame fitted on its cluster (:meth:`_fit_dask`;
+        ``client``: a ``dask.distributed.Client``, a scheduler address or ``"local[:WORKERS]"``; default the
+        current client, else a local cluster)."""
         self._check_params()
+        if hasattr(X, "__dask_graph__"):
+            return self._fit_dask(X, client)
         X = self._validate(X, reset=True, min_samples=2)
         self._check_n_samples(X.shape[0])
         self._shift = X.mean(0)
@@ -155,7 +170,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         with jax.enable_x64(True):
             model = self._build_model(xc)
             rng = check_random_state(self.random_state)
-            data = cj.InMemory(xc) if self.method != "svi" else None
+            data = None
+            if self.method != "svi":
+                data = cj.InMemory(xc) if self.devices is None else _sharded(xc, self.devices)
             self._set_fitted(model, _best([self._run(model, X, xc, data, rng) for _ in range(self.n_init)]))
         return self
 
@@ -186,6 +203,50 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 resp = _initial_resp(sample, self.n_components, self.init_params, rng)
                 params = gmm.init_params(model, sc, resp, scale=n / sample.shape[0])
                 runs.append(self._iterate(model, params, stream))
+            self._set_fitted(model, _best(runs))
+        return self
+
+    def _fit_dask(self, X, client):
+        """The fit on a Dask collection, as :meth:`fit_stream` (one pass for the moments — the default priors
+        — and a uniform sample of 20000 rows for the initialisation, checking every partition; then each
+        iteration is one pass on the workers). cavi/em/map: the conjugate drivers on
+        :class:`vbayes.infer.dask.DaskData`; svi: :func:`vbayes.infer.dask.svi`, random partitions as
+        minibatches (``batch_size`` unused), delete/merge moves judged on the sample."""
+        from vbayes.infer import dask as vd
+
+        rng = check_random_state(self.random_state)
+        with jax.enable_x64(True):
+            data = vd.DaskData(X, client)
+            self._check_n_samples(int(data.n_samples))
+            if data.n_samples < 2:
+                raise VBayesError("fit needs at least 2 rows")
+            n, mean, cov, sample = vd.moments(data, 20000, seed=int(rng.randint(2**31 - 1)))
+            self._set_n_features(data.dim)
+            self._shift = mean
+            data.transform = _Centre(mean)
+            model = self._build_model(None, moments=(n, cov))
+            runs = []
+            for _ in range(self.n_init):
+                resp = _initial_resp(sample, self.n_components, self.init_params, rng)
+                params = gmm.init_params(model, sample - mean, resp, scale=n / sample.shape[0])
+                if self.method != "svi":
+                    runs.append(self._iterate(model, params, data))
+                    continue
+                run = partial(
+                    vd.svi,
+                    model,
+                    data=data,
+                    key=int(rng.randint(2**31 - 1)),
+                    learning_offset=self.learning_offset,
+                    learning_decay=self.learning_decay,
+                    tol=self._tol(),
+                    max_epochs=float(self.max_iter),
+                )
+                if not self.delete_merge:
+                    runs.append(run(params))
+                else:
+                    subset = cj.InMemory(sample - mean)
+                    runs.append(_svi_with_moves(run, model, params, subset, n, min(float(self.max_iter), 1.0)))
             self._set_fitted(model, _best(runs))
         return self
 
@@ -445,11 +506,13 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             learning_decay=self.learning_decay,
             tol=self._tol(),
             max_epochs=float(self.max_iter),
+            devices=self.devices,
         )
         if not self.delete_merge:
             return run(params)
         subset = xc[np.sort(rng.choice(n, EVAL_ROWS, replace=False))] if n > EVAL_ROWS else xc
-        return _svi_with_moves(run, model, params, cj.InMemory(subset), n)
+        first = min(float(self.max_iter), FIRST_SVI_STEPS * batch / n)  # moves early: surplus components drain slowly
+        return _svi_with_moves(run, model, params, cj.InMemory(subset), n, first)
 
     def _set_fitted(self, model, fit: cj.ConjugateFit, warn: bool = True) -> None:
         """scikit-learn's fitted attributes from q(β) (or its mode for em/map), in the data's coordinates;
@@ -516,6 +579,22 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             params = jax.tree.map(jax.numpy.asarray, self._params)
             fn = jax.tree_util.Partial(gmm.predictive_log_density, model, params)
             return cj.map_rows(fn, X - self._shift)
+
+
+class _Centre:
+    """rows ↦ rows − mean (picklable, for the Dask workers)."""
+
+    def __init__(self, mean: np.ndarray):
+        self.mean = mean
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        return rows - self.mean
+
+
+def _sharded(xc: np.ndarray, devices):
+    from vbayes.infer.sharding import ShardedData
+
+    return ShardedData(xc, devices)
 
 
 def _rows_log_joint(model, local, x):
@@ -608,10 +687,11 @@ def _cavi_with_moves(model, params, data, tol: float, max_iter: int) -> cj.Conju
     return _chained(fits, deleted, passes)
 
 
-def _svi_with_moves(run, model, params, subset: cj.InMemory, n_total: int) -> cj.ConjugateFit:
-    """SVI (``run(params, start_step=t)``), then delete/merge sweeps judged on ``subset`` (ELBO estimates scaled by
-    N / n); while a sweep removes components, SVI continues from the result at the step it had reached."""
-    fits, deleted, passes = [run(params)], 0, 0
+def _svi_with_moves(run, model, params, subset: cj.InMemory, n_total: int, first_epochs: float) -> cj.ConjugateFit:
+    """SVI (``run(params, start_step=t, ...)``) for at most ``first_epochs`` passes' worth of points, then
+    delete/merge sweeps judged on ``subset`` (ELBO estimates scaled by N / n); SVI continues, from the step it
+    had reached, after every sweep that removes components or while it has not converged."""
+    fits, deleted, passes = [run(params, max_epochs=first_epochs)], 0, 0
     for _ in range(MAX_SWEEPS):
         last = fits[-1]
         if last.info.outcome == "diverged":
@@ -620,10 +700,10 @@ def _svi_with_moves(run, model, params, subset: cj.InMemory, n_total: int) -> cj
             model, last.params, subset, n_total, scale=n_total / subset.n_samples
         )
         passes += used
-        if not count:
-            break
         deleted += count
-        fits.append(run(new, start_step=float(last.extra["state"].step)))
+        if not count and last.info.outcome == "converged":
+            break
+        fits.append(run(new if count else last.params, start_step=float(last.extra["state"].step)))
     return _chained(fits, deleted, passes)
 
 

@@ -159,7 +159,7 @@ class _LogDensityFn:
         u = self.unconstrained(z)
         return {s.name: biject_to(c)(u[s.name]) for s, c in zip(self.specs, self.constraints, strict=True)}
 
-    def __call__(self, z: Array, data: tuple) -> Array:
+    def _params_and_log_jacobian(self, z: Array) -> tuple[dict[str, Array], Array]:
         u = self.unconstrained(z)
         params, log_jac = {}, 0.0
         for s, c in zip(self.specs, self.constraints, strict=True):
@@ -167,8 +167,39 @@ class _LogDensityFn:
             x = t(u[s.name])
             params[s.name] = x
             log_jac = log_jac + jnp.sum(t.log_abs_det_jacobian(u[s.name], x))
+        return params, log_jac
+
+    def __call__(self, z: Array, data: tuple) -> Array:
+        params, log_jac = self._params_and_log_jacobian(z)
         value = self.fn(params) if self.frozen is None else self.fn(params, self.frozen.merge(data))
         return jnp.asarray(value) + log_jac
+
+
+@dataclass(frozen=True, eq=False)
+class _RowsDensity(_LogDensityFn):
+    """``z ↦ log_prior(θ) + (N / B) · fn(θ, rows) + log|J|`` with ``fn`` = Σ over the B rows given of the
+    log-likelihood: B = N on the full data, a minibatch's unbiased estimate otherwise (B from the shapes,
+    so static under ``jit``)."""
+
+    log_prior: Callable | None = None
+    n_rows: int = 0
+
+    def _key(self) -> tuple:
+        return super()._key() + (self.log_prior, self.n_rows)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _RowsDensity) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __call__(self, z: Array, data: tuple) -> Array:
+        params, log_jac = self._params_and_log_jacobian(z)
+        batch = jnp.shape(data[0])[0]
+        value = (self.n_rows / batch) * jnp.asarray(self.fn(params, self.frozen.merge(data)))
+        if self.log_prior is not None:
+            value = value + jnp.asarray(self.log_prior(params))
+        return value + log_jac
 
 
 @dataclass(frozen=True, eq=False)
@@ -261,6 +292,26 @@ class Target:
         """Named *unconstrained* blocks of ``z``."""
         return self.density.unconstrained(z)
 
+    @property
+    def n_rows(self) -> int | None:
+        """N, the rows of the data, for a target with a minibatch form (:func:`from_loglik`); else None."""
+        return self.density.n_rows if isinstance(self.density, _RowsDensity) else None
+
+    def take(self, index: Array) -> Target:
+        """The minibatch form: the same target on rows ``index`` (B,) of the data, its log-likelihood
+        scaled by N/B — log p(θ) + (N/B) Σ_{i ∈ batch} log p(x_i | θ) + log|J|, an unbiased estimate of
+        :meth:`log_density`. Only for targets built by :func:`from_loglik`."""
+        if self.n_rows is None:
+            raise VBayesError(
+                f"target {self.name!r} has no minibatch form; build it with vbayes.from_loglik(log_lik, ...) "
+                "from a per-row log-likelihood and a log prior"
+            )
+        return Target(self.density, tuple(a[index] for a in self.data), self.name)
+
+    def sample_batch(self, key: Array, size: int) -> Target:
+        """:meth:`take` on ``size`` rows drawn uniformly with replacement (an unbiased minibatch)."""
+        return self.take(jax.random.randint(key, (size,), 0, self.n_rows or 1))
+
     def coordinate_names(self) -> list[str]:
         """One label per entry of z, e.g. ``['mu', 'tau', 'theta[0]', ...]`` (0-based)."""
         out = []
@@ -325,6 +376,39 @@ def from_logdensity(
         check_finite(data, what="data ")
     density = _LogDensityFn(fn, tuple(specs), tuple(cons), frozen)
     target = Target(density, arrays, name)
+    _check_scalar(target)
+    return target
+
+
+def from_loglik(
+    log_lik: Callable,
+    example_params: Mapping[str, Any],
+    constraints: Mapping[str, Any] | None = None,
+    *,
+    data: PyTree,
+    log_prior: Callable | None = None,
+    name: str = "loglik",
+) -> Target:
+    """Target with a minibatch form: log p̃(z) = log_prior(θ) + Σ_{i=1}^N log p(x_i | θ) + log|J|, θ = θ(z).
+
+    ``log_lik(params, rows) -> Σ_i log p(x_i | θ)`` over the rows it is given (vectorised); ``data``: a
+    pytree whose array leaves all have the N rows on axis 0 (other leaves are static); ``log_prior(params)``
+    (None: flat). ``target.log_density`` is the full-data density (every algorithm works on it unchanged);
+    ``target.take(index)`` / ``target.sample_batch(key, B)`` give the minibatch target, with the
+    log-likelihood scaled by N/B, for ``advi(..., batch_size=B)``."""
+    if data is None:
+        raise VBayesError("from_loglik needs data: a pytree of arrays with the N rows on axis 0")
+    base = from_logdensity(log_lik, example_params, constraints, data=data, name=name)
+    leading = {np.shape(a)[0] if np.ndim(a) else None for a in base.data}
+    if not base.data or len(leading) != 1 or None in leading:
+        shapes = [np.shape(a) for a in base.data]
+        raise VBayesError(f"from_loglik: every data array must have the N rows on axis 0, got shapes {shapes}")
+    n_rows = leading.pop()
+    if n_rows < 1:
+        raise VBayesError("from_loglik: the data have no rows")
+    d = base.density
+    density = _RowsDensity(d.fn, d.specs, d.constraints, d.frozen, log_prior=log_prior, n_rows=int(n_rows))
+    target = Target(density, base.data, name)
     _check_scalar(target)
     return target
 

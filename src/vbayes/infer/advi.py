@@ -149,9 +149,13 @@ def build_step(
 
 
 @functools.lru_cache(maxsize=64)
-def _chunk_runner(objective: Objective, optimizer_key: Any, num_samples: int) -> Callable:
+def _chunk_runner(
+    objective: Objective, optimizer_key: Any, num_samples: int, batch_size: int | None = None, mesh: Any = None
+) -> Callable:
     """Jitted ``(state, target, key, n_active, check_key, chunk, num_check) -> (state, next key, objective per
-    step, check values)``: ``chunk`` steps, of which the first ``n_active`` update q.
+    step, check values)``: ``chunk`` steps, of which the first ``n_active`` update q. With ``batch_size``
+    each step sees the minibatch target of ``batch_size`` rows drawn afresh (``Target.sample_batch``); with a
+    ``mesh`` (:func:`vbayes.infer.sharding.data_mesh`) that minibatch is split over its devices.
 
     After the chunk it evaluates ``log p̃(z) − log q̄(z)`` at ``num_check`` draws of the chunk-averaged
     q̄ made from the fixed ``check_key``: common random numbers, so successive chunks are compared by a
@@ -160,6 +164,10 @@ def _chunk_runner(objective: Objective, optimizer_key: Any, num_samples: int) ->
     """
     optimizer = _OPTIMIZERS[optimizer_key]
     step = build_step(objective, optimizer, num_samples)
+    if mesh is not None:
+        from vbayes.infer.sharding import data_parallel
+
+        step = data_parallel(step, mesh, batch_argnum=2)
 
     @functools.partial(jax.jit, static_argnums=(5, 6))
     def run(
@@ -170,7 +178,11 @@ def _chunk_runner(objective: Objective, optimizer_key: Any, num_samples: int) ->
 
         def body(s, xs):
             i, k = xs
-            s, info = step(k, s, target, i < n_active)
+            batch = target
+            if batch_size is not None:
+                k, k_batch = jax.random.split(k)
+                batch = target.sample_batch(k_batch, batch_size)
+            s, info = step(k, s, batch, i < n_active)
             return s, info.objective
 
         state, values = jax.lax.scan(body, state, (jnp.arange(chunk), jax.random.split(sub, chunk)))
@@ -297,6 +309,8 @@ def advi(
     max_bad_in_row: int = 20,
     importance_draws: int = 4000,
     progress: bool = True,
+    batch_size: int | None = None,
+    devices: Any = None,
 ) -> Fit:
     """Fit ``q`` in ``family`` to ``target`` by maximising ``objective`` with stochastic gradients.
 
@@ -310,6 +324,12 @@ def advi(
     ends the run as converged. At the end, ``importance_draws`` draws of q give PSIS k̂, the ELBO and
     an importance-sampling log evidence in ``fit.info.importance`` (0 to skip). Returns a :class:`Fit`
     whose ``info.outcome`` is ``converged``, ``max_steps``, ``diverged`` or ``interrupted``.
+
+    ``batch_size``: doubly stochastic ADVI on a target with a minibatch form (:func:`vbayes.from_loglik`):
+    each step's objective uses B rows drawn with replacement, the log-likelihood scaled by N/B (Titsias &
+    Lázaro-Gredilla 2014); the stopping rule's check still uses all the data. ``devices`` (``"all"``, a count
+    or a list): each minibatch is split over the JAX devices (:mod:`vbayes.infer.sharding`); B must be a
+    multiple of their number.
     """
     t_start = time.perf_counter()
     if not isinstance(target, Target):
@@ -323,6 +343,7 @@ def advi(
     if max_steps < 1:
         raise VBayesError(f"max_steps must be at least 1, got {max_steps}")
     num_samples = num_samples or (8 if objective in ("score", "iwelbo") else 1)
+    mesh = _minibatch_mesh(target, batch_size, devices)
     key = as_key(key)
     key, init_key = jax.random.split(key)
 
@@ -333,7 +354,7 @@ def advi(
     else:
         q0, note = _initial_q(target, family, rank, init, init_key)
         state, done, prior_trace = init_state(q0, _OPTIMIZERS[opt_key]), 0, []
-    run = _chunk_runner(OBJECTIVES[objective], opt_key, num_samples)
+    run = _chunk_runner(OBJECTIVES[objective], opt_key, num_samples, batch_size, mesh)
 
     chunk = min(chunk_size, max_steps)
     check_key = jax.random.fold_in(key, 1)
@@ -394,6 +415,25 @@ def advi(
         importance=check,
     )
     return Fit(target=target, q=q, trace=trace, info=info, state=state)
+
+
+def _minibatch_mesh(target: Target, batch_size: int | None, devices: Any):
+    """Check ``batch_size`` and ``devices``; the device mesh (None: no sharding)."""
+    if batch_size is not None:
+        if target.n_rows is None:
+            target.take(jnp.zeros(1, jnp.int32))  # raises: the target has no minibatch form
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise VBayesError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if devices is None:
+        return None
+    if batch_size is None:
+        raise VBayesError("devices= splits minibatches over devices: give batch_size too (and a from_loglik target)")
+    from vbayes.infer.sharding import data_mesh
+
+    mesh = data_mesh(devices)
+    if batch_size % mesh.size:
+        raise VBayesError(f"batch_size={batch_size} must be a multiple of the {mesh.size} devices")
+    return mesh
 
 
 def polyak_average(state: ADVIState, n: int) -> Family:

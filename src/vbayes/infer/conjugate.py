@@ -128,8 +128,11 @@ class ConjugateFit:
 # pure steps
 
 
-def batch_pass(model: ConjugateModel, local: PyTree, chunks: Chunks) -> tuple[PyTree, Array]:
-    """Σ over chunks of ``model.local_step``: (stats, local ELBO) of one block, chunks in a ``lax.scan``."""
+def batch_pass(
+    model: ConjugateModel, local: PyTree, chunks: Chunks, axis_name: str | None = None
+) -> tuple[PyTree, Array]:
+    """Σ over chunks of ``model.local_step``: (stats, local ELBO) of one block, chunks in a ``lax.scan``.
+    Inside ``shard_map`` over ``axis_name`` the sums are also taken across devices (a ``psum``)."""
 
     def body(acc, xw):
         out = model.local_step(local, *xw)
@@ -138,7 +141,7 @@ def batch_pass(model: ConjugateModel, local: PyTree, chunks: Chunks) -> tuple[Py
     shapes = jax.eval_shape(model.local_step, local, chunks.x[0], chunks.w[0])
     zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     total, _ = jax.lax.scan(body, zero, (chunks.x, chunks.w))
-    return total
+    return total if axis_name is None else jax.lax.psum(total, axis_name)
 
 
 def vb_update(
@@ -190,21 +193,34 @@ def svi_step(
     learning_decay,
     point_mass: bool = False,
     chunk_size: int = 1024,
+    axis_name: str | None = None,
 ) -> tuple[SVIState, SVIInfo]:
     """λ ← (1 − ρ_t) λ + ρ_t λ̂, λ̂ = global_step(stats_B, N/Σw), ρ_t = (t + τ)^−κ (Hoffman et al. 2013, Fig. 6).
 
     ``x`` (S, D), ``w`` (S,): the minibatch and its weights; ``n_total``: N. With ``point_mass`` the E-step
-    uses the mode of q(β): online EM (Cappé & Moulines 2009), the same update on the same statistics."""
+    uses the mode of q(β): online EM (Cappé & Moulines 2009), the same update on the same statistics.
+    Data-parallel inside ``shard_map`` over ``axis_name``: each device holds a slice of the minibatch, the
+    statistics and Σw are ``psum``-ed, and every device makes the same update."""
     local = model.mode(state.params) if point_mass else model.expect(state.params)
     size, dim = x.shape
     chunk = min(size, chunk_size) if size % min(size, chunk_size) == 0 else size  # cache-sized chunks
     chunks = Chunks(x.reshape(size // chunk, chunk, dim), w.reshape(size // chunk, chunk))
-    stats, local_elbo = batch_pass(model, local, chunks)
-    scale = n_total / jnp.sum(w)
+    stats, local_elbo = batch_pass(model, local, chunks, axis_name)
+    weight = jnp.sum(w) if axis_name is None else jax.lax.psum(jnp.sum(w), axis_name)
+    new, rho = svi_update(model, state, stats, n_total / weight, learning_offset, learning_decay)
+    return new, SVIInfo(n_total / weight * local_elbo, rho)
+
+
+def svi_update(
+    model: ConjugateModel, state: SVIState, stats: PyTree, scale, learning_offset, learning_decay
+) -> tuple[SVIState, Array]:
+    """λ ← (1 − ρ_t) λ + ρ_t global_step(stats, scale), ρ_t = (t + τ)^−κ; ``scale`` = N / (points in the
+    statistics). Returns the new state and ρ_t. (Shared by :func:`svi_step` and the Dask driver, whose
+    statistics come from the workers.)"""
     target = model.global_step(stats, scale)
     rho = (state.step + learning_offset) ** (-learning_decay)
     params = jax.tree.map(lambda a, b: (1.0 - rho) * a + rho * b, state.params, target)
-    return SVIState(params, state.step + 1), SVIInfo(scale * local_elbo, rho)
+    return SVIState(params, state.step + 1), rho
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -281,7 +297,22 @@ def _block_shape(n: int, chunk: int, block_chunks: int) -> tuple[int, int]:
     return chunk, min(block_chunks, _pow2(-(-n // chunk)))
 
 
-class InMemory:
+class DataSource:
+    """Where the data of a conjugate fit live. Subclasses give ``n_samples`` and ``reduce``; ``stats`` is the
+    one call the drivers make, and a source that sums elsewhere (Dask workers, JAX devices) overrides it."""
+
+    n_samples: float
+    n_threads: int = 1
+
+    def reduce(self, fn: Callable[[Chunks], PyTree], pool: ThreadPoolExecutor | None) -> PyTree:
+        raise NotImplementedError
+
+    def stats(self, model: ConjugateModel, local: PyTree, pool: ThreadPoolExecutor | None) -> tuple[PyTree, Array]:
+        """Σ_n over all the data of ``model.local_step(local, x_n)``: (stats, local ELBO)."""
+        return self.reduce(partial(_pass, model, local), pool)
+
+
+class InMemory(DataSource):
     """Data on the device in blocks of ``chunk_size · block_chunks`` rows (the last padded), processed
     by ``n_threads`` threads. Block shapes do not depend on N, so one compiled pass serves all data sizes."""
 
@@ -323,7 +354,7 @@ def _tree_sum(outs: list) -> PyTree:
     return total
 
 
-class Stream:
+class Stream(DataSource):
     """Data read in chunks on every pass: a ``.npy`` path (read with plain file reads, so the resident
     memory stays O(chunk)), a ``np.memmap`` (read the same way from its file) or array (sliced), or a
     function returning a new iterable of (n_i, D) arrays. Rows are regrouped into blocks of
@@ -489,10 +520,15 @@ def _read_raw(path: Path, offset: int, dtype, shape, rows: int) -> Iterator[np.n
             yield buf[:take]
 
 
-def as_data(data, chunk_size: int = 1024, n_threads: int | None = None) -> InMemory | Stream:
-    """In-memory blocks for an array, a :class:`Stream` for a path, a memmap, an iterable factory."""
-    if isinstance(data, InMemory | Stream):
+def as_data(data, chunk_size: int = 1024, n_threads: int | None = None) -> DataSource:
+    """In-memory blocks for an array, a :class:`Stream` for a path, a memmap, an iterable factory, a
+    :class:`vbayes.infer.dask.DaskData` for a Dask array or DataFrame (partitions reduced on the workers)."""
+    if isinstance(data, DataSource):
         return data
+    if hasattr(data, "__dask_graph__"):
+        from vbayes.infer.dask import DaskData
+
+        return DaskData(data, chunk_size=chunk_size)
     if isinstance(data, np.memmap) or isinstance(data, str | os.PathLike) or callable(data):
         return Stream(data, chunk_size=chunk_size, n_threads=n_threads)
     return InMemory(data, chunk_size=chunk_size, n_threads=n_threads)
@@ -530,7 +566,7 @@ def _iterate(
     trace, outcome = [], "max_steps"
     with ThreadPoolExecutor(max(1, data.n_threads)) as pool:
         for _ in range(max_iter):
-            stats, local_elbo = data.reduce(partial(_pass, model, state.local), pool)
+            stats, local_elbo = data.stats(model, state.local, pool)
             new = (
                 _em_update(model, state, stats, local_elbo, map_)
                 if point_mass
@@ -651,7 +687,7 @@ def objective(
     data = as_data(data, chunk_size, n_threads)
     local = _call(model, "mode" if point_mass else "expect", params)
     with ThreadPoolExecutor(max(1, data.n_threads)) as pool:
-        _, local_elbo = data.reduce(partial(_pass, model, local), pool)
+        _, local_elbo = data.stats(model, local, pool)
     if point_mass:
         return float(scale * local_elbo + (_call(model, "log_prior", params) if map_ else 0.0))
     return float(scale * local_elbo - _call(model, "kl", params))
@@ -672,7 +708,7 @@ def update(
     data = as_data(data, chunk_size, n_threads)
     local = _call(model, "expect", params)
     with ThreadPoolExecutor(max(1, data.n_threads)) as pool:
-        stats, local_elbo = data.reduce(partial(_pass, model, local), pool)
+        stats, local_elbo = data.stats(model, local, pool)
     state = IterState(params, local, jnp.asarray(-jnp.inf, _float()), jnp.asarray(0, jnp.int32))
     new = _vb_update(model, state, stats, local_elbo, scale)
     return new.params, float(new.objective), stats
@@ -685,15 +721,15 @@ def _call(model: ConjugateModel, name: str, *args):
     return getattr(model, name)(*args)
 
 
-@partial(jax.jit, static_argnames="point_mass")
-def _svi_run(model, state, xb, n_total, offset, decay, point_mass: bool = False):
+@partial(jax.jit, static_argnames=("point_mass", "axis_name"))
+def _svi_run(model, state, xb, n_total, offset, decay, point_mass: bool = False, axis_name: str | None = None):
     """SVI steps over minibatches ``xb`` (steps, S, D) under one ``lax.scan``; returns the last state,
-    the infos, and the average of the iterates (Polyak averaging)."""
+    the infos, and the average of the iterates (Polyak averaging). ``axis_name``: see :func:`svi_step`."""
     w = jnp.ones(xb.shape[1], xb.dtype)
 
     def body(carry, x):
         st, acc = carry
-        st, info = svi_step(model, st, x, w, n_total, offset, decay, point_mass)
+        st, info = svi_step(model, st, x, w, n_total, offset, decay, point_mass, axis_name=axis_name)
         return (st, jax.tree.map(jnp.add, acc, st.params)), info
 
     zero = jax.tree.map(jnp.zeros_like, state.params)
@@ -719,6 +755,7 @@ def svi(
     final_pass: bool = True,
     start_step: float = 0.0,
     callback=None,
+    devices=None,
 ) -> ConjugateFit:
     """Stochastic VI with natural gradients (Hoffman et al. 2013) from λ = ``params`` on an (N, D) array.
 
@@ -735,7 +772,11 @@ def svi(
     dominates — as when the run starts near the optimum — and the run goes on), or after ``max_epochs``
     passes' worth of points. The last average is returned; with ``final_pass`` its ELBO on all data is computed once
     (one pass, no update) as ``objective``.
-    ``start_step``: t of the first step (to continue a run with its small steps).
+    ``start_step``: t of the first step (to continue a run with its small steps; the first checkpoint is then
+    after start_step / 4 steps).
+    ``devices``: ``"all"``, a count or a list of JAX devices: data-parallel steps, each minibatch split
+    across the devices and the statistics ``psum``-ed (:mod:`vbayes.infer.sharding`); the same iterates
+    as on one device up to summation order. S must then be a multiple of the number of devices.
 
     Defaults, chosen to need no tuning: S = min(N, 4096); τ = 10, κ = 0.6 (Hoffman et al. find κ in
     (0.5, 1] and τ ≥ 1 robust; κ near 0.5 suits averaging); blocks of about 2¹⁶ points (≥ 16 steps);
@@ -744,18 +785,28 @@ def svi(
     x = check_data(data)
     n, _ = x.shape
     batch = int(min(n, batch_size or 4096))
+    run = _svi_run
+    if devices is not None:
+        from vbayes.infer.sharding import data_mesh, sharded_svi_run
+
+        mesh = data_mesh(devices)
+        batch = _device_multiple(batch, mesh.size, batch_size is not None)
+        run = partial(sharded_svi_run, mesh=mesh)
     block_steps = int(steps_per_block or max(16, (1 << 16) // batch))
     rng = np.random.default_rng(np.asarray(jax.random.key_data(as_key(key))).ravel().tolist())
     shuffled = x[rng.permutation(n)]  # minibatches are contiguous slices of one shuffled copy, cycled
     eval_data = InMemory(shuffled[:eval_size], chunk_size, n_threads)  # a fixed uniform subset
     position = 0
     state = SVIState(params, jnp.asarray(start_step, _float()))
-    trace, local_terms, acc, count, next_check, blocks = [], [], None, 0, 1, 0
+    # a continued run (start_step > 0) starts its doublings at a quarter of the steps already taken: its first
+    # blocks move λ by (t + τ)^−κ each, too little for their change to say anything about the gap
+    first_check = max(1, int(start_step) // (4 * block_steps))
+    trace, local_terms, acc, count, next_check, blocks = [], [], None, 0, first_check, 0
     outcome, max_steps = "max_steps", max(block_steps, int(max_epochs * n / batch))
     while blocks * block_steps < max_steps:
         xb, position = _next_rows(shuffled, position, block_steps * batch)
         xb = jnp.asarray(xb.reshape(block_steps, batch, -1), _float())
-        state, infos, avg = _svi_run(model, state, xb, float(n), learning_offset, learning_decay)
+        state, infos, avg = run(model, state, xb, float(n), learning_offset, learning_decay)
         blocks += 1
         local_terms.append(infos.local_elbo)
         acc, count = _add(acc, avg), count + 1
@@ -803,6 +854,18 @@ def svi(
     return ConjugateFit(
         params, final, float(n), np.asarray(trace), info, {"minibatch_local_elbo": local, "state": state}
     )
+
+
+def _device_multiple(batch: int, n_devices: int, given: bool) -> int:
+    """The minibatch size for ``n_devices`` devices: ``batch`` rounded down to a multiple (a given size must be
+    one already: a :class:`VBayesError` otherwise)."""
+    if batch % n_devices == 0:
+        return batch
+    if given or batch < n_devices:
+        raise VBayesError(
+            f"batch_size={batch} cannot be split evenly over {n_devices} devices: use a multiple of {n_devices}"
+        )
+    return batch - batch % n_devices
 
 
 def _next_rows(x: np.ndarray, position: int, count: int) -> tuple[np.ndarray, int]:

@@ -1,0 +1,505 @@
+"""Training: an optax ``init``/``step`` core, compiled chunks of steps, and a resumable driver.
+
+The core is :func:`init` and :func:`build_step` (``state, info = step(state, x, key)``) over a
+:class:`TrainState` NamedTuple. The driver :func:`train` runs epochs of shuffled minibatches as compiled
+``lax.scan`` chunks, shows a progress bar with the running bound, evaluates the validation set after
+every epoch (early stopping with ``patience``), and checkpoints to ``out`` after every epoch and on
+Ctrl-C. Everything random is a function of ``seed``, the epoch and the step, so a resumed run computes
+exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import Array
+
+from vbayes.errors import VBayesError
+from vbayes.vae.data import Dataset, binarize, check_images
+from vbayes.vae.losses import KINDS, elbo, iwae_bound, kl_weight, make_objective
+from vbayes.vae.model import VAE, ModelConfig, build_model
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train. ``kind``: ``"vae"`` (negative ELBO), ``"iwae"`` (IWAE bound with ``k`` samples) or
+    ``"ae"`` (deterministic autoencoder). ``beta`` weights the KL, reached linearly over ``anneal_steps``;
+    ``free_bits`` nats per latent dimension; ``patience`` epochs without a better validation bound end
+    the run (0: never). ``binarize`` (default: for the Bernoulli likelihood) draws x ~ Bernoulli(grey)
+    afresh at every step. ``chunk`` steps run per compiled call. ``lr_schedule``: ``"constant"`` or
+    ``"burda"`` (Burda et al. 2016: learning_rate · 10^(−i/7) during the 3^i epochs of stage i = 0, 1, ...)."""
+
+    kind: str = "vae"
+    k: int = 50
+    beta: float = 1.0
+    anneal_steps: int = 0
+    free_bits: float = 0.0
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    adam_eps: float = 1e-8
+    lr_schedule: str = "constant"
+    epochs: int = 100
+    patience: int = 20
+    seed: int = 0
+    binarize: bool | None = None
+    chunk: int = 50
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise VBayesError(f"unknown model kind {self.kind!r}; use one of {', '.join(KINDS)}")
+        checks = [
+            (self.k >= 1, f"k must be ≥ 1, got {self.k}"),
+            (self.beta >= 0 and math.isfinite(self.beta), f"beta must be ≥ 0 and finite, got {self.beta}"),
+            (self.anneal_steps >= 0, f"anneal_steps must be ≥ 0, got {self.anneal_steps}"),
+            (self.free_bits >= 0, f"free_bits must be ≥ 0, got {self.free_bits}"),
+            (self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}"),
+            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
+            (self.epochs >= 0, f"epochs must be ≥ 0, got {self.epochs}"),
+            (self.patience >= 0, f"patience must be ≥ 0, got {self.patience}"),
+            (self.chunk >= 1, f"chunk must be ≥ 1, got {self.chunk}"),
+        ]
+        checks.append(
+            (self.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule {self.lr_schedule!r}; use constant or burda")
+        )
+        for ok, message in checks:
+            if not ok:
+                raise VBayesError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+class TrainState(NamedTuple):
+    """The model's trainable arrays, the optimiser's state and the number of steps taken."""
+
+    params: Any
+    opt_state: optax.OptState
+    step: Array
+
+
+class StepInfo(NamedTuple):
+    """One step: the loss, the batch-mean bound (ELBO / IWAE / reconstruction) and whether it was applied."""
+
+    loss: Array
+    bound: Array
+    finite: Array
+
+
+LR_SCHEDULES = ("constant", "burda")
+
+
+def burda_schedule(learning_rate: float, steps_per_epoch: int) -> Callable[[Array], Array]:
+    """lr(step) = learning_rate · 10^(−i/7) in stage i: 3^i ≤ 2e + 1 < 3^(i+1), epoch e = step // steps_per_epoch."""
+    powers = jnp.asarray([3**j for j in range(1, 19)], jnp.int32)
+
+    def schedule(step):
+        epoch = step // steps_per_epoch
+        stage = jnp.sum(2 * epoch + 1 >= powers)
+        return learning_rate * 10.0 ** (-stage / 7.0)
+
+    return schedule
+
+
+def optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
+    """Adam with the config's learning rate (constant or Burda et al.'s schedule) and ε."""
+    if config.lr_schedule == "burda":
+        return optax.adam(burda_schedule(config.learning_rate, steps_per_epoch), eps=config.adam_eps)
+    return optax.adam(config.learning_rate, eps=config.adam_eps)
+
+
+def split_model(model: VAE) -> tuple[Any, Any]:
+    """``(params, static)``: the floating-point arrays, and everything else (recombine with ``eqx.combine``)."""
+    return eqx.partition(model, eqx.is_inexact_array)
+
+
+def init(model: VAE, opt: optax.GradientTransformation) -> TrainState:
+    """The state before the first step."""
+    params, _ = split_model(model)
+    return TrainState(params, opt.init(params), jnp.asarray(0, jnp.int32))
+
+
+def build_step(
+    static: Any, opt: optax.GradientTransformation, config: TrainConfig, do_binarize: bool
+) -> Callable[[TrainState, Array, Array], tuple[TrainState, StepInfo]]:
+    """``step(state, x, key) -> (state, info)``: one optimiser step on the minibatch ``x`` ``(B, *S)``.
+
+    The step's randomness is ``fold_in(key, state.step)``; a step whose loss or gradient is not finite is
+    skipped (``info.finite`` false).
+    """
+    objective = make_objective(config.kind, k=config.k, free_bits=config.free_bits)
+
+    def loss_fn(params, x, key, weight):
+        return objective(eqx.combine(params, static), x, key, weight)
+
+    def step(state: TrainState, x: Array, key: Array) -> tuple[TrainState, StepInfo]:
+        k_bin, k_loss = jax.random.split(jax.random.fold_in(key, state.step))
+        if do_binarize:
+            x = binarize(k_bin, x)
+        weight = kl_weight(state.step, config.beta, config.anneal_steps)
+        (loss, info), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, x, k_loss, weight)
+        finite = jnp.isfinite(loss)
+        for g in jax.tree_util.tree_leaves(grads):
+            finite &= jnp.all(jnp.isfinite(g))
+
+        def apply(_):
+            updates, opt_state = opt.update(grads, state.opt_state, state.params)
+            return optax.apply_updates(state.params, updates), opt_state
+
+        # a conditional, not a select: the skipped branch costs nothing (a where() over every leaf did)
+        params, opt_state = jax.lax.cond(finite, apply, lambda _: (state.params, state.opt_state), None)
+        return TrainState(params, opt_state, state.step + 1), StepInfo(loss, info.bound, finite)
+
+    return step
+
+
+def build_chunk(step: Callable) -> Callable[[TrainState, Array, Array, Array], tuple[TrainState, StepInfo]]:
+    """``chunk(state, data, idx, key)``: ``step`` over the minibatches ``data[idx[i]]``, ``idx`` (n, B), compiled."""
+
+    @jax.jit
+    def chunk(state, data, idx, key):
+        return jax.lax.scan(lambda s, i: step(s, data[i], key), state, idx)
+
+    return chunk
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+
+
+def bound_fn(kind: str, k: int) -> Callable[[VAE, Array, Array], Array]:
+    """Per-image validation bound: ELBO (vae), IWAE_k (iwae), log p(x | z = loc) (ae); ``(B, *S) -> (B,)``."""
+    if kind == "vae":
+        return lambda model, x, key: elbo(model, x, key)
+    if kind == "iwae":
+        return lambda model, x, key: iwae_bound(model, x, key, k)
+    return lambda model, x, key: jax.vmap(lambda xb: model.log_likelihood(model.encode(xb)[0], xb))(x)
+
+
+def batched_mean(fn: Callable[[Array, Array], Array], x: Array, key: Array, batch: int = 500) -> float:
+    """Mean of ``fn(x_batch, key_batch)`` (per-image values) over ``x`` in batches of ``batch``."""
+    total, n = 0.0, 0
+    for i, start in enumerate(range(0, x.shape[0], batch)):
+        values = fn(x[start : start + batch], jax.random.fold_in(key, i))
+        total += float(jnp.sum(values))
+        n += values.shape[0]
+    return total / max(n, 1)
+
+
+def _step_config(tc: TrainConfig) -> TrainConfig:
+    """``tc`` with the fields that do not change a step reset (the cache key of :func:`_compiled`)."""
+    return dataclasses.replace(tc, epochs=0, patience=0, seed=0, chunk=1)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(mc: ModelConfig, tc: TrainConfig, do_binarize: bool, steps_per_epoch: int):
+    """The jitted chunk and validation functions for one model structure and step configuration, cached so
+    that a second run (new seed, resumed, more epochs) reuses the compiled code."""
+    static = split_model(build_model(mc, 0))[1]
+    chunk = build_chunk(build_step(static, optimizer(tc, steps_per_epoch), tc, do_binarize))
+    bound = bound_fn(tc.kind, tc.k)
+    return chunk, jax.jit(lambda p, xb, kb: bound(eqx.combine(p, static), xb, kb))
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+
+
+class Run(NamedTuple):
+    """A training folder read back: the best and last models, the configs, the data spec and the history."""
+
+    model: VAE
+    last_model: VAE
+    model_config: ModelConfig
+    train_config: TrainConfig
+    data: str | None
+    meta: dict[str, Any]
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _save(out: Path, state: TrainState, meta: dict[str, Any], best_params: Any | None) -> None:
+    """Checkpoint file named by position, then the JSON that points at it, then remove the old one."""
+    name = f"checkpoint-{meta['epoch']:05d}-{meta['chunk']:05d}.eqx"
+    _write_atomic(out / name, lambda p: eqx.tree_serialise_leaves(p, state))
+    if best_params is not None:
+        _write_atomic(out / "best.eqx", lambda p: eqx.tree_serialise_leaves(p, best_params))
+    meta = {**meta, "checkpoint": name}
+    _write_atomic(out / "state.json", lambda p: p.write_text(json.dumps(meta, indent=1)))
+    for old in out.glob("checkpoint-*.eqx"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VBayesError(f"no checkpoint: {path} is missing (train with --out first)") from None
+    except json.JSONDecodeError as e:
+        raise VBayesError(f"{path} is not valid JSON ({e}); the checkpoint is damaged") from None
+
+
+def load_run(folder: str | Path) -> Run:
+    """Read a training folder written by :func:`train`; a clear error when it is missing or damaged."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VBayesError(f"no checkpoint: folder {folder} does not exist")
+    config = _read_json(folder / "config.json")
+    meta = _read_json(folder / "state.json")
+    mc = ModelConfig.from_dict(config["model"])
+    tc = TrainConfig.from_dict(config["train"])
+    like = build_model(mc, 0)
+    params, _ = split_model(like)
+    opt = optimizer(tc)
+    state_like = TrainState(params, opt.init(params), jnp.asarray(0, jnp.int32))
+    ckpt = folder / meta.get("checkpoint", "")
+    if not ckpt.is_file():
+        raise VBayesError(f"no checkpoint: {ckpt} is missing")
+    try:
+        state = eqx.tree_deserialise_leaves(ckpt, state_like)
+        best = eqx.tree_deserialise_leaves(folder / "best.eqx", params) if (folder / "best.eqx").is_file() else None
+    except Exception as e:  # a truncated or foreign file
+        raise VBayesError(f"cannot read the checkpoint in {folder}: {e}") from None
+    last = eqx.combine(state.params, split_model(like)[1])
+    model = eqx.combine(best, split_model(like)[1]) if best is not None else last
+    return Run(model, last, mc, tc, config.get("data"), {**meta, "_state": state})
+
+
+# ----------------------------------------------------------------------------------------------
+# the driver
+
+
+class TrainResult(NamedTuple):
+    """``model``: best on validation (last without validation data); ``history``: one dict per epoch;
+    ``outcome``: ``"max_epochs"``, ``"early_stopped"`` or ``"interrupted"``."""
+
+    model: VAE
+    last_model: VAE
+    history: list[dict[str, float]]
+    outcome: str
+    epochs: int
+    steps: int
+    best_epoch: int
+    out: Path | None
+
+
+_RESUMABLE_CHANGES = {"epochs", "patience"}
+
+
+def _resolve_resume(out: Path, model_config, train_config):
+    config = _read_json(out / "config.json")
+    saved_mc = ModelConfig.from_dict(config["model"])
+    saved_tc = TrainConfig.from_dict(config["train"])
+    if model_config is not None and model_config != saved_mc:
+        raise VBayesError(f"cannot resume {out} with a different model: saved {saved_mc}, given {model_config}")
+    if train_config is not None:
+        diff = [f for f in saved_tc.to_dict() if getattr(saved_tc, f) != getattr(train_config, f)]
+        bad = [f for f in diff if f not in _RESUMABLE_CHANGES]
+        if bad:
+            raise VBayesError(
+                f"cannot resume {out} with different {', '.join(bad)} (only epochs and patience may change)"
+            )
+        saved_tc = train_config
+    return saved_mc, saved_tc, config
+
+
+def _as_dataset(data: Dataset | np.ndarray) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    x = np.asarray(data)
+    empty = np.zeros((0, *x.shape[1:]), np.float32)
+    no_labels = np.zeros(0, np.int64)
+    return Dataset("array", x, np.zeros(len(x), np.int64), empty, no_labels, empty, no_labels, 0)
+
+
+def prepare(x: np.ndarray, model: VAE, data_shape: tuple[int, ...], what: str) -> np.ndarray:
+    """Shape, emptiness and support checks for images fed to ``model``; returns the float array."""
+    x = check_images(x, data_shape, what)
+    model.likelihood.check(x)
+    return x
+
+
+def train(
+    data: Dataset | np.ndarray,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    data_spec: str | None = None,
+) -> TrainResult:
+    """Train a VAE / IWAE / autoencoder on ``data`` (a :class:`Dataset` or an array ``(N, *S)``).
+
+    With ``out`` the run is checkpointed there after every epoch and on Ctrl-C (KeyboardInterrupt:
+    the result so far comes back with ``outcome="interrupted"``); ``resume=True`` continues the run in
+    ``out`` (its saved configs are used; a new ``train_config`` may only change ``epochs`` and
+    ``patience``). ``callback(info)`` is called after every compiled chunk with the epoch, step and
+    running bound. Defaults: ``ModelConfig(data_shape)``, ``TrainConfig()``.
+    """
+    dataset = _as_dataset(data)
+    out = Path(out) if out is not None else None
+    config_json: dict[str, Any] = {}
+    if resume:
+        if out is None:
+            raise VBayesError("resume=True needs the run's folder as out=")
+        if not (out / "state.json").exists():
+            raise VBayesError(f"no checkpoint to resume in {out} (state.json is missing)")
+        model_config, train_config, config_json = _resolve_resume(out, model_config, train_config)
+    else:
+        if out is not None and (out / "state.json").exists():
+            raise VBayesError(f"{out} already holds a training run; resume it or choose another folder")
+        if model_config is None:
+            if dataset.train.ndim < 2:
+                raise VBayesError(f"images must be an array (N, *shape); got shape {dataset.train.shape}")
+            model_config = ModelConfig(dataset.train.shape[1:])
+        train_config = train_config or TrainConfig()
+    mc, tc = model_config, train_config
+    model = build_model(mc, jax.random.fold_in(jax.random.PRNGKey(tc.seed), 0))
+    x_train = prepare(dataset.train, model, mc.data_shape, "training data")
+    has_val = dataset.val.shape[0] > 0
+    x_val = prepare(dataset.val, model, mc.data_shape, "validation data") if has_val else None
+    do_binarize = tc.binarize if tc.binarize is not None else mc.likelihood == "bernoulli"
+
+    n = x_train.shape[0]
+    batch = min(tc.batch_size, n)
+    n_batches = n // batch
+    opt = optimizer(tc, n_batches)
+    params, static = split_model(model)
+    state = init(model, opt)
+    meta: dict[str, Any] = {"epoch": 0, "chunk": 0, "best_val": None, "best_epoch": -1, "bad_epochs": 0, "history": []}
+    best_params = None
+    if resume:
+        run = load_run(out)
+        state = run.meta.pop("_state")
+        meta = {k: v for k, v in run.meta.items() if k != "checkpoint"}
+        best_params = split_model(run.model)[0]
+    elif out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        config_json = {"format": CHECKPOINT_FORMAT, "model": mc.to_dict(), "train": tc.to_dict(), "data": data_spec}
+    if out is not None:
+        config_json = {**config_json, "train": tc.to_dict()}
+        if data_spec is not None:
+            config_json["data"] = data_spec
+        _write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(config_json, indent=1)))
+
+    key = jax.random.PRNGKey(tc.seed)
+    key_perm, key_step, key_val = (jax.random.fold_in(key, i) for i in (1, 2, 3))
+    n_chunks = -(-n_batches // tc.chunk)
+    data_dev = jnp.asarray(x_train)
+    chunk_fn, val_eval = _compiled(mc, _step_config(tc), do_binarize, n_batches)
+    if has_val:
+        val_dev = jnp.asarray(x_val)
+        if do_binarize:
+            val_dev = binarize(jax.random.fold_in(key_val, 0), val_dev)
+
+    history: list[dict[str, float]] = list(meta["history"])
+    outcome = "max_epochs"
+    bar = _progress(progress)
+    task = bar.add_task("training", total=tc.epochs * n_chunks, completed=meta["epoch"] * n_chunks + meta["chunk"])
+    try:
+        with bar:
+            while meta["epoch"] < tc.epochs:
+                epoch = meta["epoch"]
+                if tc.patience and meta["bad_epochs"] >= tc.patience:
+                    outcome = "early_stopped"
+                    break
+                perm = np.asarray(jax.random.permutation(jax.random.fold_in(key_perm, epoch), n))
+                idx = perm[: n_batches * batch].reshape(n_batches, batch)
+                acc = meta.setdefault("running", {"sum": 0.0, "count": 0, "skipped": 0, "seconds": 0.0})
+                for c in range(meta["chunk"], n_chunks):
+                    t0 = time.perf_counter()
+                    new_state, info = chunk_fn(
+                        state, data_dev, jnp.asarray(idx[c * tc.chunk : (c + 1) * tc.chunk]), key_step
+                    )
+                    # wait for the result before committing it: an interrupt while the chunk runs (dispatch is
+                    # asynchronous) leaves state and position both at the previous chunk
+                    jax.block_until_ready(new_state)
+                    bounds, ok = np.asarray(info.bound), np.asarray(info.finite)
+                    state, meta["chunk"] = new_state, c + 1
+                    acc["sum"] += float(bounds[ok].sum())
+                    acc["count"] += int(ok.sum())
+                    acc["skipped"] += int((~ok).sum())
+                    acc["seconds"] += time.perf_counter() - t0
+                    running = acc["sum"] / max(acc["count"], 1)
+                    bar.update(
+                        task, advance=1, description=f"epoch {epoch + 1}/{tc.epochs}  {_label(tc.kind)} {running:9.2f}"
+                    )
+                    if callback is not None:
+                        callback({"epoch": epoch, "chunk": c, "step": int(state.step), "running_bound": running})
+                record = {
+                    "epoch": epoch + 1,
+                    "steps": int(state.step),
+                    "train_bound": acc["sum"] / max(acc["count"], 1),
+                    "skipped_steps": acc["skipped"],
+                    "seconds": acc["seconds"],
+                }
+                if has_val:
+                    value = batched_mean(functools.partial(val_eval, state.params), val_dev, key_val)
+                    record["val_bound"] = value
+                    if meta["best_val"] is None or value > meta["best_val"]:
+                        meta["best_val"], meta["best_epoch"], meta["bad_epochs"] = value, epoch + 1, 0
+                        best_params = state.params
+                    else:
+                        meta["bad_epochs"] += 1
+                else:
+                    best_params, meta["best_epoch"] = state.params, epoch + 1
+                history.append(record)
+                meta.update(epoch=epoch + 1, chunk=0, history=history)
+                meta.pop("running", None)
+                if out is not None:
+                    _save(out, state, {**meta, "outcome": "running"}, best_params)
+            else:
+                if tc.patience and meta["bad_epochs"] >= tc.patience:
+                    outcome = "early_stopped"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    meta["history"] = history
+    if out is not None:
+        _save(out, state, {**meta, "outcome": outcome}, best_params)
+    last = eqx.combine(state.params, static)
+    best = eqx.combine(best_params, static) if best_params is not None else last
+    return TrainResult(best, last, history, outcome, meta["epoch"], int(state.step), meta["best_epoch"], out)
+
+
+def _label(kind: str) -> str:
+    return {"vae": "ELBO", "iwae": "IWAE", "ae": "log p(x|z)"}[kind]
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
