@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import Array
@@ -98,6 +99,15 @@ def iwae_bound(model: VAE, x: Array, key: Array, k: int, chunk: int | None = Non
     With ``chunk`` the K draws are taken ``chunk`` at a time (a running log-sum-exp), so K = 5,000
     needs memory for ``chunk`` decoder outputs per image only.
     """
+    if int(k) < 1:
+        raise VBayesError(f"the number of importance samples K must be at least 1, got {k}")
+    return _iwae_bound(model, x, key, int(k), None if chunk is None else int(chunk))
+
+
+@eqx.filter_jit
+def _iwae_bound(model: VAE, x: Array, key: Array, k: int, chunk: int | None) -> Array:
+    """:func:`iwae_bound` compiled once per (shapes, K, chunk): called eagerly, the chunked ``lax.scan`` would
+    otherwise be traced again on every call."""
     loc, log_var = _batch_encode(model, x)
     return _iwae_from_encoding(model, x, loc, log_var, key, k, chunk)
 
