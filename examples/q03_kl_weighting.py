@@ -28,7 +28,7 @@ import optax  # noqa: E402
 
 from vbayes import vae  # noqa: E402
 from vbayes.questions import example_args, new_figure, save_figure, say  # noqa: E402
-from vbayes.vae.plots import prior_sample_images  # noqa: E402
+from vbayes.vae.plots import image_grid, prior_sample_images  # noqa: E402
 
 LATENT, WIDTH, DEPTH, BATCH, LR = 16, 200, 2, 100, 1e-3
 
@@ -87,16 +87,6 @@ def identities(x: np.ndarray) -> dict[str, float]:
     return {"pixel_mean_times_d": pixel_mean * d, "beta_d_loss": beta_d, "sigma_lhs": lhs, "sigma_rhs": rhs, "d": d}
 
 
-def grid(images: np.ndarray, cols: int) -> np.ndarray:
-    """Images ``(n, h, w)`` tiled ``cols`` wide with one-pixel white gaps."""
-    n, h, w = images.shape
-    rows = -(-n // cols)
-    canvas = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1))
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = img
-    return canvas
-
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = example_args(__doc__.splitlines()[0], argv)
@@ -140,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     fig = new_figure(9.0, 3.6)
     axes = fig.subplots(1, len(samples))
     for ax, (label, imgs) in zip(axes, samples.items(), strict=True):
-        ax.imshow(grid(np.clip(imgs, 0, 1), 4), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(image_grid(np.clip(imgs, 0, 1), 4), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
         r = rows[label]
         title = label.replace(", β", "\nβ").replace(" (", "\n(")
         ax.set_title(f"{title}\nKL {r['kl']:.1f} nats, {r['active']} active", fontsize=7)

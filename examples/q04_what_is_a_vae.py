@@ -25,18 +25,13 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from vbayes import vae  # noqa: E402
 from vbayes.questions import example_args, new_figure, save_figure, say  # noqa: E402
-from vbayes.vae.plots import interpolation_images, latent_2d, prior_sample_images, reconstruction_images  # noqa: E402
-
-
-def grid(images: np.ndarray, cols: int) -> np.ndarray:
-    """Images ``(n, h, w)`` tiled ``cols`` wide with one-pixel gaps."""
-    n, h, w = images.shape
-    rows = -(-n // cols)
-    canvas = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1))
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = img
-    return canvas
+from vbayes.vae.plots import (  # noqa: E402
+    image_grid,
+    interpolation_images,
+    latent_2d,
+    prior_sample_images,
+    reconstruction_images,
+)
 
 
 def probe_accuracy(features_train, y_train, features_test, y_test, n_labels: int | None, seed: int = 0) -> float:
@@ -112,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ),
     ]
     for ax, (imgs, cols, title) in zip(axes[:3], shows, strict=True):
-        ax.imshow(grid(np.clip(imgs, 0, 1), cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(image_grid(np.clip(imgs, 0, 1), cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     xy, how = latent_2d(model, data.test)

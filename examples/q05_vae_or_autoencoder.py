@@ -25,21 +25,11 @@ from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 from vbayes import vae  # noqa: E402
 from vbayes.questions import example_args, new_figure, save_figure, say  # noqa: E402
-from vbayes.vae.plots import prior_sample_images, reconstruction_images  # noqa: E402
+from vbayes.vae.plots import image_grid, prior_sample_images, reconstruction_images  # noqa: E402
 
 HELD_OUT = 7
 LATENT = 16
 
-
-def grid(images: np.ndarray, cols: int) -> np.ndarray:
-    """Images ``(n, h, w)`` tiled ``cols`` wide with one-pixel gaps."""
-    n, h, w = images.shape
-    rows = -(-n // cols)
-    canvas = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1))
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = img
-    return canvas
 
 
 def without_digit(data: vae.Dataset, digit: int) -> tuple[vae.Dataset, np.ndarray]:
@@ -146,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     axes = fig.subplots(1, 3, width_ratios=[1, 1, 1.3])
     for ax, kind in zip(axes[:2], ("vae", "ae"), strict=True):
         ax.imshow(
-            grid(np.clip(prior_sample_images(models[kind], 1, 36), 0, 1), 6),
+            image_grid(np.clip(prior_sample_images(models[kind], 1, 36), 0, 1), 6),
             cmap="gray_r",
             vmin=0,
             vmax=1,

@@ -829,20 +829,13 @@ def svi(
     final = trace[-1] if trace else float("nan")
     if final_pass:
         final = objective(model, params, x, chunk_size=chunk_size, n_threads=n_threads)
-    messages = {
-        "converged": f"the ELBO of the tail average changed by < {tol:g} nats/point over the last doubling",
-        "max_steps": f"max_epochs={max_epochs} reached",
-        "diverged": "the ELBO estimate became non-finite",
-    }
-    info = FitInfo(
-        method="svi",
-        outcome=outcome,
-        message=messages[outcome],
-        steps=steps,
-        grad_evals=0,
-        skipped_steps=0,
-        wall_time=time.perf_counter() - t0,
-        extra={
+    info = svi_info(
+        outcome,
+        tol,
+        max_epochs,
+        steps,
+        time.perf_counter() - t0,
+        {
             "batch_size": batch,
             "steps_per_block": block_steps,
             "epochs": steps * batch / n,
@@ -866,6 +859,16 @@ def _device_multiple(batch: int, n_devices: int, given: bool) -> int:
             f"batch_size={batch} cannot be split evenly over {n_devices} devices: use a multiple of {n_devices}"
         )
     return batch - batch % n_devices
+
+
+def svi_info(outcome: str, tol: float, max_epochs: float, steps: int, seconds: float, extra: dict) -> FitInfo:
+    """The :class:`FitInfo` of an SVI run (in memory, sharded or on Dask): its outcome and why."""
+    messages = {
+        "converged": f"the ELBO of the tail average changed by < {tol:g} nats/point over the last doubling",
+        "max_steps": f"max_epochs={max_epochs} reached",
+        "diverged": "the ELBO estimate became non-finite",
+    }
+    return FitInfo("svi", outcome, messages[outcome], steps, 0, 0, seconds, extra)
 
 
 def _next_rows(x: np.ndarray, position: int, count: int) -> tuple[np.ndarray, int]:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vbayes.errors import VBayesError
-from vbayes.fit import FitInfo, as_key
+from vbayes.fit import as_key
 from vbayes.infer import conjugate as cj
 
 PyTree = Any
@@ -375,19 +375,6 @@ def svi(
     final = trace[-1] if trace else float("nan")
     if final_pass and outcome != "diverged":
         final = cj.objective(model, best, data)
-    messages = {
-        "converged": f"the ELBO of the tail average changed by < {tol:g} nats/point over the last doubling",
-        "max_steps": f"max_epochs={max_epochs} reached",
-        "diverged": "the ELBO estimate became non-finite",
-    }
-    info = FitInfo(
-        method="svi",
-        outcome=outcome,
-        message=messages[outcome],
-        steps=steps,
-        grad_evals=0,
-        skipped_steps=0,
-        wall_time=time.perf_counter() - t0,
-        extra={"partitions_per_step": per_step, "epochs": steps / epoch_steps, "rho_last": float(rho)},
-    )
+    extra = {"partitions_per_step": per_step, "epochs": steps / epoch_steps, "rho_last": float(rho)}
+    info = cj.svi_info(outcome, tol, max_epochs, steps, time.perf_counter() - t0, extra)
     return cj.ConjugateFit(best, final, n, np.asarray(trace), info, {"state": state})

@@ -57,7 +57,8 @@ def latent_2d(model: VAE, x: Array) -> tuple[np.ndarray, str]:
     return centred @ vt[:2].T, "principal components of E_q[z | x]"
 
 
-def _grid(images: np.ndarray, cols: int) -> np.ndarray:
+def image_grid(images: np.ndarray, cols: int) -> np.ndarray:
+    """Images ``(n, h, w)`` tiled ``cols`` wide with one-pixel gaps: ``-> (rows·(h+1)+1, cols·(w+1)+1)``."""
     n, h, w = images.shape[0], images.shape[1], images.shape[2]
     rows = -(-n // cols)
     canvas = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1))
@@ -81,7 +82,7 @@ def plot_grid(images: np.ndarray, path: str | Path, title: str, cols: int = 8) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grid = _grid(np.clip(_as_2d_images(images), 0, 1), cols)
+    grid = image_grid(np.clip(_as_2d_images(images), 0, 1), cols)
     fig, ax = plt.subplots(figsize=(max(4, cols * 0.8), max(2, grid.shape[0] / grid.shape[1] * cols * 0.8) + 0.5))
     ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=10)
