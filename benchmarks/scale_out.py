@@ -8,8 +8,10 @@ The data are generated chunk by chunk into an ``.npy`` file (never whole in memo
 workers partition by partition (:func:`vbayes.infer.dask.from_npy`, 2^19 rows = 40 MB per partition).
 Reported per configuration: the time of one pass (statistics of every point, reduced, and the global
 step), throughput in points per second and per core, and the peak resident memory of each worker (or of
-the streaming process). Each worker runs one thread with XLA's intra-op threading off, so that workers =
-cores. The compiled pass is warmed up on a small file first. Timings need an idle machine: the load
+the streaming process). Each worker runs one thread with XLA's intra-op threading off and is pinned
+(every thread of it) to its own core (``vbayes.infer.dask.pin_workers``), so that workers = cores; the CPU
+seconds each worker used per second of the pass are reported (``worker_cpu_per_wall``: 1.0 = one core
+kept busy). The compiled pass is warmed up on a small file first. Timings need an idle machine: the load
 average is recorded before and after each run.
 """
 
@@ -82,6 +84,11 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_seconds() -> float:
+    """CPU time (user + system, all threads) this process has used."""
+    return time.process_time()
+
+
 def run_dask(path: Path, workers: int, passes: int) -> dict:
     import jax
     from distributed import Client, LocalCluster
@@ -93,12 +100,15 @@ def run_dask(path: Path, workers: int, passes: int) -> dict:
     )
     client = Client(cluster)
     try:
+        vd.pin_workers(client)  # each worker (all its threads) on a core of its own: workers = cores
         with jax.enable_x64(True):
             model, params = _model_and_params()
             _one_pass(model, params, vd.DaskData(vd.from_npy(SMALL, PARTITION_ROWS), client))  # compile per worker
             base = client.run(_peak_mb)
             data = vd.DaskData(vd.from_npy(path, PARTITION_ROWS), client)
+            cpu0 = client.run(_cpu_seconds)
             times = [_one_pass(model, params, data) for _ in range(passes)]
+            cpu1 = client.run(_cpu_seconds)
             peaks = client.run(_peak_mb)
         n = data.n_samples
         best = min(times)
@@ -111,6 +121,7 @@ def run_dask(path: Path, workers: int, passes: int) -> dict:
             "points_per_s": n / best,
             "points_per_s_per_core": n / best / workers,
             "peak_rss_mb_per_worker": sorted(peaks.values()),
+            "worker_cpu_per_wall": sorted(round((cpu1[a] - cpu0[a]) / sum(times), 3) for a in cpu0),
             "rss_after_warmup_mb": sorted(base.values()),
         }
     finally:
@@ -130,6 +141,9 @@ def run_stream(path: Path, threads: int, passes: int) -> dict:
 
 
 def _stream_child(path: str, threads: int, passes: int) -> dict:
+    from vbayes.infer.dask import pin_process
+
+    pin_process(set(range(threads)))  # before JAX starts its threads: the process uses `threads` cores in all
     import jax
 
     from vbayes.infer import conjugate as cj
@@ -138,7 +152,9 @@ def _stream_child(path: str, threads: int, passes: int) -> dict:
         model, params = _model_and_params()
         _one_pass(model, params, cj.Stream(SMALL, n_threads=threads))
         data = cj.Stream(path, n_threads=threads)  # one validation pass (N, D, finiteness), not timed
+        cpu0 = _cpu_seconds()
         times = [_one_pass(model, params, data) for _ in range(passes)]
+        cpu = (_cpu_seconds() - cpu0) / sum(times)
     best = min(times)
     return {
         "path": f"stream, no Dask, {threads} thread(s)",
@@ -148,6 +164,7 @@ def _stream_child(path: str, threads: int, passes: int) -> dict:
         "points_per_s": data.n_samples / best,
         "points_per_s_per_core": data.n_samples / best / threads,
         "peak_rss_mb": _peak_mb(),
+        "cpu_per_wall": round(cpu, 3),
     }
 
 

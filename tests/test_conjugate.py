@@ -198,6 +198,27 @@ def test_threads_do_not_change_the_result():
     np.testing.assert_allclose(one.params.psi, many.params.psi, rtol=1e-11)
 
 
+@pytest.mark.parametrize("point_mass", [False, True])
+def test_on_device_loop_equals_host_loop(point_mass):
+    """One-block data run on the device, 64 iterations per call; a callback forces the host loop. Same
+    iterates, same stopping iteration, across several rounds."""
+    x = mixture_data(3000, 3, 5, seed=9, scale=2.0)
+    prior = gmm.flat_prior(3, "full", 1e-6) if point_mass else gmm.default_prior(x, 6)
+    model = gmm.bayesian_gmm(prior, "full", "dirichlet_distribution")
+    p0 = gmm.init_params(model, x, soft_resp(3000, 6))
+    run = cj.em if point_mass else cj.cavi
+    seen = []
+    for tol, max_iter in ((0.0, 150), (1e-6, 400)):
+        device = run(model, p0, x, tol=tol, max_iter=max_iter)
+        host = run(model, p0, x, tol=tol, max_iter=max_iter, callback=lambda i, v, p: seen.append(i))
+        assert device.info.outcome == host.info.outcome and device.info.steps == host.info.steps
+        assert device.info.steps > 64  # more than one compiled round
+        np.testing.assert_allclose(device.trace, host.trace, rtol=1e-12)
+        for a, b in zip(device.params, host.params, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.max(np.abs(b)))
+    assert device.info.outcome == "converged" and seen
+
+
 # ----------------------------------------------------------------------------------------------------
 # one model, five algorithms
 

@@ -105,6 +105,17 @@ EIGHT_DEVICES = textwrap.dedent(
     many = five(sh.data_parallel(vstep, mesh, 1))(vae.init(net, adam), images, jax.random.PRNGKey(0))
     out["vae_steps"] = rel(one[0].params, many[0].params)
     out["vae_loss"] = [float(one[1].loss[-1]), float(many[1].loss[-1])]
+    # the VAE driver: two epochs of 256 images, every minibatch split over the 8 devices, vs one device
+    data = rng.uniform(size=(256, 16)).astype(np.float32)
+    tc = vae.TrainConfig(batch_size=64, epochs=2, chunk=2, patience=0)
+    runs = [vae.train(data, config, tc, progress=False, devices=d) for d in (None, "all")]
+    arrays = [jax.tree.leaves(eqx.filter(r.last_model, eqx.is_inexact_array)) for r in runs]
+    out["vae_train"] = max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(*arrays))
+    out["vae_train_steps"] = [r.steps for r in runs]
+    try:
+        vae.train(data, config, vae.TrainConfig(batch_size=60, epochs=1), progress=False, devices="all")
+    except vbayes.VBayesError as e:
+        out["vae_bad_batch"] = str(e)
     tick("vae")
     print("RESULT" + json.dumps(out))
     """
@@ -147,6 +158,13 @@ def test_sharded_drivers_equal_one_device():
 def test_sharded_vae_steps_equal_one_device(eight):
     assert eight["vae_steps"] < 1e-4  # float32 networks; Adam steps of 1e-2
     assert eight["vae_loss"][0] == pytest.approx(eight["vae_loss"][1], rel=1e-5)
+
+
+def test_sharded_vae_training_equals_one_device(eight):
+    """``vae.train(devices="all")``: 8 Adam steps over 8 devices end where one device does (float32)."""
+    assert eight["vae_train_steps"] == [8, 8]
+    assert eight["vae_train"] < 1e-5
+    assert "multiple of 8" in eight["vae_bad_batch"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -224,3 +242,15 @@ def test_cli_devices_on_one_device(tmp_path):
     assert "JAX sees one cpu device: running unsharded" in result.stdout
     result = runner.invoke(app, ["gmm", str(tmp_path / "x.npy"), "--devices", "two"])
     assert result.exit_code == 1 and "--devices must be 'all' or a positive count" in result.stderr
+
+
+def test_vae_cli_devices(tmp_path):
+    """`vbayes vae train --devices`: 'all' on one device says so and trains; a bad count is an error."""
+    runner = CliRunner()
+    args = ["vae", "train", "--epochs", "1", "--latent", "2", "--width", "16", "--depth", "1"]
+    result = runner.invoke(app, [*args, "--devices", "all", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "JAX sees one cpu device: running unsharded" in result.stdout
+    assert "after 1 epochs" in result.stdout
+    result = runner.invoke(app, [*args, "--devices", "3", "--out", str(tmp_path / "run3")])
+    assert result.exit_code == 1 and "devices=3 but JAX sees 1" in result.stderr

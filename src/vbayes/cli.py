@@ -514,20 +514,13 @@ def _load_dask(path: Path):
 
 
 def _parse_devices(devices: str | None, console) -> str | int | None:
-    """``--devices``: None, ``"all"`` or a count; one visible device is said and the fit runs on it."""
-    if devices is None:
-        return None
-    if devices != "all" and not (devices.isdigit() and int(devices) >= 1):
-        raise VBayesError(f"--devices must be 'all' or a positive count, got {devices!r}")
-    count = jax.local_device_count()
-    if devices == "all" and count == 1:
-        console.print(
-            f"note: JAX sees one {jax.devices()[0].platform} device: running unsharded. To simulate several CPU "
-            "devices set XLA_FLAGS=--xla_force_host_platform_device_count=8",
-            soft_wrap=True,
-        )
-        return None
-    return "all" if devices == "all" else int(devices)
+    """``--devices`` (:func:`vbayes.infer.sharding.parse_devices_option`), its note printed."""
+    from vbayes.infer.sharding import parse_devices_option
+
+    parsed, note = parse_devices_option(devices)
+    if note:
+        console.print(note, soft_wrap=True)
+    return parsed
 
 
 @app.command(help="Fit a Bayesian Gaussian mixture to DATA (.npy or numeric .csv) by CAVI, SVI, EM or MAP-EM.")

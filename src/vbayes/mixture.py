@@ -172,7 +172,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             rng = check_random_state(self.random_state)
             data = None
             if self.method != "svi":
-                data = cj.InMemory(xc) if self.devices is None else _sharded(xc, self.devices)
+                if self.devices is None:
+                    data = cj.InMemory(xc, chunk_size=self._chunk(xc))
+                else:
+                    data = _sharded(xc, self.devices)
             self._set_fitted(model, _best([self._run(model, X, xc, data, rng) for _ in range(self.n_init)]))
         return self
 
@@ -245,8 +248,9 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 if not self.delete_merge:
                     runs.append(run(params))
                 else:
-                    subset = cj.InMemory(sample - mean)
-                    runs.append(_svi_with_moves(run, model, params, subset, n, min(float(self.max_iter), 1.0)))
+                    subset = cj.InMemory(sample - mean, chunk_size=self._chunk(sample))
+                    first = min(float(self.max_iter), 1.0)
+                    runs.append(_svi_with_moves(run, model, params, subset, n, first, data))
             self._set_fitted(model, _best(runs))
         return self
 
@@ -493,14 +497,18 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             resp = _initial_resp(X, self.n_components, self.init_params, rng)
             return self._iterate(model, gmm.init_params(model, xc, resp), data)
         batch = int(min(n, self.batch_size or 4096))
-        sub = np.sort(rng.choice(n, min(n, 3 * batch), replace=False)) if n > 3 * batch else np.arange(n)
+        key = int(rng.randint(2**31 - 1))
+        order = cj.svi_order(n, key)  # SVI's minibatch order; its first rows are uniform random subsets
+        xs = xc[order]  # shuffled once for all the runs below
+        sub = np.sort(order[: 3 * batch])
         resp = _initial_resp(X[sub], self.n_components, self.init_params, rng)
         params = gmm.init_params(model, xc[sub], resp, scale=n / sub.size)
         run = partial(
             cj.svi,
             model,
-            data=xc,
-            key=int(rng.randint(2**31 - 1)),
+            data=xs,
+            key=key,
+            shuffle=False,
             batch_size=batch,
             learning_offset=self.learning_offset,
             learning_decay=self.learning_decay,
@@ -510,9 +518,15 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         )
         if not self.delete_merge:
             return run(params)
-        subset = xc[np.sort(rng.choice(n, EVAL_ROWS, replace=False))] if n > EVAL_ROWS else xc
+        subset = xs[:EVAL_ROWS]
         first = min(float(self.max_iter), FIRST_SVI_STEPS * batch / n)  # moves early: surplus components drain slowly
-        return _svi_with_moves(run, model, params, cj.InMemory(subset), n, first)
+        subset = cj.InMemory(subset, chunk_size=self._chunk(xc))
+        data = cj.InMemory(xc, chunk_size=self._chunk(xc)) if self.devices is None else _sharded(xc, self.devices)
+        return _svi_with_moves(run, model, params, subset, n, first, data)
+
+    def _chunk(self, x: np.ndarray) -> int:
+        """Rows per E-step chunk for this data width and K (:func:`vbayes.conjugate.gmm.chunk_rows`)."""
+        return gmm.chunk_rows(x.shape[1], self.n_components)
 
     def _set_fitted(self, model, fit: cj.ConjugateFit, warn: bool = True) -> None:
         """scikit-learn's fitted attributes from q(β) (or its mode for em/map), in the data's coordinates;
@@ -687,23 +701,28 @@ def _cavi_with_moves(model, params, data, tol: float, max_iter: int) -> cj.Conju
     return _chained(fits, deleted, passes)
 
 
-def _svi_with_moves(run, model, params, subset: cj.InMemory, n_total: int, first_epochs: float) -> cj.ConjugateFit:
+def _svi_with_moves(
+    run, model, params, subset: cj.InMemory, n_total: int, first_epochs: float, data
+) -> cj.ConjugateFit:
     """SVI (``run(params, start_step=t, ...)``) for at most ``first_epochs`` passes' worth of points, then
     delete/merge sweeps judged on ``subset`` (ELBO estimates scaled by N / n); SVI continues, from the step it
-    had reached, after every sweep that removes components or while it has not converged."""
+    had reached, after every sweep that removes components or while it has not converged. The ELBO on all of
+    ``data`` is computed once, for the last λ (the runs skip their own final pass)."""
+    run = partial(run, final_pass=False)
     fits, deleted, passes = [run(params, max_epochs=first_epochs)], 0, 0
     for _ in range(MAX_SWEEPS):
         last = fits[-1]
         if last.info.outcome == "diverged":
             break
-        new, _, count, used = delete_merge_sweep(
-            model, last.params, subset, n_total, scale=n_total / subset.n_samples
-        )
+        new, _, count, used = delete_merge_sweep(model, last.params, subset, n_total, scale=n_total / subset.n_samples)
         passes += used
         deleted += count
         if not count and last.info.outcome == "converged":
             break
         fits.append(run(new if count else last.params, start_step=float(last.extra["state"].step)))
+    last = fits[-1]
+    if last.info.outcome != "diverged":
+        fits[-1] = dataclasses.replace(last, objective=cj.objective(model, last.params, data))
     return _chained(fits, deleted, passes)
 
 

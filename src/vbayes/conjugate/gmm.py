@@ -281,12 +281,25 @@ def _unit_like(factor: Array, ctype: str) -> Array:
 
 def _local_step(ctype: str, wtype: str, prior: GMMPrior, local: GMMLocal, x: Array, w: Array):
     """E-step and statistics in one pass over a batch ``x`` (B, D) with weights ``w`` (B,):
-    ρ_nk = c_k − ½‖F_k(x_n − m_k)‖² (one matmul for all k), r = softmax_k ρ, stats = Σ_n w_n r_nk t(x_n),
-    local ELBO = Σ_n w_n logsumexp_k ρ_nk. Returns (GMMStats, scalar)."""
+    ρ_nk = c_k − ½ (x_n − m_k)ᵀ Λ_k (x_n − m_k), r = softmax_k ρ, stats = Σ_n w_n r_nk t(x_n),
+    local ELBO = Σ_n w_n logsumexp_k ρ_nk. Returns (GMMStats, scalar).
+
+    Full covariances in float64: (x − m)ᵀΛ(x − m) = ⟨Λ, x xᵀ⟩ − 2 (Λm)ᵀx + mᵀΛm, whose x xᵀ (upper triangle,
+    B × D(D+1)/2) is also the statistic Σ r x xᵀ needs: two matmuls over it, 30% faster than whitening
+    (K·D rows of F_k x). In float32 the cancellation in that expansion costs accuracy, so there it whitens:
+    ‖F_k x − F_k m_k‖²."""
     xt = x.T  # (D, B): components on rows, points on the long axis
     k, dim = local.mean.shape
-    shift = _apply(local.factor, local.mean, ctype)  # (K, D)
-    if ctype == "full":  # whitened: ‖F_k x − F_k m_k‖², all k in one matmul
+    pairs = None
+    if ctype == "full" and x.dtype == jnp.float64:
+        iu, ju = np.triu_indices(dim)
+        pairs = x[:, iu] * x[:, ju]  # (B, D(D+1)/2)
+        prec = jnp.einsum("kdi,kdj->kij", local.factor, local.factor)  # E[Λ_k] = F_kᵀF_k
+        coef = prec[:, iu, ju] * np.where(iu == ju, 1.0, 2.0)  # ⟨Λ, x xᵀ⟩ over the upper triangle
+        lin = jnp.einsum("kij,kj->ki", prec, local.mean)  # Λ_k m_k
+        quad = coef @ pairs.T - 2.0 * lin @ xt + jnp.sum(lin * local.mean, -1)[:, None]
+    elif ctype == "full":  # whitened: ‖F_k x − F_k m_k‖², all k in one matmul
+        shift = _apply(local.factor, local.mean, ctype)  # (K, D)
         y = (local.factor.reshape(k * dim, dim) @ xt).reshape(k, dim, -1) - shift[:, :, None]
         quad = jnp.sum(y * y, axis=1)
     else:  # diagonal precision p_k: Σ_d p_kd x_d² − 2 Σ_d p_kd m_kd x_d + Σ_d p_kd m_kd², two matmuls
@@ -298,16 +311,26 @@ def _local_step(ctype: str, wtype: str, prior: GMMPrior, local: GMMLocal, x: Arr
     total = jnp.sum(e, axis=0)
     lse = top + jnp.log(total)
     r = e * (w / total)
-    stats = suff_stats(x, r, ctype)
+    stats = suff_stats(x, r, ctype, pairs)
     return stats, jnp.sum(jnp.where(w > 0, w * lse, 0.0))
 
 
-def suff_stats(x: Array, r: Array, ctype: str) -> GMMStats:
-    """Σ_n r_kn t(x_n) for responsibilities ``r`` (K, B) (already multiplied by any point weights)."""
+def chunk_rows(dim: int, n_components: int) -> int:
+    """Rows per chunk of the E-step so that its intermediates, about 8·(D(D+1)/2 + D + 3K) bytes per row,
+    stay near 400 kB (cache-resident): a power of two in [128, 1024]. Measured at N = 1e4, K = 10: 512 rows
+    at D = 10 is 26% faster than 1024; 1024 is best at D = 2."""
+    per_row = 8 * (dim * (dim + 1) // 2 + dim + 3 * n_components)
+    rows = 1 << max(0, int(400_000 // per_row).bit_length() - 1)
+    return int(min(1024, max(128, rows)))
+
+
+def suff_stats(x: Array, r: Array, ctype: str, pairs: Array | None = None) -> GMMStats:
+    """Σ_n r_kn t(x_n) for responsibilities ``r`` (K, B) (already multiplied by any point weights);
+    ``pairs``: x_ni x_nj for i ≤ j (B, D(D+1)/2) if already computed."""
     if ctype == "full":  # the upper triangle only, as one matmul: Σ_n r_kn x_ni x_nj for i ≤ j
         dim = x.shape[-1]
         iu, ju = np.triu_indices(dim)
-        upper = r @ (x[:, iu] * x[:, ju])  # (K, D(D+1)/2)
+        upper = r @ (x[:, iu] * x[:, ju] if pairs is None else pairs)  # (K, D(D+1)/2)
         sxx = jnp.zeros((r.shape[0], dim, dim), x.dtype).at[:, iu, ju].set(upper)
         sxx = sxx + jnp.swapaxes(jnp.triu(sxx, 1), -1, -2)
     elif ctype == "diag":
@@ -453,8 +476,11 @@ def default_prior(
     if covariance_prior is None:
         if n < 2:
             raise VBayesError("the default covariance_prior (the data's covariance) needs at least 2 points")
-        var = x.var(0, ddof=1)
-        cov = {"full": np.atleast_2d(np.cov(x.T)), "diag": var, "spherical": np.float64(var.mean())}[covariance_type]
+        if covariance_type == "full":
+            cov = np.atleast_2d(np.cov(x.T))
+        else:
+            var = x.var(0, ddof=1)
+            cov = var if covariance_type == "diag" else np.float64(var.mean())
     else:
         cov = np.asarray(covariance_prior, dtype=np.float64)
     return make_prior(dim, covariance_type, alpha0, beta0, m0, nu0, cov, reg_covar)

@@ -289,12 +289,19 @@ def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+def _round_up(n: int) -> int:
+    """n rounded up to a multiple of max(1, 2^⌈log2 n⌉ / 8): at most 8 sizes per octave (few shapes, hence
+    few compilations) and under 1/8 of padding."""
+    step = max(1, _pow2(n) // 8)
+    return -(-n // step) * step
+
+
 def _block_shape(n: int, chunk: int, block_chunks: int) -> tuple[int, int]:
-    """(chunk, n_chunks) for a block of n ≤ chunk · block_chunks rows: powers of two, so that few shapes
-    (hence few compilations) occur; a full block is (chunk, block_chunks)."""
+    """(chunk, n_chunks) for a block of n ≤ chunk · block_chunks rows, rounded up by :func:`_round_up` (a
+    full block is (chunk, block_chunks))."""
     if n <= chunk:
-        return max(16, _pow2(n)), 1
-    return chunk, min(block_chunks, _pow2(-(-n // chunk)))
+        return min(chunk, max(16, _round_up(n))), 1
+    return chunk, min(block_chunks, _round_up(-(-n // chunk)))
 
 
 class DataSource:
@@ -543,26 +550,65 @@ _vb_update = jax.jit(vb_update)
 _em_update = jax.jit(em_update, static_argnums=4)
 
 
-def _iterate(
-    model,
-    params,
-    data,
-    *,
-    point_mass: bool,
-    map_: bool,
-    tol: float,
-    max_iter: int,
-    chunk_size: int,
-    n_threads: int | None,
-    method: str,
-    callback,
-) -> ConjugateFit:
-    """The CAVI / EM loop: one fused pass per iteration over the blocks, the update, the stopping rule
-    |Δ objective| / N < tol (the only value brought to the host per iteration)."""
-    t0 = time.perf_counter()
-    data = as_data(data, chunk_size, n_threads)
-    local = _call(model, "mode" if point_mass else "expect", params)
-    state = IterState(params, local, jnp.asarray(-jnp.inf, _float()), jnp.asarray(0, jnp.int32))
+ROUND = 64  # iterations per compiled call of the on-device loop
+
+
+@partial(jax.jit, static_argnames=("point_mass", "map_"))
+def _device_rounds(model, state, block: Chunks, prev, tol_total, n_steps, point_mass: bool, map_: bool):
+    """Up to ``n_steps`` (≤ ROUND) CAVI / EM iterations on one block in a ``lax.while_loop``, with the host
+    loop's rules: a non-finite objective ends the loop without taking that iteration (status 2); a change
+    |objective − previous| < ``tol_total`` after it is taken ends it (status 1). ``prev``: the previous
+    objective (NaN: none yet). Returns (state, objectives (ROUND,), iterations taken, status)."""
+    trace = jnp.full((ROUND,), jnp.nan, state.objective.dtype)
+
+    def cond(carry):
+        _, _, _, i, status = carry
+        return (i < n_steps) & (status == 0)
+
+    def body(carry):
+        state, trace, prev, i, _ = carry
+        stats, local_elbo = batch_pass(model, state.local, block)
+        if point_mass:
+            new = em_update(model, state, stats, local_elbo, map_)
+        else:
+            new = vb_update(model, state, stats, local_elbo)
+        value = new.objective
+        finite = jnp.isfinite(value)
+        state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+        trace = jnp.where(finite, trace.at[i].set(value), trace)
+        converged = finite & jnp.isfinite(prev) & (jnp.abs(value - prev) < tol_total)
+        status = jnp.where(finite, jnp.where(converged, 1, 0), 2).astype(jnp.int32)
+        return state, trace, jnp.where(finite, value, prev), i + finite.astype(i.dtype), status
+
+    zero = jnp.asarray(0, jnp.int32)
+    state, trace, _, taken, status = jax.lax.while_loop(cond, body, (state, trace, prev, zero, zero))
+    return state, trace, taken, status
+
+
+def _iterate_on_device(model, state, block: Chunks, *, point_mass, map_, tol_total, max_iter):
+    """The CAVI / EM loop for data in one block, ROUND iterations per compiled call (no per-iteration
+    dispatch or host sync: at small N those cost as much as the pass). Same iterates and stopping rule as
+    the host loop. Returns (state, trace, outcome)."""
+    trace: list[float] = []
+    outcome = "max_steps"
+    while len(trace) < max_iter:
+        prev = jnp.asarray(trace[-1] if trace else jnp.nan, state.objective.dtype)
+        n_steps = min(ROUND, max_iter - len(trace))
+        state, values, taken, status = _device_rounds(
+            model, state, block, prev, tol_total, n_steps, point_mass=point_mass, map_=map_
+        )
+        trace.extend(np.asarray(values[: int(taken)]).tolist())
+        status = int(status)
+        if status:
+            outcome = "converged" if status == 1 else "diverged"
+            break
+    return state, trace, outcome
+
+
+def _iterate_on_host(model, state, data: DataSource, *, point_mass, map_, tol, max_iter, callback):
+    """The CAVI / EM loop on the host: one pass per iteration over the data's blocks (threads, a stream, Dask
+    workers), the update, the stopping rule (the objective, one scalar, comes to the host per iteration).
+    Returns (state, trace, outcome)."""
     trace, outcome = [], "max_steps"
     with ThreadPoolExecutor(max(1, data.n_threads)) as pool:
         for _ in range(max_iter):
@@ -583,6 +629,43 @@ def _iterate(
             if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * data.n_samples:
                 outcome = "converged"
                 break
+    return state, trace, outcome
+
+
+def _iterate(
+    model,
+    params,
+    data,
+    *,
+    point_mass: bool,
+    map_: bool,
+    tol: float,
+    max_iter: int,
+    chunk_size: int,
+    n_threads: int | None,
+    method: str,
+    callback,
+) -> ConjugateFit:
+    """The CAVI / EM loop: one fused pass per iteration over the blocks, the update, the stopping rule
+    |Δ objective| / N < tol (the only value brought to the host per iteration)."""
+    t0 = time.perf_counter()
+    data = as_data(data, chunk_size, n_threads)
+    local = _call(model, "mode" if point_mass else "expect", params)
+    state = IterState(params, local, jnp.asarray(-jnp.inf, _float()), jnp.asarray(0, jnp.int32))
+    if callback is None and isinstance(data, InMemory) and len(data.blocks) == 1:
+        state, trace, outcome = _iterate_on_device(
+            model,
+            state,
+            data.blocks[0],
+            point_mass=point_mass,
+            map_=map_,
+            tol_total=tol * data.n_samples,
+            max_iter=max_iter,
+        )
+    else:
+        state, trace, outcome = _iterate_on_host(
+            model, state, data, point_mass=point_mass, map_=map_, tol=tol, max_iter=max_iter, callback=callback
+        )
     n_iter = len(trace)
     messages = {
         "converged": f"|Δ objective| / N < {tol:g} after {n_iter} iterations",
@@ -622,9 +705,11 @@ def cavi(
     (streaming CAVI: memory O(chunk), the same iterates as in memory up to summation order).
     ``callback(iteration, elbo_per_point, params)`` is called after every iteration.
 
-    The loop runs on the host, one compiled pass per block per iteration on a thread pool: a
-    ``lax.while_loop`` would save one scalar transfer per iteration (microseconds against a pass over the
-    data) but could not spread the blocks over cores, nor read them from disk."""
+    Data that fit one in-memory block (N ≤ chunk_size · 64) and no ``callback``: the iterations run on the
+    device, 64 per compiled ``lax.while_loop`` call (at N = 1e4 the per-iteration dispatch and host sync of
+    a host loop cost as much as the pass itself). Otherwise the loop runs on the host, one compiled pass
+    per block per iteration on a thread pool (blocks spread over cores, or read from disk). The iterates and
+    the stopping rule are the same either way."""
     return _iterate(
         model,
         params,
@@ -756,6 +841,7 @@ def svi(
     start_step: float = 0.0,
     callback=None,
     devices=None,
+    shuffle: bool = True,
 ) -> ConjugateFit:
     """Stochastic VI with natural gradients (Hoffman et al. 2013) from λ = ``params`` on an (N, D) array.
 
@@ -773,7 +859,8 @@ def svi(
     passes' worth of points. The last average is returned; with ``final_pass`` its ELBO on all data is computed once
     (one pass, no update) as ``objective``.
     ``start_step``: t of the first step (to continue a run with its small steps; the first checkpoint is then
-    after start_step / 4 steps).
+    after start_step / 4 steps). ``shuffle=False``: ``data`` is already in minibatch order, e.g.
+    :func:`shuffle_rows` ``(x, key)`` computed once for several runs (the same iterates as ``shuffle=True``).
     ``devices``: ``"all"``, a count or a list of JAX devices: data-parallel steps, each minibatch split
     across the devices and the statistics ``psum``-ed (:mod:`vbayes.infer.sharding`); the same iterates
     as on one device up to summation order. S must then be a multiple of the number of devices.
@@ -793,8 +880,7 @@ def svi(
         batch = _device_multiple(batch, mesh.size, batch_size is not None)
         run = partial(sharded_svi_run, mesh=mesh)
     block_steps = int(steps_per_block or max(16, (1 << 16) // batch))
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(as_key(key))).ravel().tolist())
-    shuffled = x[rng.permutation(n)]  # minibatches are contiguous slices of one shuffled copy, cycled
+    shuffled = shuffle_rows(x, key) if shuffle else x  # minibatches: contiguous slices of one shuffled copy, cycled
     eval_data = InMemory(shuffled[:eval_size], chunk_size, n_threads)  # a fixed uniform subset
     position = 0
     state = SVIState(params, jnp.asarray(start_step, _float()))
@@ -847,6 +933,16 @@ def svi(
     return ConjugateFit(
         params, final, float(n), np.asarray(trace), info, {"minibatch_local_elbo": local, "state": state}
     )
+
+
+def svi_order(n: int, key) -> np.ndarray:
+    """The order (a permutation of range(n), a fixed function of ``key``) in which :func:`svi` takes rows."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(as_key(key))).ravel().tolist()).permutation(n)
+
+
+def shuffle_rows(x: np.ndarray, key) -> np.ndarray:
+    """The rows of ``x`` (N, D) in the order :func:`svi` takes its minibatches in (:func:`svi_order`)."""
+    return x[svi_order(x.shape[0], key)]
 
 
 def _device_multiple(batch: int, n_devices: int, given: bool) -> int:

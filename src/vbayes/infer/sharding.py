@@ -67,6 +67,21 @@ def data_mesh(devices: str | int | Sequence[Any] = "all") -> Mesh:
     return Mesh(np.asarray(chosen), (AXIS,))
 
 
+def parse_devices_option(text: str | None) -> tuple[str | int | None, str | None]:
+    """A command line's ``--devices`` (None, ``"all"`` or a positive count) as ``(devices, note)``: ``"all"``
+    on a one-device machine becomes None (run unsharded) with a note saying so."""
+    if text is None:
+        return None, None
+    if text != "all" and not (text.isdigit() and int(text) >= 1):
+        raise VBayesError(f"--devices must be 'all' or a positive count, got {text!r}")
+    if text == "all" and jax.local_device_count() == 1:
+        return None, (
+            f"note: JAX sees one {jax.devices()[0].platform} device: running unsharded. To simulate several CPU "
+            "devices set XLA_FLAGS=--xla_force_host_platform_device_count=8"
+        )
+    return ("all" if text == "all" else int(text)), None
+
+
 def rows(mesh: Mesh, ndim: int = 1, axis: int = 0) -> NamedSharding:
     """The sharding that splits axis ``axis`` of an ``ndim``-dimensional array across the mesh."""
     spec = [None] * ndim

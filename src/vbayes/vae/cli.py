@@ -93,14 +93,21 @@ def train_cmd(
     patience: Annotated[int, typer.Option(help="Stop after this many epochs without a better validation bound.")] = 20,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, batches, binarisation).")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue the run saved in --out.")] = False,
+    devices: Annotated[
+        str | None, typer.Option(help="Data parallel over JAX devices: 'all' or a count (batch size a multiple).")
+    ] = None,
 ) -> None:
     """Train on the data, checkpointing every epoch (Ctrl-C saves; --resume continues); write pictures."""
+    from vbayes.infer.sharding import parse_devices_option
     from vbayes.vae.diagnostics import activity, collapse_messages, kl_per_dimension
     from vbayes.vae.model import ModelConfig
     from vbayes.vae.plots import write_figures
     from vbayes.vae.train import TrainConfig, load_run, train
 
     with _user_errors():
+        devices, note = parse_devices_option(devices)
+        if note:
+            _stdout().print(note, soft_wrap=True)
         dataset = _load_data(data)
         folder = out or Path("vbayes-out") / f"vae-{'digits' if data == 'digits' else Path(data).name}-{model}"
         levels = dataset.levels if likelihood == "categorical" else 256
@@ -132,7 +139,7 @@ def train_cmd(
         if resume:  # the saved configs, with the new --epochs and --patience
             saved = load_run(folder).train_config
             mc, tc = None, dataclasses.replace(saved, epochs=epochs, patience=patience)
-        result = train(dataset, mc, tc, out=folder, resume=resume, data_spec=spec)
+        result = train(dataset, mc, tc, out=folder, resume=resume, data_spec=spec, devices=devices)
         console = _stdout()
         last = result.history[-1] if result.history else {}
         label = {"vae": "ELBO", "iwae": f"IWAE-{k}", "ae": "log p(x|z)"}[model]

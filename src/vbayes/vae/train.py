@@ -28,6 +28,7 @@ import optax
 from jax import Array
 
 from vbayes.errors import VBayesError
+from vbayes.infer import sharding
 from vbayes.vae.data import Dataset, binarize, check_images
 from vbayes.vae.losses import KINDS, elbo, iwae_bound, kl_weight, make_objective
 from vbayes.vae.model import VAE, ModelConfig, build_model
@@ -210,11 +211,15 @@ def _step_config(tc: TrainConfig) -> TrainConfig:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(mc: ModelConfig, tc: TrainConfig, do_binarize: bool, steps_per_epoch: int):
+def _compiled(mc: ModelConfig, tc: TrainConfig, do_binarize: bool, steps_per_epoch: int, mesh: Any = None):
     """The jitted chunk and validation functions for one model structure and step configuration, cached so
-    that a second run (new seed, resumed, more epochs) reuses the compiled code."""
+    that a second run (new seed, resumed, more epochs) reuses the compiled code. With a device ``mesh`` every
+    minibatch is split over its devices (:func:`vbayes.infer.sharding.data_parallel`)."""
     static = split_model(build_model(mc, 0))[1]
-    chunk = build_chunk(build_step(static, optimizer(tc, steps_per_epoch), tc, do_binarize))
+    step = build_step(static, optimizer(tc, steps_per_epoch), tc, do_binarize)
+    if mesh is not None:
+        step = sharding.data_parallel(step, mesh, 1)
+    chunk = build_chunk(step)
     bound = bound_fn(tc.kind, tc.k)
     return chunk, jax.jit(lambda p, xb, kb: bound(eqx.combine(p, static), xb, kb))
 
@@ -352,6 +357,7 @@ def train(
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
     data_spec: str | None = None,
+    devices: Any = None,
 ) -> TrainResult:
     """Train a VAE / IWAE / autoencoder on ``data`` (a :class:`Dataset` or an array ``(N, *S)``).
 
@@ -359,7 +365,10 @@ def train(
     the result so far comes back with ``outcome="interrupted"``); ``resume=True`` continues the run in
     ``out`` (its saved configs are used; a new ``train_config`` may only change ``epochs`` and
     ``patience``). ``callback(info)`` is called after every compiled chunk with the epoch, step and
-    running bound. Defaults: ``ModelConfig(data_shape)``, ``TrainConfig()``.
+    running bound. Defaults: ``ModelConfig(data_shape)``, ``TrainConfig()``. ``devices`` (``"all"``, a count or
+    a list of JAX devices) splits every minibatch over those devices (data parallel: the gradient is
+    all-reduced, so the run equals the one-device run to float summation order); the batch size must be a
+    multiple of their number. It is not saved: a run may be resumed on other devices.
     """
     dataset = _as_dataset(data)
     out = Path(out) if out is not None else None
@@ -411,7 +420,15 @@ def train(
     key_perm, key_step, key_val = (jax.random.fold_in(key, i) for i in (1, 2, 3))
     n_chunks = -(-n_batches // tc.chunk)
     data_dev = jnp.asarray(x_train)
-    chunk_fn, val_eval = _compiled(mc, _step_config(tc), do_binarize, n_batches)
+    mesh = None
+    if devices is not None:
+        mesh = sharding.data_mesh(devices)
+        if batch % mesh.size:
+            raise VBayesError(
+                f"batch_size {batch} cannot be split over {mesh.size} devices: use a multiple of {mesh.size}"
+            )
+        data_dev, state = sharding.replicate((data_dev, state), mesh)
+    chunk_fn, val_eval = _compiled(mc, _step_config(tc), do_binarize, n_batches, mesh)
     if has_val:
         val_dev = jnp.asarray(x_val)
         if do_binarize:
