@@ -647,7 +647,7 @@ def _iterate(
     callback,
 ) -> ConjugateFit:
     """The CAVI / EM loop: one fused pass per iteration over the blocks, the update, the stopping rule
-    |Δ objective| / N < tol (the only value brought to the host per iteration)."""
+    |Δ objective| / N < tol; on the device for one in-memory block without a callback, else on the host."""
     t0 = time.perf_counter()
     data = as_data(data, chunk_size, n_threads)
     local = _call(model, "mode" if point_mass else "expect", params)
