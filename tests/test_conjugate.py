@@ -256,6 +256,50 @@ def test_svi_step_with_unit_rate_on_all_data_is_a_cavi_step():
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
+def test_svi_step_on_float32_minibatches():
+    """float32 data: the E-step runs in float32, λ and its update stay float64, and the step agrees with the
+    float64 one to float32 rounding (1e-5 relative), far below SVI's minibatch noise."""
+    x = mixture_data(1024, 3, 4, seed=9)
+    model = gmm.bayesian_gmm(gmm.default_prior(x, 4), "full")
+    p0 = gmm.init_params(model, x, soft_resp(1024, 4))
+    state = cj.SVIState(p0, np.float64(5.0))
+    exact, info64 = cj.svi_step(model, state, x, np.ones(1024), 1e5, 10.0, 0.6)
+    low, info32 = cj.svi_step(model, state, x.astype(np.float32), np.ones(1024, np.float32), 1e5, 10.0, 0.6)
+    for a, b in zip(low.params, exact.params, strict=True):
+        assert a.dtype == np.float64
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.max(np.abs(b)))
+    assert float(info32.local_elbo) == pytest.approx(float(info64.local_elbo), rel=1e-5)
+    assert float(info32.local_elbo) != float(info64.local_elbo)  # it did run in float32
+
+
+def test_cavi_on_a_scaled_subset_is_cavi_on_replicated_data():
+    """``scale`` = N / n: CAVI on n points standing in for N = 3n is CAVI on the points repeated 3 times
+    (same iterates, the same total ELBO)."""
+    x = mixture_data(600, 2, 3, seed=13)
+    model = gmm.bayesian_gmm(gmm.default_prior(x, 3), "full")
+    p0 = gmm.init_params(model, x, soft_resp(600, 3), scale=3.0)
+    scaled = cj.cavi(model, p0, x, tol=0.0, max_iter=20, scale=3.0)
+    tiled = cj.cavi(model, p0, np.tile(x, (3, 1)), tol=0.0, max_iter=20)
+    assert scaled.n_samples == tiled.n_samples == 1800
+    np.testing.assert_allclose(scaled.trace, tiled.trace, rtol=1e-11)
+    for a, b in zip(scaled.params, tiled.params, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.max(np.abs(b)))
+
+
+def test_in_memory_blocks_spread_over_threads():
+    """Below 64 chunks per thread a block of 16 or 32 chunks gives every thread work: 20,000 rows in chunks of
+    1024 are one block on one thread and two on two; the iterates are the same (to the order of the sums)."""
+    x = mixture_data(20_000, 2, 4, seed=15)
+    one, two = cj.InMemory(x, n_threads=1), cj.InMemory(x, n_threads=2)
+    assert (len(one.blocks), one.n_threads) == (1, 1) and (len(two.blocks), two.n_threads) == (2, 2)
+    assert two.blocks[0].x.shape == (16, 1024, 2)
+    model = gmm.bayesian_gmm(gmm.default_prior(x, 4), "full")
+    p0 = gmm.init_params(model, x, soft_resp(20_000, 4))
+    a, b = (cj.cavi(model, p0, data, tol=0.0, max_iter=8) for data in (one, two))
+    np.testing.assert_allclose(a.trace, b.trace, rtol=1e-12)
+    np.testing.assert_allclose(a.params.psi, b.params.psi, rtol=1e-11)
+
+
 def test_em_is_the_point_mass_limit_of_vb():
     """``mode`` and ``expect`` feed the same E-step; as the counts grow, q(β) concentrates and the two agree
     to O(1/N): VB's E log π, E log|Λ|, ν W and −D/(2β) tend to log π̂, log|Λ̂|, Λ̂ and 0."""

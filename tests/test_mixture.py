@@ -5,12 +5,14 @@ import pickle
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.integrate import trapezoid
 
 from vbayes.errors import VBayesError
-from vbayes.mixture import VariationalGaussianMixture
+from vbayes.infer import conjugate as cj
+from vbayes.mixture import VariationalGaussianMixture, delete_merge_sweep
 
 K = 4
 CENTERS = np.array([[0.0, 0.0, 0.0], [6.0, 0.0, 1.0], [0.0, 7.0, -1.0], [5.0, 6.0, 4.0]])
@@ -214,6 +216,40 @@ def test_delete_merge_drain_surplus_components_and_never_lower_the_elbo(surplus)
     assert moved.fit_info_.extra["passes"] < plain.n_iter_ / 3, (moved.fit_info_.extra, plain.n_iter_)
     assert np.all(np.diff(moved.lower_bounds_) > -1e-12)
     assert np.sum(moved.weights_ > 1e-3) == 5, moved.weights_
+
+
+def test_moves_with_several_trial_updates_never_lower_the_elbo(surplus):
+    """SVI's sweeps judge each move after 3 CAVI updates (and the baseline after as many): from CAVI's state
+    after 40 plain iterations (surplus components still half-drained) the sweep removes some, its ELBO is at
+    least that of 3 plain updates, it counts 3 passes per trial, and the λ it returns has that ELBO (one more
+    update does not lower it)."""
+    x, _, _ = surplus
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        early = VariationalGaussianMixture(10, random_state=0, max_iter=40, delete_merge=False).fit(x)
+    model = early._model()
+    with jax.enable_x64(True):
+        data = cj.InMemory(x - early._shift)
+        start = jax.tree.map(jnp.asarray, early._params)
+        plain = cj.cavi(model, start, data, tol=0.0, max_iter=3).objective
+        params, value, removed, passes = delete_merge_sweep(model, start, data, len(x), trial_steps=3)
+        after = cj.update(model, params, data)[1]
+    assert removed >= 1 and passes % 3 == 0 and passes >= 3 * (removed + 1)
+    assert value > plain, (value, plain)
+    assert after >= value - 1e-9 * len(x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_svi_reaches_converged_cavi_on_overlapping_clusters_in_2d(seed):
+    """Issue 3's check on 5 overlapping clusters in 2-D fitted with K = 10 at N = 10⁵ (many local optima a
+    few 1e-4 nats per point apart), from four SVI initialisations: each within 1e-3 nats per point of
+    converged CAVI. The benchmark's data of this kind are harder (CAVI's own restarts spread by 1e-3 there):
+    see ``benchmarks/RESULTS.md``."""
+    x = _overlapping(100_000, 2, seed=0)
+    cavi = VariationalGaussianMixture(10, random_state=0, max_iter=3000).fit(x)
+    svi = VariationalGaussianMixture(10, method="svi", random_state=seed).fit(x)
+    assert cavi.lower_bound_ - svi.lower_bound_ < 1e-3, (cavi.lower_bound_, svi.lower_bound_, svi.fit_info_)
 
 
 def test_svi_reaches_converged_cavi_with_surplus_components():

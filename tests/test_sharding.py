@@ -55,10 +55,13 @@ EIGHT_DEVICES = textwrap.dedent(
     drivers = sys.argv[1] == "drivers"
     kw = dict(key=1, batch_size=256, steps_per_block=16, max_epochs=1.4, final_pass=False, eval_size=1024)
     if drivers:
-        a = cj.svi(model, params, X, **kw)
-        b = cj.svi(model, params, X, **kw, devices="all")
+        a = cj.svi(model, params, X, **kw, minibatch_dtype=np.float64)
+        b = cj.svi(model, params, X, **kw, minibatch_dtype=np.float64, devices="all")
         out["svi_run"] = rel(a.params, b.params)
         out["svi_steps"] = [a.info.steps, b.info.steps]
+        a = cj.svi(model, params, X, **kw)  # float32 minibatch E-steps (the default): sums in another order
+        b = cj.svi(model, params, X, **kw, devices="all")
+        out["svi_run_f32"] = rel(a.params, b.params)
         tick("svi")
         a = cj.cavi(model, params, X, tol=0.0, max_iter=100)
         b = cj.cavi(model, params, sh.ShardedData(X, "all"), tol=0.0, max_iter=100)
@@ -148,9 +151,11 @@ def test_sharded_advi_step_equals_one_device(eight):
 
 @pytest.mark.slow
 def test_sharded_drivers_equal_one_device():
-    """The drivers: SVI (``devices="all"``), CAVI on ``ShardedData`` (100 iterations), minibatch ADVI."""
+    """The drivers: SVI (``devices="all"``; float64 minibatches exactly, float32 to its rounding), CAVI on
+    ``ShardedData`` (100 iterations), minibatch ADVI."""
     out = _on_eight_devices("drivers")
     assert out["svi_run"] < 1e-9 and out["svi_steps"][0] == out["svi_steps"][1]
+    assert out["svi_run_f32"] < 1e-4  # float32 statistics summed over 8 devices instead of one
     assert out["cavi"] < 1e-9 and out["cavi_iters"] == [100, 100]
     assert out["advi_run"] < 1e-9
 

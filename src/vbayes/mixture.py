@@ -44,9 +44,11 @@ METHODS = ("cavi", "svi", "em", "map")
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 DEFAULT_TOL = {"cavi": 1e-6, "em": 1e-6, "map": 1e-6, "svi": 2e-4}
 MOVE_TOL = 1e-4  # nats per point: CAVI's change below which delete / merge moves are tried
-EVAL_ROWS = 1 << 16  # SVI: the subset on which the moves are judged
 MAX_SWEEPS = 20
 FIRST_SVI_STEPS = 1024  # SVI steps before the first delete/merge sweep (at most)
+SVI_TRIAL_STEPS = 3  # CAVI updates on the subset after each of SVI's trial moves (and for its baseline)
+POINTS_PER_PARAMETER = 512  # SVI's moves are judged on this many rows per parameter of q(β), within:
+SUBSET_ROWS = (1 << 15, 1 << 16)
 
 
 class VariationalGaussianMixture(DensityMixin, BaseEstimator):
@@ -77,7 +79,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         For cavi and svi: once the ELBO changes by less than 1e-4 nats per point, try removing each
         component, smallest first: delete it (its statistics set to zero) or else merge it into its
         nearest component (statistics added), then one CAVI update; a move is kept when it raises the ELBO
-        (Hughes & Sudderth 2013). Surplus components otherwise drain over hundreds to thousands of
+        (Hughes & Sudderth 2013). SVI judges its moves on a uniform subset (:func:`move_rows` rows) after three
+        CAVI updates. Surplus components otherwise drain over hundreds to thousands of
         iterations (CAVI's slow mode; scikit-learn's BGM at K = 10 on 5 clusters) or never (a cluster
         split in two), and SVI's decaying steps never finish draining them. ``False`` gives
         scikit-learn's iterates exactly.
@@ -165,7 +168,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             return self._fit_dask(X, client)
         X = self._validate(X, reset=True, min_samples=2)
         self._check_n_samples(X.shape[0])
-        self._shift = X.mean(0)
+        self._shift = gmm.column_mean(X)
         xc = X - self._shift
         with jax.enable_x64(True):
             model = self._build_model(xc)
@@ -211,8 +214,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
 
     def _fit_dask(self, X, client):
         """The fit on a Dask collection, as :meth:`fit_stream` (one pass for the moments — the default priors
-        — and a uniform sample of 20000 rows for the initialisation, checking every partition; then each
-        iteration is one pass on the workers). cavi/em/map: the conjugate drivers on
+        — and a uniform sample of 20000 rows (svi: :func:`move_rows`) for the initialisation, checking every
+        partition; then each iteration is one pass on the workers). cavi/em/map: the conjugate drivers on
         :class:`vbayes.infer.dask.DaskData`; svi: :func:`vbayes.infer.dask.svi`, random partitions as
         minibatches (``batch_size`` unused), delete/merge moves judged on the sample."""
         from vbayes.infer import dask as vd
@@ -223,7 +226,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             self._check_n_samples(int(data.n_samples))
             if data.n_samples < 2:
                 raise VBayesError("fit needs at least 2 rows")
-            n, mean, cov, sample = vd.moments(data, 20000, seed=int(rng.randint(2**31 - 1)))
+            size = move_rows(self.n_components, data.dim, self.covariance_type) if self.method == "svi" else 20000
+            n, mean, cov, sample = vd.moments(data, size, seed=int(rng.randint(2**31 - 1)))
             self._set_n_features(data.dim)
             self._shift = mean
             data.transform = _Centre(mean)
@@ -266,7 +270,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         with jax.enable_x64(True):
             if first:
                 self._check_n_samples(X.shape[0])
-                self._shift = X.mean(0)
+                self._shift = gmm.column_mean(X)
                 self._seen = 0
                 model = self._build_model(X - self._shift)
                 rng = check_random_state(self.random_state)
@@ -518,7 +522,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         )
         if not self.delete_merge:
             return run(params)
-        subset = xs[:EVAL_ROWS]
+        subset = xs[: move_rows(self.n_components, xc.shape[1], self.covariance_type)]
         first = min(float(self.max_iter), FIRST_SVI_STEPS * batch / n)  # moves early: surplus components drain slowly
         subset = cj.InMemory(subset, chunk_size=self._chunk(xc))
         data = cj.InMemory(xc, chunk_size=self._chunk(xc)) if self.devices is None else _sharded(xc, self.devices)
@@ -627,16 +631,23 @@ def _partial_step(model, state, x, n_total, offset, decay, point_mass: bool, map
     return state, info.local_elbo - penalty
 
 
-def delete_merge_sweep(model, params, data, n_total: float, scale: float = 1.0):
-    """Delete and merge moves (Hughes & Sudderth 2013). From one CAVI update λ_b of ``params`` (ELBO L_b),
-    for each component k in increasing order of its expected count N_k ≥ ½: *delete* (row k of the
-    statistics set to 0) and, if refused, *merge* into its nearest component j (row j += row k, row k = 0;
-    nearest by the Mahalanobis distance between means under Σ_j + Σ_k); a move is λ' = global_step(edited
-    statistics) and one CAVI update from λ', kept if its ELBO exceeds L_b by more than 1e-9 · N (the new
-    baseline). Returns (λ, ELBO, number of components removed, passes). ``scale`` = N / n when ``data``
-    is a subset of n points (ELBO estimates on the same points). Each trial is one pass over ``data``."""
-    params, best, stats = cj.update(model, params, data, scale=scale)
-    removed, passes, tried = 0, 1, set()
+def delete_merge_sweep(model, params, data, n_total: float, scale: float = 1.0, trial_steps: int = 1):
+    """Delete and merge moves (Hughes & Sudderth 2013). From ``trial_steps`` CAVI updates of ``params``
+    (λ_b, ELBO L_b), for each component k in increasing order of its expected count N_k ≥ ½: *delete*
+    (row k of the statistics set to 0) and, if refused, *merge* into its nearest component j (row j += row
+    k, row k = 0; nearest by the Mahalanobis distance between means under Σ_j + Σ_k); a move is
+    λ' = global_step(edited statistics) and ``trial_steps`` CAVI updates from λ', kept if its ELBO exceeds
+    L_b by more than 1e-9 · N (the new baseline, after as many updates from the one before). Returns
+    (λ, ELBO, number of components removed, passes). ``scale`` = N / n when ``data`` is a subset of n
+    points (ELBO estimates on the same points). Each trial is ``trial_steps`` passes over ``data``."""
+
+    def advance(p):  # trial_steps CAVI updates: (λ, ELBO, statistics of the last pass)
+        if trial_steps > 1:
+            p = cj.cavi(model, p, data, tol=0.0, max_iter=trial_steps - 1, scale=scale).params
+        return cj.update(model, p, data, scale=scale)
+
+    params, best, stats = advance(params)
+    removed, passes, tried = 0, trial_steps, set()
     while True:
         counts = scale * np.asarray(stats.n)
         live = [int(k) for k in np.argsort(counts, kind="stable") if counts[k] >= 0.5]
@@ -648,8 +659,8 @@ def delete_merge_sweep(model, params, data, n_total: float, scale: float = 1.0):
         for j in (k, None):  # delete k; else merge k into its nearest component
             j = _nearest(model, params, k, live) if j is None else j
             trial = _edited_global_step(model, stats, k, j, scale)
-            new, value, new_stats = cj.update(model, trial, data, scale=scale)
-            passes += 1
+            new, value, new_stats = advance(trial)
+            passes += trial_steps
             if value > best + 1e-9 * n_total:
                 params, best, stats, removed = new, value, new_stats, removed + 1
                 break
@@ -701,20 +712,37 @@ def _cavi_with_moves(model, params, data, tol: float, max_iter: int) -> cj.Conju
     return _chained(fits, deleted, passes)
 
 
+def move_rows(n_components: int, dim: int, covariance_type: str) -> int:
+    """Rows of the uniform subset on which SVI's delete/merge moves are judged: ``POINTS_PER_PARAMETER`` per
+    statistic of q(β) (K (1 + D + D(D+1)/2) for full covariances, K (1 + 2D) diagonal, K (2 + D)
+    spherical), within ``SUBSET_ROWS``. The moves fit CAVI updates to the subset, so with too few points
+    per parameter they fit its noise: at D = 10, K = 10 (660 statistics), 32,768 rows made SVI 6× slower at
+    N = 1e6 (moves kept, then undone by the data); at D = 2 (60) 32,768 rows judge as well as 65,536 at
+    half the cost."""
+    second = {"full": dim * (dim + 1) // 2, "diag": dim, "spherical": 1}[covariance_type]
+    rows = POINTS_PER_PARAMETER * n_components * (1 + dim + second)
+    low, high = SUBSET_ROWS
+    return int(min(high, max(low, rows)))
+
+
 def _svi_with_moves(
     run, model, params, subset: cj.InMemory, n_total: int, first_epochs: float, data
 ) -> cj.ConjugateFit:
     """SVI (``run(params, start_step=t, ...)``) for at most ``first_epochs`` passes' worth of points, then
-    delete/merge sweeps judged on ``subset`` (ELBO estimates scaled by N / n); SVI continues, from the step it
-    had reached, after every sweep that removes components or while it has not converged. The ELBO on all of
-    ``data`` is computed once, for the last λ (the runs skip their own final pass)."""
+    delete/merge sweeps judged on ``subset`` (ELBO estimates scaled by N / n, each move and the baseline after
+    ``SVI_TRIAL_STEPS`` CAVI updates: after one, SVI's averaged λ refused every move on overlapping clusters
+    where three updates reach CAVI's optimum); SVI continues, from the step it had reached, after every sweep
+    that removes components or while it has not converged. The ELBO on all of ``data`` is computed once, for
+    the last λ (the runs skip their own final pass)."""
     run = partial(run, final_pass=False)
     fits, deleted, passes = [run(params, max_epochs=first_epochs)], 0, 0
     for _ in range(MAX_SWEEPS):
         last = fits[-1]
         if last.info.outcome == "diverged":
             break
-        new, _, count, used = delete_merge_sweep(model, last.params, subset, n_total, scale=n_total / subset.n_samples)
+        new, _, count, used = delete_merge_sweep(
+            model, last.params, subset, n_total, scale=n_total / subset.n_samples, trial_steps=SVI_TRIAL_STEPS
+        )
         passes += used
         deleted += count
         if not count and last.info.outcome == "converged":

@@ -199,16 +199,25 @@ def svi_step(
 
     ``x`` (S, D), ``w`` (S,): the minibatch and its weights; ``n_total``: N. With ``point_mass`` the E-step
     uses the mode of q(β): online EM (Cappé & Moulines 2009), the same update on the same statistics.
+    The E-step runs in ``x``'s precision (float32 minibatches under float64 λ: statistics of S points whose
+    noise, ~1/√S, dwarfs float32 rounding), the statistics are summed over chunks and the update made in λ's.
     Data-parallel inside ``shard_map`` over ``axis_name``: each device holds a slice of the minibatch, the
     statistics and Σw are ``psum``-ed, and every device makes the same update."""
     local = model.mode(state.params) if point_mass else model.expect(state.params)
     size, dim = x.shape
     chunk = min(size, chunk_size) if size % min(size, chunk_size) == 0 else size  # cache-sized chunks
     chunks = Chunks(x.reshape(size // chunk, chunk, dim), w.reshape(size // chunk, chunk))
-    stats, local_elbo = batch_pass(model, local, chunks, axis_name)
+    stats, local_elbo = batch_pass(model, _cast(local, x.dtype), chunks, axis_name)
+    dtype = jax.tree.leaves(state.params)[0].dtype  # the E-step in x's precision, the update in λ's
+    stats, local_elbo = _cast(stats, dtype), local_elbo.astype(dtype)
     weight = jnp.sum(w) if axis_name is None else jax.lax.psum(jnp.sum(w), axis_name)
     new, rho = svi_update(model, state, stats, n_total / weight, learning_offset, learning_decay)
     return new, SVIInfo(n_total / weight * local_elbo, rho)
+
+
+def _cast(tree: PyTree, dtype) -> PyTree:
+    """The floating-point leaves of ``tree`` in ``dtype``."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
 
 def svi_update(
@@ -285,6 +294,9 @@ def _block(rows: np.ndarray, chunk: int, n_chunks: int) -> Chunks:
     )
 
 
+MAX_BLOCK_CHUNKS, MIN_BLOCK_CHUNKS = 64, 16  # chunks per in-memory block: powers of two between (few shapes)
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
@@ -321,18 +333,23 @@ class DataSource:
 
 class InMemory(DataSource):
     """Data on the device in blocks of ``chunk_size · block_chunks`` rows (the last padded), processed
-    by ``n_threads`` threads. Block shapes do not depend on N, so one compiled pass serves all data sizes."""
+    by ``n_threads`` threads. Block shapes do not depend on N, so one compiled pass serves all data sizes.
+    ``block_chunks`` None: 64, or 32 or 16 where that gives each thread a block (N < 64 · chunk_size ·
+    threads: a pass over 32,768 rows on two cores then takes two blocks, not one)."""
 
-    def __init__(self, x, chunk_size: int = 1024, n_threads: int | None = None, block_chunks: int = 64):
+    def __init__(self, x, chunk_size: int = 1024, n_threads: int | None = None, block_chunks: int | None = None):
         x = check_data(x)
         n, self.dim = x.shape
+        threads = max(1, n_threads or default_threads())
+        if block_chunks is None:
+            block_chunks = min(MAX_BLOCK_CHUNKS, max(MIN_BLOCK_CHUNKS, _pow2(-(-n // (chunk_size * threads)))))
         rows = chunk_size * block_chunks
         self.blocks = []
         for start in range(0, n, rows):
             part = x[start : start + rows]
             self.blocks.append(_block(part, *_block_shape(part.shape[0], chunk_size, block_chunks)))
         self.n_samples = float(n)
-        self.n_threads = max(1, min(n_threads or default_threads(), len(self.blocks)))
+        self.n_threads = min(threads, len(self.blocks))
 
     def reduce(self, fn: Callable[[Chunks], PyTree], pool: ThreadPoolExecutor | None) -> PyTree:
         """Σ_blocks fn(block), blocks on the pool's threads, summed in block order."""
@@ -554,7 +571,7 @@ ROUND = 64  # iterations per compiled call of the on-device loop
 
 
 @partial(jax.jit, static_argnames=("point_mass", "map_"))
-def _device_rounds(model, state, block: Chunks, prev, tol_total, n_steps, point_mass: bool, map_: bool):
+def _device_rounds(model, state, block: Chunks, prev, tol_total, n_steps, scale, point_mass: bool, map_: bool):
     """Up to ``n_steps`` (≤ ROUND) CAVI / EM iterations on one block in a ``lax.while_loop``, with the host
     loop's rules: a non-finite objective ends the loop without taking that iteration (status 2); a change
     |objective − previous| < ``tol_total`` after it is taken ends it (status 1). ``prev``: the previous
@@ -571,7 +588,7 @@ def _device_rounds(model, state, block: Chunks, prev, tol_total, n_steps, point_
         if point_mass:
             new = em_update(model, state, stats, local_elbo, map_)
         else:
-            new = vb_update(model, state, stats, local_elbo)
+            new = vb_update(model, state, stats, local_elbo, scale)
         value = new.objective
         finite = jnp.isfinite(value)
         state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
@@ -585,7 +602,7 @@ def _device_rounds(model, state, block: Chunks, prev, tol_total, n_steps, point_
     return state, trace, taken, status
 
 
-def _iterate_on_device(model, state, block: Chunks, *, point_mass, map_, tol_total, max_iter):
+def _iterate_on_device(model, state, block: Chunks, *, point_mass, map_, tol_total, max_iter, scale):
     """The CAVI / EM loop for data in one block, ROUND iterations per compiled call (no per-iteration
     dispatch or host sync: at small N those cost as much as the pass). Same iterates and stopping rule as
     the host loop. Returns (state, trace, outcome)."""
@@ -595,7 +612,7 @@ def _iterate_on_device(model, state, block: Chunks, *, point_mass, map_, tol_tot
         prev = jnp.asarray(trace[-1] if trace else jnp.nan, state.objective.dtype)
         n_steps = min(ROUND, max_iter - len(trace))
         state, values, taken, status = _device_rounds(
-            model, state, block, prev, tol_total, n_steps, point_mass=point_mass, map_=map_
+            model, state, block, prev, tol_total, n_steps, scale, point_mass=point_mass, map_=map_
         )
         trace.extend(np.asarray(values[: int(taken)]).tolist())
         status = int(status)
@@ -605,7 +622,7 @@ def _iterate_on_device(model, state, block: Chunks, *, point_mass, map_, tol_tot
     return state, trace, outcome
 
 
-def _iterate_on_host(model, state, data: DataSource, *, point_mass, map_, tol, max_iter, callback):
+def _iterate_on_host(model, state, data: DataSource, *, point_mass, map_, tol, max_iter, callback, scale):
     """The CAVI / EM loop on the host: one pass per iteration over the data's blocks (threads, a stream, Dask
     workers), the update, the stopping rule (the objective, one scalar, comes to the host per iteration).
     Returns (state, trace, outcome)."""
@@ -616,7 +633,7 @@ def _iterate_on_host(model, state, data: DataSource, *, point_mass, map_, tol, m
             new = (
                 _em_update(model, state, stats, local_elbo, map_)
                 if point_mass
-                else _vb_update(model, state, stats, local_elbo)
+                else _vb_update(model, state, stats, local_elbo, scale)
             )
             value = float(new.objective)
             if not math.isfinite(value):
@@ -625,8 +642,8 @@ def _iterate_on_host(model, state, data: DataSource, *, point_mass, map_, tol, m
             state = new
             trace.append(value)
             if callback is not None:
-                callback(len(trace), value / data.n_samples, state.params)
-            if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * data.n_samples:
+                callback(len(trace), value / (scale * data.n_samples), state.params)
+            if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * scale * data.n_samples:
                 outcome = "converged"
                 break
     return state, trace, outcome
@@ -645,9 +662,11 @@ def _iterate(
     n_threads: int | None,
     method: str,
     callback,
+    scale: float = 1.0,
 ) -> ConjugateFit:
     """The CAVI / EM loop: one fused pass per iteration over the blocks, the update, the stopping rule
-    |Δ objective| / N < tol; on the device for one in-memory block without a callback, else on the host."""
+    |Δ objective| / N < tol (N = ``scale`` · n); on the device for one in-memory block without a callback,
+    else on the host."""
     t0 = time.perf_counter()
     data = as_data(data, chunk_size, n_threads)
     local = _call(model, "mode" if point_mass else "expect", params)
@@ -659,18 +678,28 @@ def _iterate(
             data.blocks[0],
             point_mass=point_mass,
             map_=map_,
-            tol_total=tol * data.n_samples,
+            tol_total=tol * scale * data.n_samples,
             max_iter=max_iter,
+            scale=scale,
         )
     else:
         state, trace, outcome = _iterate_on_host(
-            model, state, data, point_mass=point_mass, map_=map_, tol=tol, max_iter=max_iter, callback=callback
+            model,
+            state,
+            data,
+            point_mass=point_mass,
+            map_=map_,
+            tol=tol,
+            max_iter=max_iter,
+            callback=callback,
+            scale=scale,
         )
     n_iter = len(trace)
+    n_total = scale * data.n_samples
     messages = {
         "converged": f"|Δ objective| / N < {tol:g} after {n_iter} iterations",
         "max_steps": f"max_iter={max_iter} reached (last |Δ|/N = "
-        f"{abs(trace[-1] - trace[-2]) / data.n_samples if n_iter > 1 else float('nan'):.3g})",
+        f"{abs(trace[-1] - trace[-2]) / n_total if n_iter > 1 else float('nan'):.3g})",
         "diverged": f"the objective became non-finite at iteration {n_iter + 1} (degenerate component?)",
     }
     info = FitInfo(
@@ -684,7 +713,7 @@ def _iterate(
         extra={"passes": n_iter, "threads": data.n_threads},
     )
     objective = trace[-1] if trace else float("nan")
-    return ConjugateFit(state.params, objective, data.n_samples, np.asarray(trace), info)
+    return ConjugateFit(state.params, objective, n_total, np.asarray(trace), info)
 
 
 def cavi(
@@ -697,6 +726,7 @@ def cavi(
     chunk_size: int = 1024,
     n_threads: int | None = None,
     callback=None,
+    scale: float = 1.0,
 ) -> ConjugateFit:
     """Coordinate-ascent VB from λ = ``params`` until the ELBO changes by less than ``tol`` nats per point.
 
@@ -705,11 +735,15 @@ def cavi(
     (streaming CAVI: memory O(chunk), the same iterates as in memory up to summation order).
     ``callback(iteration, elbo_per_point, params)`` is called after every iteration.
 
-    Data that fit one in-memory block (N ≤ chunk_size · 64) and no ``callback``: the iterations run on the
-    device, 64 per compiled ``lax.while_loop`` call (at N = 1e4 the per-iteration dispatch and host sync of
-    a host loop cost as much as the pass itself). Otherwise the loop runs on the host, one compiled pass
-    per block per iteration on a thread pool (blocks spread over cores, or read from disk). The iterates and
-    the stopping rule are the same either way."""
+    Data in one in-memory block (:class:`InMemory`: N ≤ chunk_size · 16, or · 64 on one core) and no
+    ``callback``: the iterations run on the device, 64 per compiled ``lax.while_loop`` call (at N = 1e4 the
+    per-iteration dispatch and host sync of a host loop cost as much as the pass itself). Otherwise the loop
+    runs on the host, one compiled pass per block per iteration on a thread pool (blocks spread over cores,
+    or read from disk). The iterates and the stopping rule are the same either way.
+
+    ``scale`` = N / n: ``data`` is a uniform subset of n of N points standing in for all of them (every
+    update is global_step(stats, N / n), the ELBO an estimate for the N points, tol per point of N), as
+    SVI's initialisation uses it."""
     return _iterate(
         model,
         params,
@@ -722,6 +756,7 @@ def cavi(
         n_threads=n_threads,
         method="cavi",
         callback=callback,
+        scale=scale,
     )
 
 
@@ -842,6 +877,7 @@ def svi(
     callback=None,
     devices=None,
     shuffle: bool = True,
+    minibatch_dtype=np.float32,
 ) -> ConjugateFit:
     """Stochastic VI with natural gradients (Hoffman et al. 2013) from λ = ``params`` on an (N, D) array.
 
@@ -864,6 +900,9 @@ def svi(
     ``devices``: ``"all"``, a count or a list of JAX devices: data-parallel steps, each minibatch split
     across the devices and the statistics ``psum``-ed (:mod:`vbayes.infer.sharding`); the same iterates
     as on one device up to summation order. S must then be a multiple of the number of devices.
+    ``minibatch_dtype``: the precision of the minibatch E-steps (float32 halves their cost on CPU; their
+    statistics carry a noise of order 1/√S that float32 rounding, 1e-7, does not add to); λ, its update, the
+    ELBO evaluations and the final pass keep float64 (under ``jax.enable_x64``).
 
     Defaults, chosen to need no tuning: S = min(N, 4096); τ = 10, κ = 0.6 (Hoffman et al. find κ in
     (0.5, 1] and τ ≥ 1 robust; κ near 0.5 suits averaging); blocks of about 2¹⁶ points (≥ 16 steps);
@@ -891,7 +930,7 @@ def svi(
     outcome, max_steps = "max_steps", max(block_steps, int(max_epochs * n / batch))
     while blocks * block_steps < max_steps:
         xb, position = _next_rows(shuffled, position, block_steps * batch)
-        xb = jnp.asarray(xb.reshape(block_steps, batch, -1), _float())
+        xb = jnp.asarray(xb.reshape(block_steps, batch, -1), minibatch_dtype)
         state, infos, avg = run(model, state, xb, float(n), learning_offset, learning_decay)
         blocks += 1
         local_terms.append(infos.local_elbo)
