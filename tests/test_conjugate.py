@@ -286,20 +286,6 @@ def test_cavi_on_a_scaled_subset_is_cavi_on_replicated_data():
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.max(np.abs(b)))
 
 
-def test_in_memory_blocks_spread_over_threads():
-    """Below 64 chunks per thread a block of 16 or 32 chunks gives every thread work: 20,000 rows in chunks of
-    1024 are one block on one thread and two on two; the iterates are the same (to the order of the sums)."""
-    x = mixture_data(20_000, 2, 4, seed=15)
-    one, two = cj.InMemory(x, n_threads=1), cj.InMemory(x, n_threads=2)
-    assert (len(one.blocks), one.n_threads) == (1, 1) and (len(two.blocks), two.n_threads) == (2, 2)
-    assert two.blocks[0].x.shape == (16, 1024, 2)
-    model = gmm.bayesian_gmm(gmm.default_prior(x, 4), "full")
-    p0 = gmm.init_params(model, x, soft_resp(20_000, 4))
-    a, b = (cj.cavi(model, p0, data, tol=0.0, max_iter=8) for data in (one, two))
-    np.testing.assert_allclose(a.trace, b.trace, rtol=1e-12)
-    np.testing.assert_allclose(a.params.psi, b.params.psi, rtol=1e-11)
-
-
 def test_em_is_the_point_mass_limit_of_vb():
     """``mode`` and ``expect`` feed the same E-step; as the counts grow, q(β) concentrates and the two agree
     to O(1/N): VB's E log π, E log|Λ|, ν W and −D/(2β) tend to log π̂, log|Λ̂|, Λ̂ and 0."""

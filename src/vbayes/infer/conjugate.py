@@ -294,9 +294,6 @@ def _block(rows: np.ndarray, chunk: int, n_chunks: int) -> Chunks:
     )
 
 
-MAX_BLOCK_CHUNKS, MIN_BLOCK_CHUNKS = 64, 16  # chunks per in-memory block: powers of two between (few shapes)
-
-
 def _pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
@@ -333,23 +330,18 @@ class DataSource:
 
 class InMemory(DataSource):
     """Data on the device in blocks of ``chunk_size · block_chunks`` rows (the last padded), processed
-    by ``n_threads`` threads. Block shapes do not depend on N, so one compiled pass serves all data sizes.
-    ``block_chunks`` None: 64, or 32 or 16 where that gives each thread a block (N < 64 · chunk_size ·
-    threads: a pass over 32,768 rows on two cores then takes two blocks, not one)."""
+    by ``n_threads`` threads. Block shapes do not depend on N, so one compiled pass serves all data sizes."""
 
-    def __init__(self, x, chunk_size: int = 1024, n_threads: int | None = None, block_chunks: int | None = None):
+    def __init__(self, x, chunk_size: int = 1024, n_threads: int | None = None, block_chunks: int = 64):
         x = check_data(x)
         n, self.dim = x.shape
-        threads = max(1, n_threads or default_threads())
-        if block_chunks is None:
-            block_chunks = min(MAX_BLOCK_CHUNKS, max(MIN_BLOCK_CHUNKS, _pow2(-(-n // (chunk_size * threads)))))
         rows = chunk_size * block_chunks
         self.blocks = []
         for start in range(0, n, rows):
             part = x[start : start + rows]
             self.blocks.append(_block(part, *_block_shape(part.shape[0], chunk_size, block_chunks)))
         self.n_samples = float(n)
-        self.n_threads = min(threads, len(self.blocks))
+        self.n_threads = max(1, min(n_threads or default_threads(), len(self.blocks)))
 
     def reduce(self, fn: Callable[[Chunks], PyTree], pool: ThreadPoolExecutor | None) -> PyTree:
         """Σ_blocks fn(block), blocks on the pool's threads, summed in block order."""
@@ -735,9 +727,9 @@ def cavi(
     (streaming CAVI: memory O(chunk), the same iterates as in memory up to summation order).
     ``callback(iteration, elbo_per_point, params)`` is called after every iteration.
 
-    Data in one in-memory block (:class:`InMemory`: N ≤ chunk_size · 16, or · 64 on one core) and no
-    ``callback``: the iterations run on the device, 64 per compiled ``lax.while_loop`` call (at N = 1e4 the
-    per-iteration dispatch and host sync of a host loop cost as much as the pass itself). Otherwise the loop
+    Data that fit one in-memory block (N ≤ chunk_size · 64) and no ``callback``: the iterations run on the
+    device, 64 per compiled ``lax.while_loop`` call (at N = 1e4 the per-iteration dispatch and host sync of
+    a host loop cost as much as the pass itself). Otherwise the loop
     runs on the host, one compiled pass per block per iteration on a thread pool (blocks spread over cores,
     or read from disk). The iterates and the stopping rule are the same either way.
 
