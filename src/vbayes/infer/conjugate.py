@@ -729,13 +729,13 @@ def cavi(
 
     Data that fit one in-memory block (N ≤ chunk_size · 64) and no ``callback``: the iterations run on the
     device, 64 per compiled ``lax.while_loop`` call (at N = 1e4 the per-iteration dispatch and host sync of
-    a host loop cost as much as the pass itself). Otherwise the loop
-    runs on the host, one compiled pass per block per iteration on a thread pool (blocks spread over cores,
-    or read from disk). The iterates and the stopping rule are the same either way.
+    a host loop cost as much as the pass itself). Otherwise the loop runs on the host, one compiled pass
+    per block per iteration on a thread pool (blocks spread over cores, or read from disk). The iterates and
+    the stopping rule are the same either way.
 
     ``scale`` = N / n: ``data`` is a uniform subset of n of N points standing in for all of them (every
-    update is global_step(stats, N / n), the ELBO an estimate for the N points, tol per point of N), as
-    SVI's initialisation uses it."""
+    update is global_step(stats, N / n), the ELBO an estimate for the N points, tol per point of N), as the
+    estimator's SVI uses it to judge delete/merge moves on a subset."""
     return _iterate(
         model,
         params,
