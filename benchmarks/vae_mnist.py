@@ -219,6 +219,7 @@ def eval_phase(args, data, kind: str) -> dict:
     return {
         "elbo": report.elbo,
         "iwae": report.iwae,
+        "iwae_se": report.iwae_se,
         "k": k,
         "n": int(n),
         "active_units": report.active_units,
@@ -264,12 +265,12 @@ def report(args) -> None:
         f = args.out / f"eval-{kind}.json"
         if f.exists():
             e = json.loads(f.read_text())
-            nll = -e["iwae"]
+            nll, se = -e["iwae"], e.get("iwae_se")
             met = "yes" if nll <= PUBLISHED[kind] else "**no**"
             rows.append(
                 f"| {kind.upper()} test −log p(x), IWAE-{e['k']} on {e['n']:,} images, after {e['epochs']} epochs "
-                f"({e['train_minutes']:.0f} min) | {nll:.2f} nats | | | {PUBLISHED[kind]} | "
-                f"≤ {PUBLISHED[kind]} | {met} |"
+                f"({e['train_minutes']:.0f} min) | {nll:.2f}{f' ± {se:.2f}' if se else ''} nats | | | "
+                f"{PUBLISHED[kind]} | ≤ {PUBLISHED[kind]} | {met} |"
             )
             rows.append(f"| {kind.upper()} test −ELBO | {-e['elbo']:.2f} nats | | | | | |")
     print("\n".join(rows))

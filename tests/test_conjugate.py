@@ -2,6 +2,7 @@
 posterior and evidence, Monte Carlo KL and expected log joint (scipy densities), monotone CAVI and EM,
 SVI's natural-gradient identity and accuracy, the VB → EM limit, streaming = in-memory."""
 
+import jax
 import numpy as np
 import pytest
 from scipy.special import digamma, multigammaln
@@ -270,6 +271,25 @@ def test_svi_step_on_float32_minibatches():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.max(np.abs(b)))
     assert float(info32.local_elbo) == pytest.approx(float(info64.local_elbo), rel=1e-5)
     assert float(info32.local_elbo) != float(info64.local_elbo)  # it did run in float32
+
+
+def test_cavi_on_float32_blocks_sums_in_float64():
+    """``InMemory(dtype=float32)`` (SVI's move trials): the E-step runs in float32 on 40 chunks, the sums over
+    chunks are float64, and CAVI's iterates agree with float64 blocks to float32 rounding."""
+    x = mixture_data(40 * 256, 3, 4, seed=21)
+    model = gmm.bayesian_gmm(gmm.default_prior(x, 4), "full")
+    p0 = gmm.init_params(model, x, soft_resp(x.shape[0], 4))
+    wide, narrow = cj.InMemory(x, chunk_size=256), cj.InMemory(x, chunk_size=256, dtype=np.float32)
+    assert narrow.blocks[0].x.dtype == np.float32 and narrow.blocks[0].x.shape[0] == 40
+    stats, local_elbo = narrow.stats(model, model.expect(p0), None)
+    assert all(a.dtype == np.float64 for a in jax.tree.leaves(stats)) and local_elbo.dtype == np.float64
+    exact = cj.cavi(model, p0, wide, tol=0.0, max_iter=10)
+    low = cj.cavi(model, p0, narrow, tol=0.0, max_iter=10)
+    np.testing.assert_allclose(low.trace, exact.trace, rtol=1e-6)
+    assert not np.array_equal(low.trace, exact.trace)  # it did run in float32
+    for a, b in zip(low.params, exact.params, strict=True):
+        assert a.dtype == np.float64
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.max(np.abs(b)))
 
 
 def test_cavi_on_a_scaled_subset_is_cavi_on_replicated_data():

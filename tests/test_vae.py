@@ -232,6 +232,18 @@ def test_ppca_vae_elbo_reaches_the_exact_maximum_likelihood_and_spans_the_princi
     assert cos.min() > 0.999, cos
 
 
+def test_evaluation_standard_error_is_that_of_the_exact_log_likelihoods(ppca_fit):
+    """``iwae_se`` (sd / √n over the images) on the trained pPCA VAE, whose IWAE-5000 is log p(x) per image to
+    Monte Carlo error: it equals the standard error of the closed-form log p(x_n) to a few per cent."""
+    x, model = ppca_fit
+    x = x[:400]
+    exact = _ppca_logpdf(model, x)
+    report = evaluate(model, x, 0, k=5000, chunk=500)
+    assert abs(report.iwae - exact.mean()) < 0.01, (report.iwae, exact.mean())
+    se = exact.std(ddof=1) / np.sqrt(len(x))
+    assert report.iwae_se == pytest.approx(se, rel=0.03), (report.iwae_se, se)
+
+
 # ----------------------------------------------------------------------------------------------
 # diagnostics on models whose answer is known
 

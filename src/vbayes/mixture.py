@@ -18,6 +18,7 @@ import dataclasses
 import warnings
 from functools import partial
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,8 @@ DEFAULT_TOL = {"cavi": 1e-6, "em": 1e-6, "map": 1e-6, "svi": 2e-4}
 MOVE_TOL = 1e-4  # nats per point: CAVI's change below which delete / merge moves are tried
 MAX_SWEEPS = 20
 FIRST_SVI_STEPS = 1024  # SVI steps before the first delete/merge sweep (at most)
-SVI_TRIAL_STEPS = 3  # CAVI updates on the subset after each of SVI's trial moves (and for its baseline)
+SVI_TRIAL_STEPS = 3  # CAVI updates on the subset for the baseline of SVI's delete/merge sweep
+SVI_MAX_TRIAL_STEPS = 6  # and at most this many after each of its moves
 POINTS_PER_PARAMETER = 512  # SVI's moves are judged on this many rows per parameter of q(β), within:
 SUBSET_ROWS = (1 << 15, 1 << 16)
 
@@ -524,7 +526,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             return run(params)
         subset = xs[: move_rows(self.n_components, xc.shape[1], self.covariance_type)]
         first = min(float(self.max_iter), FIRST_SVI_STEPS * batch / n)  # moves early: surplus components drain slowly
-        subset = cj.InMemory(subset, chunk_size=self._chunk(xc))
+        subset = cj.InMemory(subset, chunk_size=self._chunk(xc), dtype=np.float32)
         data = cj.InMemory(xc, chunk_size=self._chunk(xc)) if self.devices is None else _sharded(xc, self.devices)
         return _svi_with_moves(run, model, params, subset, n, first, data)
 
@@ -631,23 +633,30 @@ def _partial_step(model, state, x, n_total, offset, decay, point_mass: bool, map
     return state, info.local_elbo - penalty
 
 
-def delete_merge_sweep(model, params, data, n_total: float, scale: float = 1.0, trial_steps: int = 1):
+def delete_merge_sweep(
+    model,
+    params,
+    data,
+    n_total: float,
+    scale: float = 1.0,
+    trial_steps: int = 1,
+    max_trial_steps: int | None = None,
+) -> Sweep:
     """Delete and merge moves (Hughes & Sudderth 2013). From ``trial_steps`` CAVI updates of ``params``
     (λ_b, ELBO L_b), for each component k in increasing order of its expected count N_k ≥ ½: *delete*
     (row k of the statistics set to 0) and, if refused, *merge* into its nearest component j (row j += row
     k, row k = 0; nearest by the Mahalanobis distance between means under Σ_j + Σ_k); a move is
-    λ' = global_step(edited statistics) and ``trial_steps`` CAVI updates from λ', kept if its ELBO exceeds
-    L_b by more than 1e-9 · N (the new baseline, after as many updates from the one before). Returns
-    (λ, ELBO, number of components removed, passes). ``scale`` = N / n when ``data`` is a subset of n
-    points (ELBO estimates on the same points). Each trial is ``trial_steps`` passes over ``data``."""
-
-    def advance(p):  # trial_steps CAVI updates: (λ, ELBO, statistics of the last pass)
-        if trial_steps > 1:
-            p = cj.cavi(model, p, data, tol=0.0, max_iter=trial_steps - 1, scale=scale).params
-        return cj.update(model, p, data, scale=scale)
-
-    params, best, stats = advance(params)
+    λ' = global_step(edited statistics) followed by CAVI updates, kept as soon as its ELBO exceeds L_b by
+    more than 1e-9 · N (it becomes the baseline), refused after ``max_trial_steps`` updates (default
+    ``trial_steps``) or earlier, from the second update on, when even its last gain repeated every
+    remaining update would not reach L_b. ``scale`` = N / n when ``data`` is a subset of n points (ELBO
+    estimates on the same points)."""
+    max_trial = max(trial_steps, max_trial_steps or trial_steps)
+    if trial_steps > 1:
+        params = cj.cavi(model, params, data, tol=0.0, max_iter=trial_steps - 1, scale=scale).params
+    params, best, stats = cj.update(model, params, data, scale=scale)
     removed, passes, tried = 0, trial_steps, set()
+    min_gain = 1e-9 * n_total
     while True:
         counts = scale * np.asarray(stats.n)
         live = [int(k) for k in np.argsort(counts, kind="stable") if counts[k] >= 0.5]
@@ -659,12 +668,36 @@ def delete_merge_sweep(model, params, data, n_total: float, scale: float = 1.0, 
         for j in (k, None):  # delete k; else merge k into its nearest component
             j = _nearest(model, params, k, live) if j is None else j
             trial = _edited_global_step(model, stats, k, j, scale)
-            new, value, new_stats = advance(trial)
-            passes += trial_steps
-            if value > best + 1e-9 * n_total:
+            new, value, new_stats, used = _trial(model, trial, data, scale, best + min_gain, max_trial)
+            passes += used
+            if value > best + min_gain:
                 params, best, stats, removed = new, value, new_stats, removed + 1
                 break
-    return params, best, removed, passes
+    counts = scale * np.asarray(stats.n)
+    return Sweep(params, best, removed, int(np.sum(counts >= 0.5)), passes)
+
+
+class Sweep(NamedTuple):
+    """What :func:`delete_merge_sweep` did: λ and ELBO after it, the components it removed, the components
+    left with an expected count N_k ≥ ½, the passes over the data."""
+
+    params: cj.PyTree
+    elbo: float
+    removed: int
+    live: int
+    passes: int
+
+
+def _trial(model, params, data, scale: float, beat: float, max_steps: int):
+    """CAVI updates from a move's λ until its ELBO exceeds ``beat`` or cannot: after ``max_steps``, or
+    once value + gain · (steps left) ≤ beat (from the second update). Returns (λ, ELBO, stats, updates)."""
+    previous = -np.inf
+    for step in range(1, max_steps + 1):
+        params, value, stats = cj.update(model, params, data, scale=scale)
+        if value > beat or (step > 1 and value + (value - previous) * (max_steps - step) <= beat):
+            break
+        previous = value
+    return params, value, stats, step
 
 
 @jax.jit
@@ -701,7 +734,7 @@ def _cavi_with_moves(model, params, data, tol: float, max_iter: int) -> cj.Conju
         params = fit.params
         if fit.info.outcome != "converged" or sweeps == MAX_SWEEPS:
             break
-        new, value, count, used = delete_merge_sweep(model, params, data, data.n_samples)
+        new, value, count, _, used = delete_merge_sweep(model, params, data, data.n_samples)
         sweeps, passes = sweeps + 1, passes + used
         if not count:
             break
@@ -729,25 +762,35 @@ def _svi_with_moves(
     run, model, params, subset: cj.InMemory, n_total: int, first_epochs: float, data
 ) -> cj.ConjugateFit:
     """SVI (``run(params, start_step=t, ...)``) for at most ``first_epochs`` passes' worth of points, then
-    delete/merge sweeps judged on ``subset`` (ELBO estimates scaled by N / n, each move and the baseline after
-    ``SVI_TRIAL_STEPS`` CAVI updates: after one, SVI's averaged λ refused every move on overlapping clusters
-    where three updates reach CAVI's optimum); SVI continues, from the step it had reached, after every sweep
-    that removes components or while it has not converged. The ELBO on all of ``data`` is computed once, for
-    the last λ (the runs skip their own final pass)."""
+    delete/merge sweeps judged on ``subset`` (ELBO estimates scaled by N / n; the baseline after
+    ``SVI_TRIAL_STEPS`` CAVI updates, each move after up to ``SVI_MAX_TRIAL_STEPS``: after one, SVI's averaged
+    λ refused every move on overlapping clusters where a few updates reach CAVI's optimum). SVI continues,
+    from the step it had reached, while it has not converged, or from the sweep's λ after a sweep that left
+    fewer live components (N_k ≥ ½) than every sweep before it (else a component of a few points that SVI's
+    steps revive after each deletion keeps the loop going). The ELBO on all of ``data`` is computed once,
+    for the last λ (the runs skip their own final pass)."""
     run = partial(run, final_pass=False)
-    fits, deleted, passes = [run(params, max_epochs=first_epochs)], 0, 0
+    fits, deleted, passes, fewest = [run(params, max_epochs=first_epochs)], 0, 0, np.inf
     for _ in range(MAX_SWEEPS):
         last = fits[-1]
         if last.info.outcome == "diverged":
             break
-        new, _, count, used = delete_merge_sweep(
-            model, last.params, subset, n_total, scale=n_total / subset.n_samples, trial_steps=SVI_TRIAL_STEPS
+        sweep = delete_merge_sweep(
+            model,
+            last.params,
+            subset,
+            n_total,
+            scale=n_total / subset.n_samples,
+            trial_steps=SVI_TRIAL_STEPS,
+            max_trial_steps=SVI_MAX_TRIAL_STEPS,
         )
-        passes += used
-        deleted += count
-        if not count and last.info.outcome == "converged":
+        passes += sweep.passes
+        moved = sweep.removed > 0 and sweep.live < fewest
+        fewest = min(fewest, sweep.live)
+        if not moved and last.info.outcome == "converged":
             break
-        fits.append(run(new if count else last.params, start_step=float(last.extra["state"].step)))
+        deleted += sweep.removed if moved else 0
+        fits.append(run(sweep.params if moved else last.params, start_step=float(last.extra["state"].step)))
     last = fits[-1]
     if last.info.outcome != "diverged":
         fits[-1] = dataclasses.replace(last, objective=cj.objective(model, last.params, data))

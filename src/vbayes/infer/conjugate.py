@@ -132,14 +132,19 @@ def batch_pass(
     model: ConjugateModel, local: PyTree, chunks: Chunks, axis_name: str | None = None
 ) -> tuple[PyTree, Array]:
     """Σ over chunks of ``model.local_step``: (stats, local ELBO) of one block, chunks in a ``lax.scan``.
+    The E-step runs in the block's precision (``local`` cast to it: float32 blocks halve its cost on CPU),
+    the sums over chunks in the working precision (float64 under ``jax.enable_x64``).
     Inside ``shard_map`` over ``axis_name`` the sums are also taken across devices (a ``psum``)."""
+    local = _cast(local, chunks.x.dtype)
 
     def body(acc, xw):
         out = model.local_step(local, *xw)
-        return jax.tree.map(jnp.add, acc, out), None
+        return jax.tree.map(lambda a, o: a + o.astype(a.dtype), acc, out), None
 
     shapes = jax.eval_shape(model.local_step, local, chunks.x[0], chunks.w[0])
-    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    zero = jax.tree.map(
+        lambda s: jnp.zeros(s.shape, _float() if jnp.issubdtype(s.dtype, jnp.floating) else s.dtype), shapes
+    )
     total, _ = jax.lax.scan(body, zero, (chunks.x, chunks.w))
     return total if axis_name is None else jax.lax.psum(total, axis_name)
 
@@ -207,8 +212,8 @@ def svi_step(
     size, dim = x.shape
     chunk = min(size, chunk_size) if size % min(size, chunk_size) == 0 else size  # cache-sized chunks
     chunks = Chunks(x.reshape(size // chunk, chunk, dim), w.reshape(size // chunk, chunk))
-    stats, local_elbo = batch_pass(model, _cast(local, x.dtype), chunks, axis_name)
-    dtype = jax.tree.leaves(state.params)[0].dtype  # the E-step in x's precision, the update in λ's
+    stats, local_elbo = batch_pass(model, local, chunks, axis_name)  # the E-step in x's precision
+    dtype = jax.tree.leaves(state.params)[0].dtype  # the update in λ's
     stats, local_elbo = _cast(stats, dtype), local_elbo.astype(dtype)
     weight = jnp.sum(w) if axis_name is None else jax.lax.psum(jnp.sum(w), axis_name)
     new, rho = svi_update(model, state, stats, n_total / weight, learning_offset, learning_decay)
@@ -282,16 +287,16 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _block(rows: np.ndarray, chunk: int, n_chunks: int) -> Chunks:
-    """(n, D) rows as one device block of ``n_chunks`` chunks of ``chunk`` rows, zero-weight padding."""
+def _block(rows: np.ndarray, chunk: int, n_chunks: int, dtype=None) -> Chunks:
+    """(n, D) rows as one device block of ``n_chunks`` chunks of ``chunk`` rows, zero-weight padding, in
+    ``dtype`` (default: the working precision)."""
     n, dim = rows.shape
     x = np.zeros((n_chunks * chunk, dim))
     x[:n] = rows
     w = np.zeros(n_chunks * chunk)
     w[:n] = 1.0
-    return Chunks(
-        jnp.asarray(x.reshape(n_chunks, chunk, dim), _float()), jnp.asarray(w.reshape(n_chunks, chunk), _float())
-    )
+    dtype = dtype or _float()
+    return Chunks(jnp.asarray(x.reshape(n_chunks, chunk, dim), dtype), jnp.asarray(w.reshape(n_chunks, chunk), dtype))
 
 
 def _pow2(n: int) -> int:
@@ -330,16 +335,18 @@ class DataSource:
 
 class InMemory(DataSource):
     """Data on the device in blocks of ``chunk_size · block_chunks`` rows (the last padded), processed
-    by ``n_threads`` threads. Block shapes do not depend on N, so one compiled pass serves all data sizes."""
+    by ``n_threads`` threads. Block shapes do not depend on N, so one compiled pass serves all data sizes.
+    ``dtype``: the blocks' precision, hence the E-step's (default: the working precision; the sums over
+    chunks stay in it either way, see :func:`batch_pass`)."""
 
-    def __init__(self, x, chunk_size: int = 1024, n_threads: int | None = None, block_chunks: int = 64):
+    def __init__(self, x, chunk_size: int = 1024, n_threads: int | None = None, block_chunks: int = 64, dtype=None):
         x = check_data(x)
         n, self.dim = x.shape
         rows = chunk_size * block_chunks
         self.blocks = []
         for start in range(0, n, rows):
             part = x[start : start + rows]
-            self.blocks.append(_block(part, *_block_shape(part.shape[0], chunk_size, block_chunks)))
+            self.blocks.append(_block(part, *_block_shape(part.shape[0], chunk_size, block_chunks), dtype))
         self.n_samples = float(n)
         self.n_threads = max(1, min(n_threads or default_threads(), len(self.blocks)))
 
@@ -366,7 +373,7 @@ def _in_caller_config(fn: Callable) -> Callable:
 def _tree_sum(outs: list) -> PyTree:
     total = outs[0]
     for o in outs[1:]:
-        total = jax.tree.map(jnp.add, total, o)
+        total = _tree_add(total, o)
     return total
 
 
@@ -464,8 +471,18 @@ class _Done:
         return self.value
 
 
+@jax.jit
+def _tree_add(a: PyTree, b: PyTree) -> PyTree:
+    return jax.tree.map(jnp.add, a, b)
+
+
+@jax.jit
+def _tree_div(a: PyTree, c) -> PyTree:
+    return jax.tree.map(lambda leaf: leaf / c, a)
+
+
 def _add(total, out):
-    return out if total is None else jax.tree.map(jnp.add, total, out)
+    return out if total is None else _tree_add(total, out)
 
 
 def _reader(source) -> Callable[[], Iterable[np.ndarray]]:
@@ -929,7 +946,7 @@ def svi(
         acc, count = _add(acc, avg), count + 1
         if blocks < next_check:
             continue
-        mean = jax.tree.map(lambda a, c=count: a / c, acc)  # the average over the last half of the run
+        mean = _tree_div(acc, float(count))  # the average over the last half of the run
         value = objective(model, mean, eval_data, chunk_size=chunk_size, scale=n / eval_data.n_samples)
         acc, count, next_check = None, 0, 2 * next_check
         if not math.isfinite(value):

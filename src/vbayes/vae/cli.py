@@ -191,6 +191,7 @@ def evaluate_cmd(
         rows = [
             ("ELBO", _fmt(report.elbo)),
             (f"IWAE-{report.k} (≈ log p(x))", _fmt(report.iwae)),
+            ("  its standard error over the images", _fmt(report.iwae_se)),
             ("E_q log p(x | z)", _fmt(report.reconstruction)),
             ("KL(q ‖ p)", _fmt(report.kl)),
             ("reconstruction error Σ(x − x̂)²", _fmt(report.reconstruction_error)),

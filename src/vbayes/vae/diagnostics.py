@@ -34,8 +34,10 @@ class Evaluation(NamedTuple):
     """Test-set diagnostics, means over ``n`` images in nats per image (sums over pixels).
 
     ``elbo`` and ``iwae`` (the IWAE_k bound, an estimate of log p(x) from below) are NaN for the
-    autoencoder; ``reconstruction`` is E_q log p(x | z) (autoencoder: log p(x | z = loc));
-    ``reconstruction_error`` Σ_pixels (x − E[x | z = loc])²; ``activity`` Cov_x(E_q[z]) per dimension.
+    autoencoder; ``iwae_se`` is the standard error of ``iwae`` over the images (sd / √n: how far another
+    test set of n images from the same distribution could move it); ``reconstruction`` is E_q log p(x | z)
+    (autoencoder: log p(x | z = loc)); ``reconstruction_error`` Σ_pixels (x − E[x | z = loc])²;
+    ``activity`` Cov_x(E_q[z]) per dimension.
     """
 
     n: int
@@ -49,6 +51,7 @@ class Evaluation(NamedTuple):
     activity: np.ndarray
     active_units: int
     warnings: tuple[str, ...]
+    iwae_se: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         d = self._asdict()
@@ -150,13 +153,15 @@ def evaluate(
     nan = math.nan
     if kind == "ae":
         rec = float(np.mean(_batched(lambda xb, kb: _ae_rec(model, xb), xj, k_elbo, batch_size * 10)))
-        elbo_v, iwae_v = nan, nan
+        elbo_v, iwae_v, iwae_se = nan, nan, nan
         messages: tuple[str, ...] = ()
     else:
         elbos = _batched(lambda xb, kb: _elbo(model, xb, kb), xj, k_elbo, batch_size * 10)
         elbo_v = float(np.mean(elbos))
         rec = elbo_v + float(np.sum(kl_dims))
-        iwae_v = float(np.mean(_batched(lambda xb, kb: _iwae(model, xb, kb, k, chunk), xj, k_iwae, batch_size)))
+        iwaes = np.asarray(_batched(lambda xb, kb: _iwae(model, xb, kb, k, chunk), xj, k_iwae, batch_size))
+        iwae_v = float(np.mean(iwaes))
+        iwae_se = float(np.std(iwaes, ddof=1) / np.sqrt(iwaes.size)) if iwaes.size > 1 else nan
         messages = collapse_messages(kl_dims, act)
         if messages and messages[0].startswith("posterior collapse"):
             warnings.warn(messages[0], PosteriorCollapseWarning, stacklevel=2)
@@ -172,6 +177,7 @@ def evaluate(
         act,
         int(np.sum(act > ACTIVE_THRESHOLD)),
         messages,
+        iwae_se,
     )
 
 
