@@ -934,32 +934,27 @@ def svi(
     state = SVIState(params, jnp.asarray(start_step, _float()))
     # a continued run (start_step > 0) starts its doublings at a quarter of the steps already taken: its first
     # blocks move λ by (t + τ)^−κ each, too little for their change to say anything about the gap
-    first_check = max(1, int(start_step) // (4 * block_steps))
-    trace, local_terms, acc, count, next_check, blocks = [], [], None, 0, first_check, 0
-    outcome, max_steps = "max_steps", max(block_steps, int(max_epochs * n / batch))
-    while blocks * block_steps < max_steps:
+    first_check = block_steps * max(1, int(start_step) // (4 * block_steps))
+    rule = TailAverage(
+        params,
+        first_check,
+        tol * n,
+        lambda p: objective(model, p, eval_data, chunk_size=chunk_size, scale=n / eval_data.n_samples),
+        callback,
+        n,
+    )
+    local_terms, steps, outcome = [], 0, "max_steps"
+    max_steps = max(block_steps, int(max_epochs * n / batch))
+    while steps < max_steps:
         xb, position = _next_rows(shuffled, position, block_steps * batch)
         xb = jnp.asarray(xb.reshape(block_steps, batch, -1), minibatch_dtype)
         state, infos, avg = run(model, state, xb, float(n), learning_offset, learning_decay)
-        blocks += 1
+        steps += block_steps
         local_terms.append(infos.local_elbo)
-        acc, count = _add(acc, avg), count + 1
-        if blocks < next_check:
-            continue
-        mean = _tree_div(acc, float(count))  # the average over the last half of the run
-        value = objective(model, mean, eval_data, chunk_size=chunk_size, scale=n / eval_data.n_samples)
-        acc, count, next_check = None, 0, 2 * next_check
-        if not math.isfinite(value):
-            outcome = "diverged"
+        outcome = rule.update(steps, avg) or outcome
+        if outcome != "max_steps":
             break
-        trace.append(value)
-        params = mean
-        if callback is not None:
-            callback(blocks * block_steps, value / n, params)
-        if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * n:
-            outcome = "converged"
-            break
-    steps = blocks * block_steps
+    params, trace = rule.params, rule.trace
     final = trace[-1] if trace else float("nan")
     if final_pass:
         final = objective(model, params, x, chunk_size=chunk_size, n_threads=n_threads)
@@ -981,6 +976,42 @@ def svi(
     return ConjugateFit(
         params, final, float(n), np.asarray(trace), info, {"minibatch_local_elbo": local, "state": state}
     )
+
+
+class TailAverage:
+    """SVI's stopping rule, shared by the drivers (in memory, sharded, Dask). The iterates (or averages of
+    blocks of them) given to :meth:`update` since the last checkpoint are averaged (tail / Polyak–Ruppert
+    averaging over the last half of the run, which cancels the minibatch noise that a decaying ρ only
+    damps); at checkpoints after c, 2c, 4c, ... steps the ELBO of that average, ``evaluate(λ̄)`` (total nats,
+    on a fixed subset), is recorded in ``trace`` and λ̄ becomes ``params``. The gap the noise leaves falls like
+    1/t, so the change over the last doubling estimates the gap that remains: the run has converged when its
+    size is below ``tol_total``, diverged when the ELBO is not finite. ``callback(steps, ELBO / n, λ̄)`` at each
+    checkpoint."""
+
+    def __init__(self, params: PyTree, first_check: int, tol_total: float, evaluate, callback=None, n: float = 1.0):
+        self.params, self.next_check, self.tol_total, self.evaluate = params, first_check, tol_total, evaluate
+        self.callback, self.n = callback, n
+        self.trace: list[float] = []
+        self._sum, self._count = None, 0
+
+    def update(self, steps: int, params: PyTree) -> str | None:
+        """Add ``params`` after ``steps`` steps in all; at a checkpoint, "converged" or "diverged" when the run
+        should stop (else None)."""
+        self._sum, self._count = _add(self._sum, params), self._count + 1
+        if steps < self.next_check:
+            return None
+        mean = _tree_div(self._sum, float(self._count))
+        value = self.evaluate(mean)
+        self._sum, self._count, self.next_check = None, 0, 2 * self.next_check
+        if not math.isfinite(value):
+            return "diverged"
+        self.trace.append(value)
+        self.params = mean
+        if self.callback is not None:
+            self.callback(steps, value / self.n, mean)
+        if len(self.trace) > 1 and abs(self.trace[-1] - self.trace[-2]) < self.tol_total:
+            return "converged"
+        return None
 
 
 def svi_order(n: int, key) -> np.ndarray:

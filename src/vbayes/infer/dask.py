@@ -372,8 +372,15 @@ def svi(
     epoch_steps = max(1, parts // per_step)
     max_steps = max(epoch_steps, int(max_epochs * epoch_steps))
     state = cj.SVIState(jax.tree.map(jnp.asarray, params), jnp.asarray(start_step, cj._float()))
-    order, position, trace, acc, count, next_check = rng.permutation(parts), 0, [], None, 0, epoch_steps
-    outcome, steps, rho, best = "max_steps", 0, float("nan"), state.params
+    rule = cj.TailAverage(
+        state.params,
+        epoch_steps,
+        tol * n,
+        lambda p: cj.objective(model, p, evaluation, scale=n / evaluation.n_samples),
+        callback,
+        n,
+    )
+    order, position, outcome, steps, rho = rng.permutation(parts), 0, "max_steps", 0, float("nan")
     while steps < max_steps:
         if position + per_step > parts:
             order, position = rng.permutation(parts), 0
@@ -382,22 +389,10 @@ def svi(
         stats, _ = batch.stats(model, cj._call(model, "expect", state.params))
         state, rho = _update(model, state, stats, n / batch.n_samples, learning_offset, learning_decay)
         steps += 1
-        acc, count = cj._add(acc, state.params), count + 1
-        if steps < next_check:
-            continue
-        mean = jax.tree.map(lambda a, c=count: a / c, acc)
-        value = cj.objective(model, mean, evaluation, scale=n / evaluation.n_samples)
-        acc, count, next_check = None, 0, 2 * next_check
-        if not np.isfinite(value):
-            outcome = "diverged"
+        outcome = rule.update(steps, state.params) or outcome
+        if outcome != "max_steps":
             break
-        trace.append(value)
-        best = mean
-        if callback is not None:
-            callback(steps, value / n, best)
-        if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * n:
-            outcome = "converged"
-            break
+    best, trace = rule.params, rule.trace
     final = trace[-1] if trace else float("nan")
     if final_pass and outcome != "diverged":
         final = cj.objective(model, best, data)
