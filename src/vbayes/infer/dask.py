@@ -10,12 +10,13 @@ array or DataFrame is::
 :class:`DaskData` is a :class:`vbayes.infer.conjugate.DataSource`, so the unchanged drivers ``cj.cavi``,
 ``cj.em``, ``cj.update``, ``cj.objective`` (hence the estimator's delete/merge moves) run on it; :func:`svi`
 is minibatch SVI whose minibatches are random partitions. Each pass sends the (small) global factor to
-every worker once (``scatter``), each partition's statistics are computed where its data are (a
-partition is read from its source — ``.npy`` rows, Zarr, Parquet — or taken from worker memory if the
-collection was ``persist``-ed), and only statistics (K·D² numbers) cross the network. ``jit`` compiles once
-per worker process and partition shape (blocks of :class:`~vbayes.infer.conjugate.InMemory`, so few
-shapes). A lost worker's partitions are recomputed by Dask from their source; the reduction tree does not
-depend on where or when a partition ran, so the result is bit-for-bit the same.
+the workers as one task of its graph (recomputable, unlike scattered data), each partition's statistics are
+computed where its data are (a partition is read from its source — ``.npy`` rows, Zarr, Parquet — or taken
+from worker memory if the collection was ``persist``-ed), and only statistics (K·D² numbers) cross the
+network. ``jit`` compiles once per worker process and partition shape (blocks of
+:class:`~vbayes.infer.conjugate.InMemory`, so few shapes). A lost worker's partitions are recomputed by Dask
+from their source; the reduction tree does not depend on where or when a partition ran, so the result is
+bit-for-bit the same.
 """
 
 from __future__ import annotations
@@ -234,8 +235,11 @@ class DaskData(cj.DataSource):
     def stats(self, model, local, pool=None):
         """(Σ stats, Σ local ELBO) over all partitions: ``batch_pass`` on each worker, then the tree sum."""
         _check_model_fits(model, local, self.dim)
-        payload = jax.tree.map(np.asarray, (model, local))
-        [shipped] = self.client.scatter([payload], broadcast=True, hash=False)
+        from dask import delayed
+
+        # a task of the graph, not scattered data: a lost worker's copy is sent again, where scattered data
+        # would be gone and the pass cancelled ("already forgotten"; dask/distributed#3149)
+        shipped = delayed(jax.tree.map(np.asarray, (model, local)), traverse=False)
         x64 = bool(jax.config.jax_enable_x64)
         out = self.map_reduce(_partition_stats, shipped, self.chunk_size, x64, self.transform, self.dim)
         return jax.tree.map(jnp.asarray, out)
