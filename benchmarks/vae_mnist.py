@@ -8,6 +8,8 @@ all 60,000 training images; test log p(x) by IWAE with 5,000 samples on the 10,0
 Phases (default: all):
   throughput  examples per second of one training step, vbayes (compiled scan of steps) vs PyTorch (eager,
               the usual loop), same network, batch, binarisation and thread count, interleaved repeats;
+  steps       microseconds per training step of vbayes alone (no PyTorch needed: for a GPU), with a skipped
+              non-finite step done as a conditional and as a select (the default picks one per backend);
   train       trains for --minutes (resumable: --resume continues the checkpoint in --out/<model>);
   eval        IWAE-5000 test log p(x) of the trained model(s);
   report      prints the markdown table from what the phases saved in --out.
@@ -34,7 +36,7 @@ PUBLISHED = {"vae": 86.76, "iwae": 84.78}
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--phase", choices=["all", "throughput", "train", "eval", "report"], default="all")
+    p.add_argument("--phase", choices=["all", "throughput", "steps", "train", "eval", "report"], default="all")
     p.add_argument("--model", choices=["vae", "iwae", "both"], default="both")
     p.add_argument("--data", type=Path, default=MNIST)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / ".cache" / "vae_mnist")
@@ -152,6 +154,52 @@ def throughput(args, data) -> dict:
             flush=True,
         )
     results["load_average"] = os.getloadavg()
+    return results
+
+
+def step_latency(args, data, kinds: list[str]) -> dict:
+    """µs per compiled training step, batch 20, for each skip variant; interleaved repeats, median."""
+    import importlib
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from vbayes.vae import build_model
+
+    train_module = importlib.import_module("vbayes.vae.train")
+    default = train_module.skip_by_branching
+    n_steps, repeats = (300, 2) if args.quick else (1500, 3)
+    data_dev = jnp.asarray(data.train)
+    idx = jnp.asarray(np.random.default_rng(0).integers(0, len(data.train), (n_steps, 20)))
+    key = jax.random.PRNGKey(0)
+    rows = ["| model | skip as | µs per step | default here |", "|---|---|---|---|"]
+    results = {"device": str(jax.devices()[0]), "jax": jax.__version__}
+    for kind in kinds:
+        tc = train_config(kind)
+        runs = {}
+        for name, branching in (("cond", True), ("select", False)):
+            train_module.skip_by_branching = lambda b=branching: b  # read when the step is traced
+            model = build_model(model_config(), 0)
+            opt = train_module.optimizer(tc, 3000)
+            chunk = train_module.build_chunk(train_module.build_step(train_module.split_model(model)[1], opt, tc, True))
+            state, info = chunk(train_module.init(model, opt), data_dev, idx, key)  # compile
+            jax.block_until_ready(info.loss)
+            runs[name] = [chunk, state, []]
+        train_module.skip_by_branching = default
+        for _ in range(repeats):
+            for run in runs.values():
+                t0 = time.perf_counter()
+                run[1], info = run[0](run[1], data_dev, idx, key)
+                jax.block_until_ready(info.loss)
+                run[2].append((time.perf_counter() - t0) / n_steps * 1e6)
+        for name, run in runs.items():
+            us = float(np.median(run[2]))
+            results[f"{kind}-{name}"] = us
+            chosen = "yes" if (name == "cond") == default() else ""
+            rows.append(f"| {kind.upper()} | {name} | {us:.1f} | {chosen} |")
+    print(f"device {results['device']}, jax {results['jax']}, {n_steps} steps x {repeats} repeats")
+    print("\n".join(rows), flush=True)
     return results
 
 
@@ -293,6 +341,8 @@ def main() -> None:
     data = load(args.data, args.quick) if args.phase != "report" else None
     if args.phase in ("all", "throughput"):
         save(args, "throughput", throughput(args, data))
+    if args.phase == "steps":
+        save(args, "steps", step_latency(args, data, kinds))
     for kind in kinds:
         if args.phase in ("all", "train"):
             save(args, f"train-{kind}", train_phase(args, data, kind))

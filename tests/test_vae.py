@@ -9,6 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from scipy import integrate, stats
 
@@ -362,6 +363,42 @@ def test_ctrl_c_mid_epoch_saves_and_resume_continues_exactly(digits, tmp_path):
     resumed = train(digits, None, None, out=tmp_path, resume=True, progress=False)
     assert resumed.outcome == "max_epochs" and resumed.steps == full.steps
     _assert_same_params(resumed.last_model, full.last_model)
+
+
+@pytest.mark.parametrize("branching", [True, False], ids=["cond", "select"])
+def test_a_step_with_a_non_finite_loss_changes_nothing_but_the_step_count(digits, monkeypatch, branching):
+    """The CPU's conditional and the GPU's select skip the same steps and apply the same updates."""
+    import importlib
+
+    train_module = importlib.import_module("vbayes.vae.train")
+    monkeypatch.setattr(train_module, "skip_by_branching", lambda: branching)
+    mc = ModelConfig((8, 8), latent=2, width=8, depth=1, likelihood="gaussian")
+    tc = TrainConfig(learning_rate=1e-2)
+    model = build_model(mc, 0)
+    opt = train_module.optimizer(tc)
+    params, static = train_module.split_model(model)
+    step = jax.jit(train_module.build_step(static, opt, tc, do_binarize=False))
+    state = train_module.init(model, opt)
+    x = jnp.asarray(digits.train[:10])
+    key = jax.random.PRNGKey(0)
+    after, info = step(state, x, key)
+    assert bool(info.finite) and int(after.step) == 1
+    # by hand: Adam's update on the same gradient
+    objective = train_module.make_objective(tc.kind, k=tc.k, free_bits=tc.free_bits)
+    k_loss = jax.random.split(jax.random.fold_in(key, 0))[1]
+    grads = jax.grad(lambda p: objective(eqx.combine(p, static), x, k_loss, 1.0)[0])(params)
+    updates, _ = opt.update(grads, state.opt_state, params)
+    expected = optax.apply_updates(params, updates)
+    for a, b in zip(jax.tree_util.tree_leaves(after.params), jax.tree_util.tree_leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    skipped, info = step(after, x.at[0, 0, 0].set(jnp.nan), key)
+    assert not bool(info.finite) and int(skipped.step) == 2
+    for a, b in zip(
+        jax.tree_util.tree_leaves((skipped.params, skipped.opt_state)),
+        jax.tree_util.tree_leaves((after.params, after.opt_state)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_early_stopping_returns_the_best_validation_model(digits):
