@@ -46,6 +46,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--cpu", type=int, default=None, help="core to pin to when --threads 1 (-1: no pinning)")
     p.add_argument("--eval-k", type=int, default=5000)
     p.add_argument("--eval-n", type=int, default=10_000, help="test images for the IWAE evaluation")
+    p.add_argument("--adam-b1", type=float, default=0.9, help="Adam's beta1 (Burda et al.'s code: 0.99)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 minute of training, K=100 on 500 images")
     return p.parse_args()
 
@@ -68,7 +69,7 @@ def model_config():
     )
 
 
-def train_config(kind: str, epochs: int = 3280):
+def train_config(kind: str, epochs: int = 3280, adam_b1: float = 0.9):
     from vbayes.vae import TrainConfig
 
     return TrainConfig(
@@ -76,6 +77,7 @@ def train_config(kind: str, epochs: int = 3280):
         k=50,
         batch_size=20,
         learning_rate=1e-3,
+        adam_b1=adam_b1,
         adam_eps=1e-4,
         lr_schedule="burda",
         epochs=epochs,
@@ -113,7 +115,7 @@ def throughput(args, data) -> dict:
     results = {}
     for kind, k in (("vae", 1), ("iwae", 50)):
         n_steps = steps if kind == "vae" else steps // 5
-        tc = train_config(kind)
+        tc = train_config(kind, adam_b1=args.adam_b1)
         model = build_model(model_config(), 0)
         opt = optimizer(tc, 3000)
         chunk = build_chunk(build_step(split_model(model)[1], opt, tc, True))
@@ -176,7 +178,7 @@ def step_latency(args, data, kinds: list[str]) -> dict:
     rows = ["| model | skip as | µs per step | default here |", "|---|---|---|---|"]
     results = {"device": str(jax.devices()[0]), "jax": jax.__version__}
     for kind in kinds:
-        tc = train_config(kind)
+        tc = train_config(kind, adam_b1=args.adam_b1)
         runs = {}
         for name, branching in (("cond", True), ("select", False)):
             train_module.skip_by_branching = lambda b=branching: b  # read when the step is traced
@@ -219,7 +221,7 @@ def train_phase(args, data, kind: str) -> dict:
         if time.perf_counter() - start > budget:
             raise KeyboardInterrupt  # the driver checkpoints mid-epoch and returns
 
-    tc = train_config(kind)
+    tc = train_config(kind, adam_b1=args.adam_b1)
     result = train(
         data,
         None if resume else model_config(),

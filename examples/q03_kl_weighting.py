@@ -60,11 +60,13 @@ def _train(model, x, idx, key, beta, binarize: bool):
 
 
 def fit(model: vae.VAE, x: np.ndarray, beta: float, epochs: int, seed: int = 0) -> vae.VAE:
-    """``epochs`` passes of shuffled minibatches of 100 (dynamically binarised for the Bernoulli decoder)."""
+    """``epochs`` passes of shuffled minibatches of 100 (dynamically binarised for the Bernoulli decoder), from
+    the data bias."""
     rng = np.random.default_rng(seed)
     n = len(x) // BATCH * BATCH
     idx = np.concatenate([rng.permutation(len(x))[:n].reshape(-1, BATCH) for _ in range(epochs)])
     binarize = model.likelihood.name == "bernoulli"
+    model = vae.with_data_bias(model, x)  # start from the pixel-wise fit, as vae.train does
     return _train(model, jnp.asarray(x), jnp.asarray(idx), jax.random.PRNGKey(seed), jnp.asarray(beta), binarize)
 
 

@@ -64,6 +64,7 @@ def fit(model: vae.VAE, x: np.ndarray, epochs: int, seed: int = 0) -> vae.VAE:
     rng = np.random.default_rng(seed)
     n = len(x) // BATCH * BATCH
     idx = np.concatenate([rng.permutation(len(x))[:n].reshape(-1, BATCH) for _ in range(epochs)])
+    model = vae.with_data_bias(model, x)  # start from the pixel-wise fit, as vae.train does
     return _train(model, jnp.asarray(x), jnp.asarray(idx), jax.random.PRNGKey(seed))
 
 

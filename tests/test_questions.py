@@ -146,7 +146,7 @@ def test_q05_vae_samples_from_the_prior_and_scores_anomalies(tmp_path):
 @pytest.mark.slow
 def test_q06_wider_decoders_fit_the_training_digits_better(tmp_path):
     rows = run_quick(6, tmp_path)["rows"]
-    assert rows[-1]["train_elbo"] > rows[0]["train_elbo"] + 2
+    assert rows[-1]["train_elbo"] > max(rows[0]["train_elbo"], rows[1]["train_elbo"]) + 1
     for row in rows:
         assert row["test_elbo"] <= row["test_iwae"] + 0.05
         assert 0 <= row["active"] <= 16

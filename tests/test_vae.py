@@ -37,6 +37,7 @@ from vbayes.vae import (
     negative_elbo_pixel_mean,
     read_idx,
     train,
+    with_data_bias,
 )
 from vbayes.vae.likelihoods import Bernoulli, Categorical, ContinuousBernoulli, Gaussian
 
@@ -158,6 +159,61 @@ def test_likelihoods_normalise_and_have_the_stated_means():
     probs = jnp.exp(jax.vmap(lambda v: c.log_prob(logits, v[None]))(levels))
     np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-12)
     np.testing.assert_allclose(c.mean(logits)[0], probs @ levels, rtol=1e-12)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli", "categorical"])
+def test_data_bias_is_the_pixelwise_maximum_likelihood_fit(likelihood):
+    """With the last weights at zero the decoder ignores z; the data bias must then maximise the data's
+    likelihood (zero gradient; the categorical: add-one smoothed level frequencies)."""
+    rng = np.random.default_rng(0)
+    x = rng.beta(0.5, 2.0, (400, 4, 5)).astype(np.float32)
+    x[:, 0, 0] = 0.0  # a pixel that is always 0: the Bernoulli fit is clipped there
+    if likelihood == "categorical":
+        x = (np.round(x * 16) / 16).astype(np.float32)
+    model = with_data_bias(build_model(ModelConfig((4, 5), latent=3, likelihood=likelihood, levels=17), 0), x)
+    last = lambda m: m.decoder.mlp.layers[-1]
+    model = eqx.tree_at(lambda m: last(m).weight, model, jnp.zeros_like(last(model).weight))
+    bias = last(model).bias
+
+    def mean_log_lik(b):
+        m = eqx.tree_at(lambda m: last(m).bias, model, b)
+        return jnp.mean(jax.vmap(m.log_likelihood, (None, 0))(jnp.zeros(3), jnp.asarray(x)))
+
+    if likelihood == "categorical":
+        counts = np.stack([(np.round(x * 16) == j).sum(0) for j in range(17)], -1)
+        np.testing.assert_allclose(bias.reshape(4, 5, 17), np.log((counts + 1) / (400 + 17)), rtol=1e-5)
+        return
+    grad = np.asarray(jax.grad(mean_log_lik)(bias)).reshape(4, 5)
+    np.testing.assert_allclose(grad.reshape(-1)[1:], 0.0, atol=2e-5)
+    assert mean_log_lik(bias) > mean_log_lik(bias + 0.05) and mean_log_lik(bias) > mean_log_lik(bias - 0.05)
+    if likelihood == "bernoulli":
+        assert float(bias[0]) == pytest.approx(math.log(1e-3 / (1 - 1e-3)), rel=1e-5)
+
+
+def test_a_new_training_run_starts_from_the_data_bias(digits):
+    """0 epochs: the initial model comes back, its output bias the logit of the training pixels' means."""
+    mc = ModelConfig((8, 8), latent=2, width=8, depth=1)
+    result = train(digits, mc, TrainConfig(epochs=0), progress=False)
+    p = np.clip(digits.train.mean(0), 1e-3, 1 - 1e-3)
+    np.testing.assert_allclose(result.model.decoder.mlp.layers[-1].bias, np.log(p / (1 - p)).reshape(-1), rtol=1e-5)
+
+
+def test_optimizer_is_adam_with_the_configured_beta1_and_epsilon():
+    """Two steps against Adam written out: m̂ = m/(1 − β1^t), v̂ = v/(1 − β2^t), Δ = −lr m̂/(√v̂ + ε)."""
+    from vbayes.vae.train import optimizer
+
+    lr, b1, b2, eps = 0.1, 0.5, 0.999, 1e-2
+    opt = optimizer(TrainConfig(learning_rate=lr, adam_b1=b1, adam_eps=eps))
+    theta, m, v = np.zeros(2), np.zeros(2), np.zeros(2)
+    params, state = jnp.zeros(2), opt.init(jnp.zeros(2))
+    for t, g in enumerate([np.asarray([1.0, -3.0]), np.asarray([-2.0, 0.5])], start=1):
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2
+        theta = theta - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        updates, state = opt.update(jnp.asarray(g, jnp.float32), state, params)
+        params = optax.apply_updates(params, updates)
+        np.testing.assert_allclose(params, theta, rtol=1e-5)
+    with pytest.raises(VBayesError, match="adam_b1"):
+        TrainConfig(adam_b1=1.0)
 
 
 def test_fixed_sd_gets_no_gradient_and_learned_sd_does():

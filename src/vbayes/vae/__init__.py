@@ -28,7 +28,7 @@ from vbayes.vae.losses import (
     negative_elbo,
     negative_elbo_pixel_mean,
 )
-from vbayes.vae.model import VAE, ModelConfig, build_model
+from vbayes.vae.model import VAE, ModelConfig, build_model, with_data_bias
 from vbayes.vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
 from vbayes.vae.train import Run, TrainConfig, TrainResult, TrainState, build_step, init, load_run, train
 
@@ -56,6 +56,7 @@ __all__ = [
     "autoencoder_loss",
     "binarize",
     "build_model",
+    "with_data_bias",
     "build_step",
     "elbo",
     "evaluate",

@@ -54,6 +54,12 @@ class Bernoulli(eqx.Module):
         """E[x] = σ(η); (*S, 1) -> (*S,)."""
         return jax.nn.sigmoid(out[..., 0])
 
+    def marginal_params(self, x: np.ndarray) -> np.ndarray:
+        """The pixel-wise maximum-likelihood fit η_i = logit(x̄_i), x̄ clipped to [10⁻³, 1 − 10⁻³];
+        ``(N, *S) -> (*S, 1)``. For grey levels x̄_i is the probability of a 1 after binarisation."""
+        p = np.clip(_pixel_mean(x), 1e-3, 1 - 1e-3)
+        return np.log(p / (1 - p))[..., None]
+
     def check(self, x: np.ndarray) -> None:
         """Raise unless every value is in [0, 1] (e.g. 0–255 images must be scaled by 1/255 first)."""
         _check_finite(x, "Bernoulli")
@@ -96,6 +102,10 @@ class Gaussian(eqx.Module):
         """E[x] = μ; (*S, 1) -> (*S,)."""
         return out[..., 0]
 
+    def marginal_params(self, x: np.ndarray) -> np.ndarray:
+        """The pixel-wise maximum-likelihood mean μ_i = x̄_i; ``(N, *S) -> (*S, 1)``."""
+        return _pixel_mean(x)[..., None]
+
     def check(self, x: np.ndarray) -> None:
         """Any finite real value is in the support."""
         _check_finite(x, "Gaussian")
@@ -130,6 +140,19 @@ class Categorical(eqx.Module):
         """E[x] = Σ_j softmax(out)_j · j/(L−1); (*S, L) -> (*S,)."""
         grid = jnp.arange(self.levels, dtype=out.dtype) / (self.levels - 1)
         return jax.nn.softmax(out, axis=-1) @ grid
+
+    def marginal_params(self, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """Logits log((n_ij + 1) / (N + L)) from each pixel's counts n_ij of level j (add-one smoothed, so
+        unseen levels keep a finite logit); ``(N, *S) -> (*S, L)``."""
+        n_pixels = math.prod(x.shape[1:])
+        counts = np.zeros(n_pixels * self.levels, np.int64)
+        offsets = np.arange(n_pixels) * self.levels
+        for start in range(0, len(x), chunk):
+            part = np.asarray(x[start : start + chunk], np.float64).reshape(-1, n_pixels)
+            j = np.clip(np.round(part * (self.levels - 1)), 0, self.levels - 1).astype(np.int64)
+            counts += np.bincount((j + offsets).reshape(-1), minlength=counts.size)
+        freq = (counts.reshape(*x.shape[1:], self.levels) + 1.0) / (len(x) + self.levels)
+        return np.log(freq)
 
     def check(self, x: np.ndarray) -> None:
         """Raise unless every value is j/(levels−1) for an integer 0 ≤ j < levels."""
@@ -175,6 +198,19 @@ class ContinuousBernoulli(eqx.Module):
         safe = jnp.where(small, 1.0, eta)
         return jnp.where(small, 0.5 + eta / 12, -1 / jnp.expm1(-safe) - 1 / safe)
 
+    def marginal_params(self, x: np.ndarray) -> np.ndarray:
+        """The pixel-wise maximum-likelihood η_i, which solves E_η[x] = x̄_i (x̄ clipped to [0.01, 0.99]),
+        by bisection on the increasing mean; ``(N, *S) -> (*S, 1)``."""
+        target = np.clip(_pixel_mean(x), 0.01, 0.99)
+        lo, hi = np.full_like(target, -200.0), np.full_like(target, 200.0)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            safe = np.where(np.abs(mid) < 1e-2, 1.0, mid)
+            mean = np.where(np.abs(mid) < 1e-2, 0.5 + mid / 12, -1 / np.expm1(-safe) - 1 / safe)
+            below = mean < target
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        return (0.5 * (lo + hi))[..., None]
+
     def check(self, x: np.ndarray) -> None:
         """Raise unless every value is in [0, 1]."""
         _check_finite(x, "continuous Bernoulli")
@@ -183,6 +219,11 @@ class ContinuousBernoulli(eqx.Module):
 
 
 Likelihood = Bernoulli | Gaussian | Categorical | ContinuousBernoulli
+
+
+def _pixel_mean(x: np.ndarray) -> np.ndarray:
+    """x̄ over the images, in float64; ``(N, *S) -> (*S,)``."""
+    return np.mean(np.asarray(x, np.float64), axis=0)
 
 
 def make_likelihood(

@@ -12,6 +12,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import numpy as np
 from jax import Array
 
 from vbayes.errors import VBayesError
@@ -94,6 +95,14 @@ class VAE(eqx.Module):
     def mean(self, z: Array) -> Array:
         """E[x | z] (what an image grid shows): ``(latent,) -> data_shape``."""
         return self.likelihood.mean(self.decoder(z))
+
+
+def with_data_bias(model: VAE, x: np.ndarray) -> VAE:
+    """``model`` with its decoder's output bias set to the likelihood's pixel-wise maximum-likelihood fit to
+    ``x`` ``(N, *S)`` (Bernoulli: logit of each pixel's mean). Training starts from the best model that
+    ignores z instead of from σ(0) = ½ everywhere (Burda et al. 2016 start the same way)."""
+    params = model.likelihood.marginal_params(np.asarray(x))
+    return eqx.tree_at(lambda m: m.decoder, model, model.decoder.with_output_bias(params))
 
 
 def build_model(config: ModelConfig, key: Array | int = 0) -> VAE:

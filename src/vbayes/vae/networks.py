@@ -3,7 +3,9 @@
 An encoder maps an image ``x`` of shape ``data_shape`` to the Gaussian q(z | x) = N(loc, diag(exp(log_var))):
 ``(loc, log_var)``, each ``(latent,)``. A decoder maps ``z`` ``(latent,)`` to the likelihood's parameters,
 ``data_shape + (n_params,)``. The MLP pair works for any ``data_shape``; the convolutional pair for
-grey images ``(H, W)``.
+grey images ``(H, W)``. Layers start from Equinox's default initialisation; a decoder's output bias can be
+set from data (:meth:`MLPDecoder.with_output_bias`), so that training starts from the likelihood's
+pixel-wise fit.
 """
 
 from __future__ import annotations
@@ -63,6 +65,12 @@ class MLPDecoder(eqx.Module):
 
     def __call__(self, z: Array) -> Array:
         return self.mlp(z).reshape(*self.data_shape, self.n_params)
+
+    def with_output_bias(self, params: Array) -> MLPDecoder:
+        """This decoder with its last bias set to ``params`` ``(*S, n_params)``: at zero last-layer weights it
+        outputs ``params`` for every z."""
+        bias = jnp.asarray(params, self.mlp.layers[-1].bias.dtype).reshape(-1)
+        return eqx.tree_at(lambda d: d.mlp.layers[-1].bias, self, bias)
 
 
 def _halve(n: int) -> int:
@@ -131,6 +139,12 @@ class ConvDecoder(eqx.Module):
         h = jax.image.resize(h, (h.shape[0], H, W), "nearest")
         h = self.act(self.conv2(h))
         return jnp.moveaxis(self.out(h), 0, -1)
+
+    def with_output_bias(self, params: Array) -> ConvDecoder:
+        """This decoder with its 1×1 convolution's bias set to ``params`` ``(H, W, n_params)`` averaged over
+        the pixels (a convolution has one bias per channel)."""
+        bias = jnp.asarray(params, self.out.bias.dtype).reshape(-1, self.n_params).mean(0)
+        return eqx.tree_at(lambda d: d.out.bias, self, bias.reshape(self.out.bias.shape))
 
 
 NETWORKS = ("mlp", "conv")

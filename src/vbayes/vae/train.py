@@ -31,7 +31,7 @@ from vbayes.errors import VBayesError
 from vbayes.infer import sharding
 from vbayes.vae.data import Dataset, binarize, check_images
 from vbayes.vae.losses import KINDS, elbo, iwae_bound, kl_weight, make_objective
-from vbayes.vae.model import VAE, ModelConfig, build_model
+from vbayes.vae.model import VAE, ModelConfig, build_model, with_data_bias
 
 CHECKPOINT_FORMAT = 1
 
@@ -43,7 +43,9 @@ class TrainConfig:
     ``free_bits`` nats per latent dimension; ``patience`` epochs without a better validation bound end
     the run (0: never). ``binarize`` (default: for the Bernoulli likelihood) draws x ~ Bernoulli(grey)
     afresh at every step. ``chunk`` steps run per compiled call. ``lr_schedule``: ``"constant"`` or
-    ``"burda"`` (Burda et al. 2016: learning_rate · 10^(−i/7) during the 3^i epochs of stage i = 0, 1, ...)."""
+    ``"burda"`` (Burda et al. 2016: learning_rate · 10^(−i/7) during the 3^i epochs of stage i = 0, 1, ...).
+    ``adam_b1`` and ``adam_eps``: Adam's β1 and ε (β2 = 0.999). A new run starts from
+    :func:`~vbayes.vae.model.with_data_bias` (the decoder's output bias fitted to the training pixels)."""
 
     kind: str = "vae"
     k: int = 50
@@ -52,6 +54,7 @@ class TrainConfig:
     free_bits: float = 0.0
     batch_size: int = 100
     learning_rate: float = 1e-3
+    adam_b1: float = 0.9
     adam_eps: float = 1e-8
     lr_schedule: str = "constant"
     epochs: int = 100
@@ -70,6 +73,8 @@ class TrainConfig:
             (self.free_bits >= 0, f"free_bits must be ≥ 0, got {self.free_bits}"),
             (self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}"),
             (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
+            (0 <= self.adam_b1 < 1, f"adam_b1 must be in [0, 1), got {self.adam_b1}"),
+            (self.adam_eps > 0, f"adam_eps must be > 0, got {self.adam_eps}"),
             (self.epochs >= 0, f"epochs must be ≥ 0, got {self.epochs}"),
             (self.patience >= 0, f"patience must be ≥ 0, got {self.patience}"),
             (self.chunk >= 1, f"chunk must be ≥ 1, got {self.chunk}"),
@@ -121,10 +126,11 @@ def burda_schedule(learning_rate: float, steps_per_epoch: int) -> Callable[[Arra
 
 
 def optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
-    """Adam with the config's learning rate (constant or Burda et al.'s schedule) and ε."""
+    """Adam with the config's learning rate (constant or Burda et al.'s schedule), β1 and ε (β2 = 0.999)."""
+    rate = config.learning_rate
     if config.lr_schedule == "burda":
-        return optax.adam(burda_schedule(config.learning_rate, steps_per_epoch), eps=config.adam_eps)
-    return optax.adam(config.learning_rate, eps=config.adam_eps)
+        rate = burda_schedule(config.learning_rate, steps_per_epoch)
+    return optax.adam(rate, b1=config.adam_b1, eps=config.adam_eps)
 
 
 def split_model(model: VAE) -> tuple[Any, Any]:
@@ -407,6 +413,8 @@ def train(
     mc, tc = model_config, train_config
     model = build_model(mc, jax.random.fold_in(jax.random.PRNGKey(tc.seed), 0))
     x_train = prepare(dataset.train, model, mc.data_shape, "training data")
+    if not resume:
+        model = with_data_bias(model, x_train)
     has_val = dataset.val.shape[0] > 0
     x_val = prepare(dataset.val, model, mc.data_shape, "validation data") if has_val else None
     do_binarize = tc.binarize if tc.binarize is not None else mc.likelihood == "bernoulli"
