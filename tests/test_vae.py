@@ -196,6 +196,9 @@ def test_a_new_training_run_starts_from_the_data_bias(digits):
     result = train(digits, mc, TrainConfig(epochs=0), progress=False)
     p = np.clip(digits.train.mean(0), 1e-3, 1 - 1e-3)
     np.testing.assert_allclose(result.model.decoder.mlp.layers[-1].bias, np.log(p / (1 - p)).reshape(-1), rtol=1e-5)
+    # a convolution has one bias per channel: the pixels' mean logit
+    conv = with_data_bias(build_model(ModelConfig((8, 8), latent=2, network="conv", width=4), 0), digits.train)
+    np.testing.assert_allclose(conv.decoder.out.bias.reshape(-1), np.mean(np.log(p / (1 - p))), rtol=1e-5)
 
 
 def test_optimizer_is_adam_with_the_configured_beta1_and_epsilon():

@@ -100,7 +100,7 @@ class VAE(eqx.Module):
 def with_data_bias(model: VAE, x: np.ndarray) -> VAE:
     """``model`` with its decoder's output bias set to the likelihood's pixel-wise maximum-likelihood fit to
     ``x`` ``(N, *S)`` (Bernoulli: logit of each pixel's mean). Training starts from the best model that
-    ignores z instead of from σ(0) = ½ everywhere (Burda et al. 2016 start the same way)."""
+    ignores z instead of from a random bias around logit 0 (Burda et al. 2016's code starts the same way)."""
     params = model.likelihood.marginal_params(np.asarray(x))
     return eqx.tree_at(lambda m: m.decoder, model, model.decoder.with_output_bias(params))
 
