@@ -205,9 +205,7 @@ class ContinuousBernoulli(eqx.Module):
         lo, hi = np.full_like(target, -200.0), np.full_like(target, 200.0)
         for _ in range(60):
             mid = 0.5 * (lo + hi)
-            safe = np.where(np.abs(mid) < 1e-2, 1.0, mid)
-            mean = np.where(np.abs(mid) < 1e-2, 0.5 + mid / 12, -1 / np.expm1(-safe) - 1 / safe)
-            below = mean < target
+            below = np.asarray(self.mean(jnp.asarray(mid)[..., None])) < target
             lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
         return (0.5 * (lo + hi))[..., None]
 
