@@ -47,6 +47,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--eval-k", type=int, default=5000)
     p.add_argument("--eval-n", type=int, default=10_000, help="test images for the IWAE evaluation")
     p.add_argument("--adam-b1", type=float, default=0.9, help="Adam's beta1 (Burda et al.'s code: 0.99)")
+    p.add_argument("--iwae-gradient", choices=["dreg", "reparam"], default="dreg", help="IWAE's gradient estimator")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 minute of training, K=100 on 500 images")
     return p.parse_args()
 
@@ -69,12 +70,13 @@ def model_config():
     )
 
 
-def train_config(kind: str, epochs: int = 3280, adam_b1: float = 0.9):
+def train_config(kind: str, epochs: int = 3280, adam_b1: float = 0.9, iwae_gradient: str = "dreg"):
     from vbayes.vae import TrainConfig
 
     return TrainConfig(
         kind=kind,
         k=50,
+        iwae_gradient=iwae_gradient,
         batch_size=20,
         learning_rate=1e-3,
         adam_b1=adam_b1,
@@ -178,7 +180,7 @@ def step_latency(args, data, kinds: list[str]) -> dict:
     rows = ["| model | skip as | µs per step | default here |", "|---|---|---|---|"]
     results = {"device": str(jax.devices()[0]), "jax": jax.__version__}
     for kind in kinds:
-        tc = train_config(kind, adam_b1=args.adam_b1)
+        tc = train_config(kind, adam_b1=args.adam_b1, iwae_gradient=args.iwae_gradient)
         runs = {}
         for name, branching in (("cond", True), ("select", False)):
             train_module.skip_by_branching = lambda b=branching: b  # read when the step is traced
@@ -221,7 +223,7 @@ def train_phase(args, data, kind: str) -> dict:
         if time.perf_counter() - start > budget:
             raise KeyboardInterrupt  # the driver checkpoints mid-epoch and returns
 
-    tc = train_config(kind, adam_b1=args.adam_b1)
+    tc = train_config(kind, adam_b1=args.adam_b1, iwae_gradient=args.iwae_gradient)
     result = train(
         data,
         None if resume else model_config(),

@@ -77,6 +77,10 @@ def train_cmd(
     epochs: Annotated[int, typer.Option(help="Maximum number of epochs.")] = 200,
     out: Annotated[Path | None, typer.Option(help="Run folder (default vbayes-out/vae-<data>-<model>).")] = None,
     k: Annotated[int, typer.Option(help="Importance samples for iwae.")] = 50,
+    iwae_gradient: Annotated[
+        str,
+        typer.Option(help="iwae's gradient: dreg (doubly reparameterised, Tucker et al.) or reparam (Burda et al.)."),
+    ] = "dreg",
     network: Annotated[str, typer.Option(help="mlp or conv.")] = "mlp",
     width: Annotated[int, typer.Option(help="Hidden width (mlp) or channels (conv).")] = 200,
     depth: Annotated[int, typer.Option(help="Hidden layers of the MLPs.")] = 2,
@@ -126,6 +130,7 @@ def train_cmd(
         tc = TrainConfig(
             kind=model,
             k=k,
+            iwae_gradient=iwae_gradient,
             beta=beta,
             anneal_steps=anneal_steps,
             free_bits=free_bits,

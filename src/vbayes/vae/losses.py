@@ -26,6 +26,7 @@ from vbayes.families import kl_to_standard_normal
 from vbayes.vae.model import VAE
 
 KINDS = ("vae", "iwae", "ae")
+IWAE_GRADIENTS = ("reparam", "dreg")
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -70,18 +71,57 @@ def _batch_encode(model: VAE, x: Array) -> tuple[Array, Array]:
     return jax.vmap(model.encode)(x)
 
 
-def _log_weights(model: VAE, x: Array, loc: Array, log_var: Array, eps: Array) -> Array:
-    """log w = log p(x_b | z) + log p(z) − log q(z | x_b), z = μ_b + σ_b ε; ``eps`` (B, K, d) -> (B, K).
+def _log_joint(model: VAE, x: Array, z: Array) -> Array:
+    """log p(x_b | z_bk) + log p(z_bk); ``x`` (B, *S), ``z`` (B, K, d) -> (B, K).
 
     The B·K latents go through the decoder as one flat batch (one matrix product per layer).
     """
-    b, k, d = eps.shape
-    z = loc[:, None] + jnp.exp(0.5 * log_var)[:, None] * eps
+    b, k, d = z.shape
     x_rep = jnp.broadcast_to(x[:, None], (b, k, *x.shape[1:])).reshape(b * k, *x.shape[1:])
     log_lik = jax.vmap(model.log_likelihood)(z.reshape(b * k, d), x_rep).reshape(b, k)
-    log_prior = -0.5 * jnp.sum(z**2 + _LOG_2PI, -1)
+    return log_lik - 0.5 * jnp.sum(z**2 + _LOG_2PI, -1)
+
+
+def _log_weights(model: VAE, x: Array, loc: Array, log_var: Array, eps: Array) -> Array:
+    """log w = log p(x_b, z) − log q(z | x_b), z = μ_b + σ_b ε; ``eps`` (B, K, d) -> (B, K)."""
+    z = loc[:, None] + jnp.exp(0.5 * log_var)[:, None] * eps
     log_q = -0.5 * jnp.sum(eps**2 + log_var[:, None] + _LOG_2PI, -1)
-    return log_lik + log_prior - log_q
+    return _log_joint(model, x, z) - log_q
+
+
+def _log_weights_at(model: VAE, x: Array, z: Array, loc: Array, log_var: Array) -> Array:
+    """log w = log p(x_b, z) − log N(z; μ_b, σ_b²) at given latents ``z`` (B, K, d) -> (B, K)."""
+    r2 = (z - loc[:, None]) ** 2 * jnp.exp(-log_var)[:, None]
+    return _log_joint(model, x, z) + 0.5 * jnp.sum(r2 + log_var[:, None] + _LOG_2PI, -1)
+
+
+def _dreg_log_weights(model: VAE, x: Array, loc: Array, log_var: Array, eps: Array) -> Array:
+    """log w ``(B, K)`` for z = μ + σ ε whose backward pass is the doubly reparameterised gradient of the
+    IWAE bound (Tucker et al. 2019): given the cotangent g = ∂L/∂log w, the decoder gets Σ_k g_k ∂log w_k/∂θ
+    as usual, while the latents get w̃_k g_k ∂log w_k/∂z_k, w̃ = softmax(log w), with q's μ, σ held fixed
+    inside log q. For L = IWAE_K (g = w̃) the encoder's gradient is Σ_k w̃_k² ∂log w_k/∂z_k ∂z_k/∂φ, unbiased
+    for ∇_φ IWAE_K and zero when q is the exact posterior. Only valid under a log-mean-exp of these weights.
+    """
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    z = loc[:, None] + jnp.exp(0.5 * log_var)[:, None] * eps
+    fixed = (x, jax.lax.stop_gradient(loc), jax.lax.stop_gradient(log_var))
+
+    def log_w(params, z, x, loc_q, log_var_q):
+        return _log_weights_at(eqx.combine(params, static), x, z, loc_q, log_var_q)
+
+    def forward(params, z, *fixed):
+        lw, pullback = jax.vjp(lambda p, zz: log_w(p, zz, *fixed), params, z)
+        return lw, (lw, pullback, fixed)
+
+    def backward(residuals, g):
+        lw, pullback, fixed = residuals
+        g_params, g_z = pullback(g)
+        g_z = g_z * jax.nn.softmax(lw, -1)[..., None]
+        return (g_params, g_z, *jax.tree_util.tree_map(jnp.zeros_like, fixed))
+
+    dreg = jax.custom_vjp(log_w)
+    dreg.defvjp(forward, backward)
+    return dreg(params, z, *fixed)
 
 
 def elbo(model: VAE, x: Array, key: Array, samples: int = 1) -> Array:
@@ -171,10 +211,18 @@ def negative_elbo_pixel_mean(model: VAE, x: Array, key: Array) -> Array:
     return jnp.mean(-rec / d + kl_per_dim(loc, log_var).sum(-1))
 
 
-def iwae_loss(model: VAE, x: Array, key: Array, *, k: int = 50) -> tuple[Array, LossInfo]:
-    """−(1/B) Σ_b IWAE_K(x_b), trained with the reparameterised gradient (Burda et al. 2016); ``(B, *S) -> ()``."""
+def iwae_loss(model: VAE, x: Array, key: Array, *, k: int = 50, gradient: str = "dreg") -> tuple[Array, LossInfo]:
+    """−(1/B) Σ_b IWAE_K(x_b); ``(B, *S) -> ()``. ``gradient``: ``"dreg"``, the doubly reparameterised
+    gradient (Tucker et al. 2019: the same value and decoder gradient, an encoder gradient with less variance
+    whose signal does not fade as K grows), or ``"reparam"``, the reparameterised one of Burda et al. 2016."""
+    if gradient not in IWAE_GRADIENTS:
+        raise VBayesError(f"unknown IWAE gradient {gradient!r}; use one of {', '.join(IWAE_GRADIENTS)}")
     loc, log_var = _batch_encode(model, x)
-    bound = _iwae_from_encoding(model, x, loc, log_var, key, k)
+    if gradient == "dreg":
+        eps = jax.random.normal(key, (x.shape[0], int(k), loc.shape[-1]), loc.dtype)
+        bound = jax.nn.logsumexp(_dreg_log_weights(model, x, loc, log_var, eps), -1) - math.log(k)
+    else:
+        bound = _iwae_from_encoding(model, x, loc, log_var, key, k)
     kl_dims = kl_per_dim(jax.lax.stop_gradient(loc), jax.lax.stop_gradient(log_var)).mean(0)
     nan = jnp.asarray(jnp.nan, bound.dtype)
     return -jnp.mean(bound), LossInfo(jnp.mean(bound), nan, jnp.sum(kl_dims), kl_dims)
@@ -196,15 +244,16 @@ def kl_weight(step: Array | int, beta: float, anneal_steps: int) -> Array:
 
 
 def make_objective(
-    kind: str, *, k: int = 50, free_bits: float = 0.0
+    kind: str, *, k: int = 50, free_bits: float = 0.0, iwae_gradient: str = "dreg"
 ) -> Callable[[VAE, Array, Array, Array], tuple[Array, LossInfo]]:
-    """``loss(model, x, key, kl_weight) -> (loss, LossInfo)`` for ``kind`` in :data:`KINDS`."""
+    """``loss(model, x, key, kl_weight) -> (loss, LossInfo)`` for ``kind`` in :data:`KINDS`
+    (``iwae_gradient``: see :func:`iwae_loss`)."""
     if kind == "vae":
         return lambda model, x, key, w: negative_elbo(model, x, key, beta=w, free_bits=free_bits)
     if kind == "iwae":
         if int(k) < 1:
             raise VBayesError(f"IWAE needs K ≥ 1 importance samples, got {k}")
-        return lambda model, x, key, w: iwae_loss(model, x, key, k=int(k))
+        return lambda model, x, key, w: iwae_loss(model, x, key, k=int(k), gradient=iwae_gradient)
     if kind == "ae":
         return lambda model, x, key, w: autoencoder_loss(model, x)
     raise VBayesError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")

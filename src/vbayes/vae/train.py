@@ -30,7 +30,7 @@ from jax import Array
 from vbayes.errors import VBayesError
 from vbayes.infer import sharding
 from vbayes.vae.data import Dataset, binarize, check_images
-from vbayes.vae.losses import KINDS, elbo, iwae_bound, kl_weight, make_objective
+from vbayes.vae.losses import IWAE_GRADIENTS, KINDS, elbo, iwae_bound, kl_weight, make_objective
 from vbayes.vae.model import VAE, ModelConfig, build_model, with_data_bias
 
 CHECKPOINT_FORMAT = 1
@@ -44,11 +44,13 @@ class TrainConfig:
     the run (0: never). ``binarize`` (default: for the Bernoulli likelihood) draws x ~ Bernoulli(grey)
     afresh at every step. ``chunk`` steps run per compiled call. ``lr_schedule``: ``"constant"`` or
     ``"burda"`` (Burda et al. 2016: learning_rate · 10^(−i/7) during the 3^i epochs of stage i = 0, 1, ...).
-    ``adam_b1`` and ``adam_eps``: Adam's β1 and ε (β2 = 0.999). A new run starts from
+    ``adam_b1`` and ``adam_eps``: Adam's β1 and ε (β2 = 0.999). ``iwae_gradient`` (IWAE only, like ``k``):
+    ``"dreg"`` (default) or ``"reparam"``, see :func:`~vbayes.vae.losses.iwae_loss`. A new run starts from
     :func:`~vbayes.vae.model.with_data_bias` (the decoder's output bias fitted to the training pixels)."""
 
     kind: str = "vae"
     k: int = 50
+    iwae_gradient: str = "dreg"
     beta: float = 1.0
     anneal_steps: int = 0
     free_bits: float = 0.0
@@ -80,6 +82,12 @@ class TrainConfig:
             (self.chunk >= 1, f"chunk must be ≥ 1, got {self.chunk}"),
         ]
         checks.append(
+            (
+                self.iwae_gradient in IWAE_GRADIENTS,
+                f"unknown iwae_gradient {self.iwae_gradient!r}; use one of {', '.join(IWAE_GRADIENTS)}",
+            )
+        )
+        checks.append(
             (self.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule {self.lr_schedule!r}; use constant or burda")
         )
         for ok, message in checks:
@@ -91,6 +99,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = {"iwae_gradient": "reparam", **d}  # runs saved before the option existed used the reparameterised one
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
@@ -170,7 +179,7 @@ def build_step(
     The step's randomness is ``fold_in(key, state.step)``; a step whose loss or gradient is not finite is
     skipped (``info.finite`` false).
     """
-    objective = make_objective(config.kind, k=config.k, free_bits=config.free_bits)
+    objective = make_objective(config.kind, k=config.k, free_bits=config.free_bits, iwae_gradient=config.iwae_gradient)
 
     def loss_fn(params, x, key, weight):
         return objective(eqx.combine(params, static), x, key, weight)
