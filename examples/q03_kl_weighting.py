@@ -89,7 +89,6 @@ def identities(x: np.ndarray) -> dict[str, float]:
     return {"pixel_mean_times_d": pixel_mean * d, "beta_d_loss": beta_d, "sigma_lhs": lhs, "sigma_rhs": rhs, "d": d}
 
 
-
 def main(argv: Sequence[str] | None = None) -> dict:
     args = example_args(__doc__.splitlines()[0], argv)
     epochs, k = (40, 100) if args.quick else (300, 1000)

@@ -31,7 +31,6 @@ HELD_OUT = 7
 LATENT = 16
 
 
-
 def without_digit(data: vae.Dataset, digit: int) -> tuple[vae.Dataset, np.ndarray]:
     """The data set with ``digit`` removed from train, validation and test, and all images of ``digit``."""
     keep = lambda x, y: (x[y != digit], y[y != digit])  # noqa: E731

@@ -169,6 +169,7 @@ def test_unreachable_scheduler():
         vd.connect("local:zero")
 
 
+@pytest.mark.slow
 def test_cli_gmm_on_a_cluster(client, tmp_path):
     X, _, _ = _data(3000, seed=2)
     np.save(tmp_path / "x.npy", X)

@@ -25,6 +25,7 @@ def blobs():
     return CENTERS[z] + rng.normal(size=(1000, 3)) * np.array([1.0, 0.7, 1.3]) + 100.0
 
 
+@pytest.mark.slow
 def test_sklearn_estimator_checks():
     """scikit-learn's own battery (41 checks; only the array-API check, which needs SCIPY_ARRAY_API, skips)."""
     from sklearn.utils.estimator_checks import check_estimator

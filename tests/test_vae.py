@@ -312,6 +312,7 @@ def test_dreg_gradient_is_unbiased_with_less_variance_and_the_same_value_and_dec
     assert dreg.var(0).sum() < 0.6 * rep.var(0).sum(), (dreg.var(0).sum(), rep.var(0).sum())
 
 
+@pytest.mark.slow
 def test_dreg_is_a_trainable_iwae_option_and_rejected_elsewhere(digits):
     """Both estimators of the same gradient train the same IWAE-5 on digits from the same start to within
     what one short run's noise allows, far above where they start."""
