@@ -79,6 +79,7 @@ def _rows(X, start, stop, flags):
     return X[start:stop]
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_fit_changes_nothing(client, in_memory, tmp_path):
     X, model, params, ref = in_memory
     parts = [
@@ -93,7 +94,7 @@ def test_worker_killed_mid_fit_changes_nothing(client, in_memory, tmp_path):
     assert _rel(ref.params, fit.params) <= 1e-10
 
 
-@pytest.mark.slow  # the default run fits the estimator on a cluster in test_cli_gmm_on_a_cluster
+@pytest.mark.slow  # like test_cli_gmm_on_a_cluster; the default run keeps test_cavi_on_dask_equals_in_memory
 def test_estimator_on_dask(client):
     X, _, _ = _data(8000, seed=1)
     dx = da.from_array(X, chunks=(3000, 3))

@@ -77,6 +77,7 @@ def test_unknown_example_suggests_closest_and_lists_names():
         load("zzzz")
 
 
+@pytest.mark.slow
 def test_rebuilding_gives_the_same_static_part():
     """Same model, same data shapes: equal densities (so jit caches hit) and the data arrays as leaves."""
     for name in EXAMPLES:
