@@ -37,7 +37,7 @@ from _common import fmt_time, machine_info, markdown_table  # noqa: E402
 
 from vbayes import laplace  # noqa: E402
 from vbayes.examples.tomography import plasma_tomography_problem  # noqa: E402
-from vbayes.infer.laplace import hessian_rows  # noqa: E402
+from vbayes.infer.curvature import hessian_rows  # noqa: E402
 from vbayes.infer.optimize import find_map  # noqa: E402
 from vbayes.targets import least_squares_parts  # noqa: E402
 

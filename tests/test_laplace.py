@@ -20,12 +20,8 @@ from vbayes import VBayesError, from_least_squares, from_logdensity, laplace  # 
 from vbayes.examples import diabetes_data, linear_regression, linear_regression_exact  # noqa: E402
 from vbayes.families import FullRankGaussian, LowRankPrecisionGaussian, kl  # noqa: E402
 from vbayes.infer import optimize  # noqa: E402
-from vbayes.targets import (  # noqa: E402
-    DensePrecision,
-    SparseCholesky,
-    as_precision,
-    selected_inverse_diag,
-)
+from vbayes.linalg.cholesky import SparseCholesky, selected_inverse_diag  # noqa: E402
+from vbayes.linalg.precision import DensePrecision, as_precision  # noqa: E402
 
 laplace_module = importlib.import_module("vbayes.infer.laplace")
 

@@ -187,7 +187,7 @@ def plain(small):
 def test_compressed_target_equals_the_forward_model(small, plain):
     """‖(y − G E)/σ‖² expanded as c − 2bᵀE + EᵀWE: log density and gradient equal the plain target's at
     random points (to rounding), as do the Gauss-Newton products Jᵀ W J v and Jᵀ J v."""
-    from vbayes.infer.laplace import gauss_newton_rows
+    from vbayes.infer.curvature import gauss_newton_rows
     from vbayes.targets import value_and_grad
 
     key = jax.random.PRNGKey(3)

@@ -202,7 +202,8 @@ class LowRankPrecisionGaussian(NamedTuple):
     The Laplace form of Bui-Thanh et al. (2013): P is the prior precision, U ``(d, r)`` orthonormal and λ
     ``(r,)`` > −1 the leading eigenpairs of the prior-preconditioned data Hessian L⁻¹ H_data L⁻ᵀ. ``factor`` is
     any Cholesky factor of P with ``apply_lt``, ``solve_lt``, ``solve_l``, ``inverse_diag`` and ``half_logdet``
-    (:class:`~vbayes.targets.DiagonalCholesky`, ``DenseCholesky``, ``SparseCholesky``). In closed form through U:
+    (:class:`~vbayes.linalg.cholesky.DiagonalCholesky`, ``DenseCholesky``, ``SparseCholesky``). In closed form
+    through U:
     Λ⁻¹ = P⁻¹ − W diag(λ/(1+λ)) Wᵀ with W = L⁻ᵀU, Λ^{-1/2}-type draws z = loc + L⁻ᵀ(I − U diag(1 − (1+λ)^{-1/2}) Uᵀ)ε,
     log|Λ| = log|P| + Σ log(1+λ). Nothing here forms a d×d matrix except :meth:`covariance`.
     """
