@@ -109,7 +109,8 @@ def throughput(args, data) -> dict:
     from _torch_vae import make_trainer
 
     from vbayes.vae import build_model
-    from vbayes.vae.train import build_chunk, build_step, init, optimizer, split_model
+    from vbayes.vae.config import optimizer, split_model
+    from vbayes.vae.train import build_chunk, build_step, init
 
     torch.set_num_threads(args.threads)
     x = data.train

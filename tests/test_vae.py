@@ -1,6 +1,7 @@
 """vbayes.vae against truth: closed-form KL and pPCA likelihoods, normalised likelihoods, bound orderings,
 exact resumption, diagnostics on models whose answer is known, and clear errors for bad input."""
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -204,7 +205,7 @@ def test_a_new_training_run_starts_from_the_data_bias(digits):
 
 def test_optimizer_is_adam_with_the_configured_beta1_and_epsilon():
     """Two steps against Adam written out: m̂ = m/(1 − β1^t), v̂ = v/(1 − β2^t), Δ = −lr m̂/(√v̂ + ε)."""
-    from vbayes.vae.train import optimizer
+    from vbayes.vae.config import optimizer
 
     lr, b1, b2, eps = 0.1, 0.5, 0.999, 1e-2
     opt = optimizer(TrainConfig(learning_rate=lr, adam_b1=b1, adam_eps=eps))
@@ -497,8 +498,25 @@ def test_ctrl_c_mid_epoch_saves_and_resume_continues_exactly(digits, tmp_path):
     stopped = train(digits, mc, tc, out=tmp_path, progress=False, callback=interrupt)
     assert stopped.outcome == "interrupted" and stopped.steps == 30 and stopped.epochs == 1
     resumed = train(digits, None, None, out=tmp_path, resume=True, progress=False)
-    assert resumed.outcome == "max_epochs" and resumed.steps == full.steps
+    assert resumed.outcome == "max_steps" and resumed.steps == full.steps
     _assert_same_params(resumed.last_model, full.last_model)
+
+
+def test_all_epochs_without_a_patience_rule_is_completed_and_old_outcome_words_still_load(digits, tmp_path):
+    """patience 0 (no early-stopping rule): a run through all its epochs is ``completed``. ``state.json``'s
+    outcome is informational: a folder saved with the VAE's old words (max_epochs, early_stopped) loads and resumes."""
+    mc, tc = _small()
+    tc = TrainConfig(**{**tc.to_dict(), "epochs": 1, "patience": 0})
+    first = train(digits, mc, tc, out=tmp_path, progress=False)
+    state = tmp_path / "state.json"
+    assert first.outcome == "completed" and json.loads(state.read_text())["outcome"] == "completed"
+    for old in ("max_epochs", "early_stopped"):
+        state.write_text(json.dumps({**json.loads(state.read_text()), "outcome": old}))
+        assert load_run(tmp_path).meta["outcome"] == old
+    more = TrainConfig(**{**tc.to_dict(), "epochs": 2})
+    resumed = train(digits, None, more, out=tmp_path, resume=True, progress=False)
+    assert resumed.outcome == "completed" and resumed.epochs == 2
+    assert json.loads(state.read_text())["outcome"] == "completed"
 
 
 @pytest.mark.parametrize("branching", [True, False], ids=["cond", "select"])
@@ -540,7 +558,7 @@ def test_a_step_with_a_non_finite_loss_changes_nothing_but_the_step_count(digits
 def test_early_stopping_returns_the_best_validation_model(digits):
     mc = ModelConfig((8, 8), latent=3, width=16, depth=1)
     result = train(digits, mc, TrainConfig(epochs=40, batch_size=50, learning_rate=0.3, patience=2), progress=False)
-    assert result.outcome == "early_stopped" and result.epochs < 40
+    assert result.outcome == "converged" and result.epochs < 40
     vals = [h["val_bound"] for h in result.history]
     assert result.best_epoch == int(np.argmax(vals)) + 1
     assert vals[-1] < max(vals) and len(vals) - result.best_epoch == 2

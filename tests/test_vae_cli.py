@@ -46,7 +46,7 @@ def run_dir(tmp_path_factory):
         out,
     )
     assert result.exit_code == 0, result.output
-    assert "max_epochs after 4 epochs" in result.stdout and "active units" in result.stdout
+    assert "max_steps after 4 epochs" in result.stdout and "active units" in result.stdout
     return out
 
 

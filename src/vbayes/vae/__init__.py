@@ -4,6 +4,8 @@ Loss convention: the negative ELBO **summed over data dimensions and averaged ov
 image); see :mod:`vbayes.vae.losses`. Networks are Equinox modules, training is optax in compiled chunks.
 """
 
+from vbayes.vae.checkpoint import Run, load_run
+from vbayes.vae.config import TrainConfig, TrainState
 from vbayes.vae.data import Dataset, binarize, load_digits, load_mnist, read_idx
 from vbayes.vae.diagnostics import (
     Evaluation,
@@ -30,7 +32,7 @@ from vbayes.vae.losses import (
 )
 from vbayes.vae.model import VAE, ModelConfig, build_model, with_data_bias
 from vbayes.vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from vbayes.vae.train import Run, TrainConfig, TrainResult, TrainState, build_step, init, load_run, train
+from vbayes.vae.train import TrainResult, build_step, init, train
 
 __all__ = [
     "VAE",

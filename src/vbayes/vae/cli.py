@@ -103,10 +103,12 @@ def train_cmd(
 ) -> None:
     """Train on the data, checkpointing every epoch (Ctrl-C saves; --resume continues); write pictures."""
     from vbayes.infer.sharding import parse_devices_option
+    from vbayes.vae.checkpoint import load_run
+    from vbayes.vae.config import TrainConfig
     from vbayes.vae.diagnostics import activity, collapse_messages, kl_per_dimension
     from vbayes.vae.model import ModelConfig
     from vbayes.vae.plots import write_figures
-    from vbayes.vae.train import TrainConfig, load_run, train
+    from vbayes.vae.train import train
 
     with _user_errors():
         devices, note = parse_devices_option(devices)
@@ -181,8 +183,8 @@ def evaluate_cmd(
     seed: Annotated[int, typer.Option(help="Random seed for the Monte Carlo estimates.")] = 0,
 ) -> None:
     """Test ELBO, IWAE-k log p(x), reconstruction, KL per dimension, active units; writes evaluation.json."""
+    from vbayes.vae.checkpoint import load_run
     from vbayes.vae.diagnostics import evaluate
-    from vbayes.vae.train import load_run
 
     with _user_errors():
         run = load_run(folder)
@@ -223,8 +225,8 @@ def sample_cmd(
     seed: Annotated[int, typer.Option(help="Random seed for the prior samples.")] = 0,
 ) -> None:
     """Write samples.png (decoded z ~ N(0, I)), reconstructions.png, interpolation.png and latent.png."""
+    from vbayes.vae.checkpoint import load_run
     from vbayes.vae.plots import write_figures
-    from vbayes.vae.train import load_run
 
     with _user_errors():
         run = load_run(folder)

@@ -1,11 +1,11 @@
 """Training: an optax ``init``/``step`` core, compiled chunks of steps, and a resumable driver.
 
 The core is :func:`init` and :func:`build_step` (``state, info = step(state, x, key)``) over a
-:class:`TrainState` NamedTuple. The driver :func:`train` runs epochs of shuffled minibatches as compiled
-``lax.scan`` chunks, shows a progress bar with the running bound, evaluates the validation set after
+:class:`~vbayes.vae.config.TrainState` NamedTuple. The driver :func:`train` runs epochs of shuffled minibatches
+as compiled ``lax.scan`` chunks, shows a progress bar with the running bound, evaluates the validation set after
 every epoch (early stopping with ``patience``), and checkpoints to ``out`` after every epoch and on
-Ctrl-C. Everything random is a function of ``seed``, the epoch and the step, so a resumed run computes
-exactly what an uninterrupted one would.
+Ctrl-C (:mod:`vbayes.vae.checkpoint`). Everything random is a function of ``seed``, the epoch and the step, so a
+resumed run computes exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,86 +27,11 @@ from jax import Array
 
 from vbayes.errors import VBayesError
 from vbayes.infer import sharding
+from vbayes.vae.checkpoint import CHECKPOINT_FORMAT, load_run, resolve_resume, save, write_atomic
+from vbayes.vae.config import TrainConfig, TrainState, optimizer, split_model
 from vbayes.vae.data import Dataset, binarize, check_images
-from vbayes.vae.losses import IWAE_GRADIENTS, KINDS, elbo, iwae_bound, kl_weight, make_objective
+from vbayes.vae.losses import elbo, iwae_bound, kl_weight, make_objective
 from vbayes.vae.model import VAE, ModelConfig, build_model, with_data_bias
-
-CHECKPOINT_FORMAT = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to train. ``kind``: ``"vae"`` (negative ELBO), ``"iwae"`` (IWAE bound with ``k`` samples) or
-    ``"ae"`` (deterministic autoencoder). ``beta`` weights the KL, reached linearly over ``anneal_steps``;
-    ``free_bits`` nats per latent dimension; ``patience`` epochs without a better validation bound end
-    the run (0: never). ``binarize`` (default: for the Bernoulli likelihood) draws x ~ Bernoulli(grey)
-    afresh at every step. ``chunk`` steps run per compiled call. ``lr_schedule``: ``"constant"`` or
-    ``"burda"`` (Burda et al. 2016: learning_rate · 10^(−i/7) during the 3^i epochs of stage i = 0, 1, ...).
-    ``adam_b1`` and ``adam_eps``: Adam's β1 and ε (β2 = 0.999). ``iwae_gradient`` (IWAE only, like ``k``):
-    ``"dreg"`` (default) or ``"reparam"``, see :func:`~vbayes.vae.losses.iwae_loss`. A new run starts from
-    :func:`~vbayes.vae.model.with_data_bias` (the decoder's output bias fitted to the training pixels)."""
-
-    kind: str = "vae"
-    k: int = 50
-    iwae_gradient: str = "dreg"
-    beta: float = 1.0
-    anneal_steps: int = 0
-    free_bits: float = 0.0
-    batch_size: int = 100
-    learning_rate: float = 1e-3
-    adam_b1: float = 0.9
-    adam_eps: float = 1e-8
-    lr_schedule: str = "constant"
-    epochs: int = 100
-    patience: int = 20
-    seed: int = 0
-    binarize: bool | None = None
-    chunk: int = 50
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise VBayesError(f"unknown model kind {self.kind!r}; use one of {', '.join(KINDS)}")
-        checks = [
-            (self.k >= 1, f"k must be ≥ 1, got {self.k}"),
-            (self.beta >= 0 and math.isfinite(self.beta), f"beta must be ≥ 0 and finite, got {self.beta}"),
-            (self.anneal_steps >= 0, f"anneal_steps must be ≥ 0, got {self.anneal_steps}"),
-            (self.free_bits >= 0, f"free_bits must be ≥ 0, got {self.free_bits}"),
-            (self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}"),
-            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
-            (0 <= self.adam_b1 < 1, f"adam_b1 must be in [0, 1), got {self.adam_b1}"),
-            (self.adam_eps > 0, f"adam_eps must be > 0, got {self.adam_eps}"),
-            (self.epochs >= 0, f"epochs must be ≥ 0, got {self.epochs}"),
-            (self.patience >= 0, f"patience must be ≥ 0, got {self.patience}"),
-            (self.chunk >= 1, f"chunk must be ≥ 1, got {self.chunk}"),
-        ]
-        checks.append(
-            (
-                self.iwae_gradient in IWAE_GRADIENTS,
-                f"unknown iwae_gradient {self.iwae_gradient!r}; use one of {', '.join(IWAE_GRADIENTS)}",
-            )
-        )
-        checks.append(
-            (self.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule {self.lr_schedule!r}; use constant or burda")
-        )
-        for ok, message in checks:
-            if not ok:
-                raise VBayesError(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = {"iwae_gradient": "reparam", **d}  # runs saved before the option existed used the reparameterised one
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
-
-
-class TrainState(NamedTuple):
-    """The model's trainable arrays, the optimiser's state and the number of steps taken."""
-
-    params: Any
-    opt_state: optax.OptState
-    step: Array
 
 
 class StepInfo(NamedTuple):
@@ -117,34 +40,6 @@ class StepInfo(NamedTuple):
     loss: Array
     bound: Array
     finite: Array
-
-
-LR_SCHEDULES = ("constant", "burda")
-
-
-def burda_schedule(learning_rate: float, steps_per_epoch: int) -> Callable[[Array], Array]:
-    """lr(step) = learning_rate · 10^(−i/7) in stage i: 3^i ≤ 2e + 1 < 3^(i+1), epoch e = step // steps_per_epoch."""
-    powers = jnp.asarray([3**j for j in range(1, 19)], jnp.int32)
-
-    def schedule(step):
-        epoch = step // steps_per_epoch
-        stage = jnp.sum(2 * epoch + 1 >= powers)
-        return learning_rate * 10.0 ** (-stage / 7.0)
-
-    return schedule
-
-
-def optimizer(config: TrainConfig, steps_per_epoch: int = 1) -> optax.GradientTransformation:
-    """Adam with the config's learning rate (constant or Burda et al.'s schedule), β1 and ε (β2 = 0.999)."""
-    rate = config.learning_rate
-    if config.lr_schedule == "burda":
-        rate = burda_schedule(config.learning_rate, steps_per_epoch)
-    return optax.adam(rate, b1=config.adam_b1, eps=config.adam_eps)
-
-
-def split_model(model: VAE) -> tuple[Any, Any]:
-    """``(params, static)``: the floating-point arrays, and everything else (recombine with ``eqx.combine``)."""
-    return eqx.partition(model, eqx.is_inexact_array)
 
 
 def init(model: VAE, opt: optax.GradientTransformation) -> TrainState:
@@ -257,81 +152,15 @@ def _compiled(mc: ModelConfig, tc: TrainConfig, do_binarize: bool, steps_per_epo
 
 
 # ----------------------------------------------------------------------------------------------
-# checkpoints
-
-
-class Run(NamedTuple):
-    """A training folder read back: the best and last models, the configs, the data spec and the history."""
-
-    model: VAE
-    last_model: VAE
-    model_config: ModelConfig
-    train_config: TrainConfig
-    data: str | None
-    meta: dict[str, Any]
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _save(out: Path, state: TrainState, meta: dict[str, Any], best_params: Any | None) -> None:
-    """Checkpoint file named by position, then the JSON that points at it, then remove the old one."""
-    name = f"checkpoint-{meta['epoch']:05d}-{meta['chunk']:05d}.eqx"
-    _write_atomic(out / name, lambda p: eqx.tree_serialise_leaves(p, state))
-    if best_params is not None:
-        _write_atomic(out / "best.eqx", lambda p: eqx.tree_serialise_leaves(p, best_params))
-    meta = {**meta, "checkpoint": name}
-    _write_atomic(out / "state.json", lambda p: p.write_text(json.dumps(meta, indent=1)))
-    for old in out.glob("checkpoint-*.eqx"):
-        if old.name != name:
-            old.unlink(missing_ok=True)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise VBayesError(f"no checkpoint: {path} is missing (train with --out first)") from None
-    except json.JSONDecodeError as e:
-        raise VBayesError(f"{path} is not valid JSON ({e}); the checkpoint is damaged") from None
-
-
-def load_run(folder: str | Path) -> Run:
-    """Read a training folder written by :func:`train`; a clear error when it is missing or damaged."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VBayesError(f"no checkpoint: folder {folder} does not exist")
-    config = _read_json(folder / "config.json")
-    meta = _read_json(folder / "state.json")
-    mc = ModelConfig.from_dict(config["model"])
-    tc = TrainConfig.from_dict(config["train"])
-    like = build_model(mc, 0)
-    params, _ = split_model(like)
-    opt = optimizer(tc)
-    state_like = TrainState(params, opt.init(params), jnp.asarray(0, jnp.int32))
-    ckpt = folder / meta.get("checkpoint", "")
-    if not ckpt.is_file():
-        raise VBayesError(f"no checkpoint: {ckpt} is missing")
-    try:
-        state = eqx.tree_deserialise_leaves(ckpt, state_like)
-        best = eqx.tree_deserialise_leaves(folder / "best.eqx", params) if (folder / "best.eqx").is_file() else None
-    except Exception as e:  # a truncated or foreign file
-        raise VBayesError(f"cannot read the checkpoint in {folder}: {e}") from None
-    last = eqx.combine(state.params, split_model(like)[1])
-    model = eqx.combine(best, split_model(like)[1]) if best is not None else last
-    return Run(model, last, mc, tc, config.get("data"), {**meta, "_state": state})
-
-
-# ----------------------------------------------------------------------------------------------
 # the driver
 
 
 class TrainResult(NamedTuple):
     """``model``: best on validation (last without validation data); ``history``: one dict per epoch;
-    ``outcome``: ``"max_epochs"``, ``"early_stopped"`` or ``"interrupted"``."""
+    ``outcome``, in the vocabulary of every vbayes fit: ``"converged"`` (early stopping: ``patience`` epochs
+    without a better validation bound), ``"completed"`` (all ``epochs`` run, no early-stopping rule:
+    ``patience`` 0), ``"max_steps"`` (all ``epochs`` run before the ``patience`` rule fired) or
+    ``"interrupted"`` (Ctrl-C: the result so far)."""
 
     model: VAE
     last_model: VAE
@@ -341,26 +170,6 @@ class TrainResult(NamedTuple):
     steps: int
     best_epoch: int
     out: Path | None
-
-
-_RESUMABLE_CHANGES = {"epochs", "patience"}
-
-
-def _resolve_resume(out: Path, model_config, train_config):
-    config = _read_json(out / "config.json")
-    saved_mc = ModelConfig.from_dict(config["model"])
-    saved_tc = TrainConfig.from_dict(config["train"])
-    if model_config is not None and model_config != saved_mc:
-        raise VBayesError(f"cannot resume {out} with a different model: saved {saved_mc}, given {model_config}")
-    if train_config is not None:
-        diff = [f for f in saved_tc.to_dict() if getattr(saved_tc, f) != getattr(train_config, f)]
-        bad = [f for f in diff if f not in _RESUMABLE_CHANGES]
-        if bad:
-            raise VBayesError(
-                f"cannot resume {out} with different {', '.join(bad)} (only epochs and patience may change)"
-            )
-        saved_tc = train_config
-    return saved_mc, saved_tc, config
 
 
 def _as_dataset(data: Dataset | np.ndarray) -> Dataset:
@@ -410,7 +219,7 @@ def train(
             raise VBayesError("resume=True needs the run's folder as out=")
         if not (out / "state.json").exists():
             raise VBayesError(f"no checkpoint to resume in {out} (state.json is missing)")
-        model_config, train_config, config_json = _resolve_resume(out, model_config, train_config)
+        model_config, train_config, config_json = resolve_resume(out, model_config, train_config)
     else:
         if out is not None and (out / "state.json").exists():
             raise VBayesError(f"{out} already holds a training run; resume it or choose another folder")
@@ -448,7 +257,7 @@ def train(
         config_json = {**config_json, "train": tc.to_dict()}
         if data_spec is not None:
             config_json["data"] = data_spec
-        _write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(config_json, indent=1)))
+        write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(config_json, indent=1)))
 
     key = jax.random.PRNGKey(tc.seed)
     key_perm, key_step, key_val = (jax.random.fold_in(key, i) for i in (1, 2, 3))
@@ -469,7 +278,7 @@ def train(
             val_dev = binarize(jax.random.fold_in(key_val, 0), val_dev)
 
     history: list[dict[str, float]] = list(meta["history"])
-    outcome = "max_epochs"
+    outcome = "max_steps" if tc.patience else "completed"
     bar = _progress(progress)
     task = bar.add_task("training", total=tc.epochs * n_chunks, completed=meta["epoch"] * n_chunks + meta["chunk"])
     try:
@@ -477,7 +286,7 @@ def train(
             while meta["epoch"] < tc.epochs:
                 epoch = meta["epoch"]
                 if tc.patience and meta["bad_epochs"] >= tc.patience:
-                    outcome = "early_stopped"
+                    outcome = "converged"
                     break
                 perm = np.asarray(jax.random.permutation(jax.random.fold_in(key_perm, epoch), n))
                 idx = perm[: n_batches * batch].reshape(n_batches, batch)
@@ -523,15 +332,15 @@ def train(
                 meta.update(epoch=epoch + 1, chunk=0, history=history)
                 meta.pop("running", None)
                 if out is not None:
-                    _save(out, state, {**meta, "outcome": "running"}, best_params)
+                    save(out, state, {**meta, "outcome": "running"}, best_params)
             else:
                 if tc.patience and meta["bad_epochs"] >= tc.patience:
-                    outcome = "early_stopped"
+                    outcome = "converged"
     except KeyboardInterrupt:
         outcome = "interrupted"
     meta["history"] = history
     if out is not None:
-        _save(out, state, {**meta, "outcome": outcome}, best_params)
+        save(out, state, {**meta, "outcome": outcome}, best_params)
     last = eqx.combine(state.params, static)
     best = eqx.combine(best_params, static) if best_params is not None else last
     return TrainResult(best, last, history, outcome, meta["epoch"], int(state.step), meta["best_epoch"], out)
