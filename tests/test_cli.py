@@ -14,7 +14,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from vbayes.cli import app, load_module  # noqa: E402
+from vbayes.cli import app  # noqa: E402
+from vbayes.cli.loading import load_module  # noqa: E402
 from vbayes.examples import EXAMPLES, linear_regression_exact  # noqa: E402
 from vbayes.report import plot_trace, running_mean  # noqa: E402
 

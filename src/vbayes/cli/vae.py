@@ -1,4 +1,5 @@
-"""``vbayes vae``: train, evaluate and sample variational autoencoders (a typer sub-app of ``vbayes``).
+"""``vbayes vae``: train, evaluate and sample variational autoencoders (a typer sub-app of ``vbayes``, added to the
+app in :mod:`vbayes.cli`).
 
 Thin: it reads options into :class:`ModelConfig` / :class:`TrainConfig`, calls :func:`train`,
 :func:`evaluate` and the plots, and prints. Expected failures print ``error: …`` and exit with status 1.
@@ -9,16 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vbayes.cli.common import stdout, user_errors
 from vbayes.errors import VBayesError
 
 vae_app = typer.Typer(
@@ -28,28 +27,6 @@ vae_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-
-
-def _stdout() -> Console:
-    console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=120)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Bad input, missing files and unwritable output become ``error: …`` and exit status 1."""
-    try:
-        yield
-    except VBayesError as e:
-        message = str(e)
-    except FileNotFoundError as e:
-        message = f"file not found: {e.filename or e}"
-    except OSError as e:
-        message = f"{e.strerror or e}: {e.filename}" if e.filename else str(e)
-    else:
-        return
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error: {escape(message)}[/red]")
-    raise typer.Exit(code=1)
 
 
 def _load_data(spec: str):
@@ -110,10 +87,10 @@ def train_cmd(
     from vbayes.vae.plots import write_figures
     from vbayes.vae.train import train
 
-    with _user_errors():
+    with user_errors():
         devices, note = parse_devices_option(devices)
         if note:
-            _stdout().print(note, soft_wrap=True)
+            stdout().print(note, soft_wrap=True)
         dataset = _load_data(data)
         folder = out or Path("vbayes-out") / f"vae-{'digits' if data == 'digits' else Path(data).name}-{model}"
         levels = dataset.levels if likelihood == "categorical" else 256
@@ -147,7 +124,7 @@ def train_cmd(
             saved = load_run(folder).train_config
             mc, tc = None, dataclasses.replace(saved, epochs=epochs, patience=patience)
         result = train(dataset, mc, tc, out=folder, resume=resume, data_spec=spec, devices=devices)
-        console = _stdout()
+        console = stdout()
         last = result.history[-1] if result.history else {}
         label = {"vae": "ELBO", "iwae": f"IWAE-{k}", "ae": "log p(x|z)"}[model]
         console.print(
@@ -186,12 +163,12 @@ def evaluate_cmd(
     from vbayes.vae.checkpoint import load_run
     from vbayes.vae.diagnostics import evaluate
 
-    with _user_errors():
+    with user_errors():
         run = load_run(folder)
         dataset = _load_data(data or run.data or "digits")
         x = dataset.test if n is None else dataset.test[:n]
         report = evaluate(run.model, x, seed, k=k, kind=run.train_config.kind, chunk=min(k, 500))
-        console = _stdout()
+        console = stdout()
         table = Table(title=f"{escape(str(folder))}: {report.n} test images, nats per image")
         table.add_column("quantity", style="bold")
         table.add_column("value", justify="right")
@@ -228,9 +205,9 @@ def sample_cmd(
     from vbayes.vae.checkpoint import load_run
     from vbayes.vae.plots import write_figures
 
-    with _user_errors():
+    with user_errors():
         run = load_run(folder)
         dataset = _load_data(data or run.data or "digits")
         x, y = (dataset.test, dataset.test_labels) if len(dataset.test) else (dataset.train, dataset.train_labels)
         for path in write_figures(run.model, x[:1000], y[:1000], folder, kind=run.train_config.kind, key=seed):
-            _stdout().print(f"wrote {path}", soft_wrap=True)
+            stdout().print(f"wrote {path}", soft_wrap=True)

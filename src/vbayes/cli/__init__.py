@@ -1,0 +1,37 @@
+"""The ``vbayes`` command: list the built-in examples, fit a target and write a small report.
+
+Thin by design (DESIGN.md, layer 7): it resolves what the user named into a :class:`~vbayes.Target`,
+calls a library driver, and prints and writes the resulting :class:`~vbayes.Fit`. Every expected
+failure becomes ``error: <message>`` on stderr and exit status 1, never a traceback.
+
+This module holds the typer ``app`` and registers the commands on it; each command lives in its own module
+(:mod:`~vbayes.cli.examples`, :mod:`~vbayes.cli.fit`, :mod:`~vbayes.cli.gmm`, :mod:`~vbayes.cli.compare`,
+and the ``vbayes vae`` sub-app in :mod:`~vbayes.cli.vae`), on top of :mod:`~vbayes.cli.common` (output
+helpers) and :mod:`~vbayes.cli.loading` (targets and data from what the user named).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from vbayes.cli import compare, examples, fit, gmm
+from vbayes.cli.vae import vae_app
+
+app = typer.Typer(
+    name="vbayes",
+    help="Variational Bayesian inference on JAX.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(vae_app, name="vae")
+
+app.command()(examples.examples)
+app.command(help=fit.HELP)(fit.fit)
+app.command(help=gmm.HELP)(gmm.gmm)
+app.command(help=compare.HELP)(compare.compare)
+
+
+def main() -> None:
+    """Entry point for ``python -m vbayes``."""
+    app(prog_name="vbayes")
