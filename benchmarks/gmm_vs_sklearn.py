@@ -79,8 +79,9 @@ def full_elbo_at_sklearn(est, model, xc, shift) -> float:
     """Our full ELBO (per sample) at scikit-learn's q(β): natural parameters rebuilt from its attributes."""
     import jax
 
+    from vbayes import conjugate as cj
     from vbayes.conjugate import gmm
-    from vbayes.infer import conjugate as cj
+    from vbayes.data import InMemory
 
     beta, nu = est.mean_precision_, est.degrees_of_freedom_
     m = est.means_ - shift
@@ -91,7 +92,7 @@ def full_elbo_at_sklearn(est, model, xc, shift) -> float:
     )
     with jax.enable_x64(True):
         params = jax.tree.map(jax.numpy.asarray, params)
-        return cj.objective(model, params, cj.InMemory(xc)) / xc.shape[0]
+        return cj.objective(model, params, InMemory(xc)) / xc.shape[0]
 
 
 def worker_sklearn(n: int, dim: int, iters: int, ref: float, cap: int, budget: float) -> dict:
@@ -188,9 +189,9 @@ def worker_vbayes(n: int, dim: int, iters: int, max_cavi: int, svi_seeds: int) -
                 time=time.perf_counter() - t0,
                 elbo=float(est.lower_bound_),
                 n_iter=est.n_iter_,
-                passes=est.fit_info_.extra.get("passes"),
-                epochs=est.fit_info_.extra.get("epochs"),
-                removed=est.fit_info_.extra.get("removed_components"),
+                passes=est.result_.info.extra.get("passes"),
+                epochs=est.result_.info.extra.get("epochs"),
+                removed=est.result_.info.extra.get("removed_components"),
                 components=int(np.sum(est.weights_ > 1e-3)),
             )
         ref = max(float(np.max(plain_lbs)), out["cavi"]["elbo"])

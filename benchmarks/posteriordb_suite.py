@@ -7,7 +7,12 @@ For every posterior (``vbayes.examples.posteriordb.POSTERIORS``; ``--quick``: 3 
 1. ``compare(target, methods=(advi-meanfield, advi-fullrank, advi-lowrank, laplace, nuts),
    reference="posteriordb")``: per method accuracy against the 10,000 reference draws in the unconstrained
    space (mean W1/sd, sd ratio min/max, accurate = mean W1/sd ≤ 0.1 and all sd ratios in [0.8, 1.25]),
-   PSIS k̂, trusted/flags, gradient evaluations, wall time, and the recommendation.
+   PSIS k̂, gradient evaluations, wall time, and the recommendation. Each method's verdict is its own fit's
+   (``vbayes.checks``): the *single-fit* verdict is that of the default checks (what ``vbayes.advi(target)``
+   says by itself); ``compare`` adds restarts. Each fit is classed **accurate** (trusted and accurate),
+   **caught** (inaccurate and flagged), **silent** (inaccurate and trusted: the failure the verdict exists to
+   prevent) or **false alarm** (accurate but flagged), at the single-fit level and with restarts; with the cost
+   of its checks as a fraction of the fit's own wall time and gradient evaluations.
 2. NumPyro's defaults on the same log density in the same unconstrained space: a model with one
    ``ImproperUniform`` site ``z`` of dimension d and ``numpyro.factor("lp", target.log_density(z))``,
    ``AutoNormal`` + ``Trace_ELBO`` + ``Adam(0.01)``, ``svi.run(key, 10000, progress_bar=False)``, then 4,000
@@ -64,7 +69,12 @@ def run_vbayes(target, key: int = 0) -> dict[str, Any]:
     cmp = compare(target, methods=METHODS, reference="posteriordb", key=key)
     total = time.perf_counter() - t0
     rows = []
-    for rec in cmp.records():
+    for rec, res in zip(cmp.records(), cmp.results, strict=True):
+        verdict = res.fit.verdict
+        single_flags = [c.message for c in verdict.checks if c.status == "flag" and c.name != "restarts"]
+        restart = verdict.check("restarts")
+        checks_s = sum(c.seconds for c in verdict.checks if c.name != "restarts")
+        checks_evals = sum(c.evaluations for c in verdict.checks if c.name != "restarts")
         rows.append(
             {
                 "method": rec["method"],
@@ -77,7 +87,14 @@ def run_vbayes(target, key: int = 0) -> dict[str, Any]:
                 "khat": _float(rec.get("khat")),
                 "trusted": bool(rec["trusted"]),
                 "flags": rec["flags"],
+                "single_trusted": not single_flags and verdict.status != "unchecked",
+                "single_flags": "; ".join(single_flags),
+                "restart_flag": restart is not None and restart.status == "flag",
                 "grad_evals": int(rec["grad_evals"]),
+                "fit_grad_evals": int(res.fit.info.grad_evals),
+                "fit_wall_s": float(res.fit.info.wall_time),
+                "checks_wall_s": float(checks_s),
+                "checks_evals": int(checks_evals),
                 "wall_s": float(rec["wall_s"]),
             }
         )
@@ -138,23 +155,61 @@ def _short(name: str) -> str:
     return second if first == "eight_schools" else first
 
 
+def _class(accurate: bool, trusted: bool) -> str:
+    return {(True, True): "accurate", (False, False): "caught", (False, True): "SILENT", (True, False): "false alarm"}[
+        (accurate, trusted)
+    ]
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| posterior | method | accurate | mean W1/sd | sd ratio min–max | k̂ | trusted | grad evals | wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| posterior | method | accurate | mean W1/sd | sd ratio min–max | k̂ | single fit | with restarts | "
+        "checks / fit (wall, evals) | grad evals | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         for row in [*res["vbayes"]["methods"], res["numpyro"]]:
             name = row["method"] + (" **(rec.)**" if row["method"] == res["vbayes"]["recommended"] else "")
             sd = f"{_fmt(row['sd_ratio_min'], '.2f')}–{_fmt(row['sd_ratio_max'], '.2f')}"
-            trusted = _fmt(row["trusted"]) if row["trusted"] is not None else "–"
-            if row["flags"] and row["trusted"] is False:
-                trusted += f" ({row['flags'].split(';')[0][:40]})"
+            if row["trusted"] is None:
+                single = both = cost = "–"
+            else:
+                single = _class(row["accurate"], row["single_trusted"])
+                if row["single_flags"]:
+                    single += f" ({row['single_flags'].split(';')[0][:38]})"
+                both = _class(row["accurate"], row["trusted"])
+                wall = row["checks_wall_s"] / max(row["fit_wall_s"], 1e-9)
+                evals = row["checks_evals"] / max(row["fit_grad_evals"], 1)
+                cost = f"{wall:.0%}, {evals:.2f}×"
             lines.append(
-                f"| {res['posterior']} | {name} | {_fmt(row['accurate'])} | {_fmt(row['w1_mean'])} | {sd} | "
-                f"{_fmt(row['khat'], '.2f')} | {trusted} | {row['grad_evals']:,} | {row['wall_s']:.1f} |"
+                f"| {_short(res['posterior'])} | {name} | {_fmt(row['accurate'])} | {_fmt(row['w1_mean'])} | {sd} | "
+                f"{_fmt(row['khat'], '.2f')} | {single} | {both} | {cost} | {row['grad_evals']:,} | "
+                f"{row['wall_s']:.1f} |"
             )
     return "\n".join(lines)
+
+
+def verdict_summary(results: list[dict[str, Any]]) -> str:
+    """Per level (single fit, with restarts): accurate / caught / silent / false alarm counts over every method
+    on every posterior, and the checks' cost."""
+    out = []
+    for level, key in (("single fit (default checks)", "single_trusted"), ("with restarts (compare)", "trusted")):
+        counts = {"accurate": [], "caught": [], "SILENT": [], "false alarm": []}
+        for res in results:
+            for row in res["vbayes"]["methods"]:
+                counts[_class(row["accurate"], row[key])].append(f"{_short(res['posterior'])}/{row['method']}")
+        n = sum(len(v) for v in counts.values())
+        text = ", ".join(f"{k} {len(v)}" for k, v in counts.items())
+        detail = "".join(f"; {k}: {', '.join(v)}" for k, v in counts.items() if k in ("SILENT", "false alarm") and v)
+        out.append(f"{level}, {n} fits: {text}{detail}.")
+    walls = [r["checks_wall_s"] / max(r["fit_wall_s"], 1e-9) for res in results for r in res["vbayes"]["methods"]]
+    evals = [r["checks_evals"] / max(r["fit_grad_evals"], 1) for res in results for r in res["vbayes"]["methods"]]
+    out.append(
+        f"cost of the default checks per fit: median {np.median(walls):.0%} of the fit's wall time (max "
+        f"{np.max(walls):.0%}), median {np.median(evals):.2f}× its gradient evaluations in log-density evaluations "
+        f"(max {np.max(evals):.2f}×)."
+    )
+    return "\n\n".join(out)
 
 
 def summary(results: list[dict[str, Any]]) -> str:
@@ -232,7 +287,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
-        print(table(saved["results"]) + "\n\n" + summary(saved["results"]))
+        print(table(saved["results"]) + "\n\n" + verdict_summary(saved["results"]) + "\n\n" + summary(saved["results"]))
         return
     names = args.posteriors.split(",") if args.posteriors else (QUICK if args.quick else POSTERIORS)
     info = machine_info()
@@ -261,6 +316,8 @@ def main() -> None:
         out.write_text(json.dumps({"machine": info, "argv": sys.argv, "results": results}, indent=1))
     print()
     print(table(results))
+    print()
+    print(verdict_summary(results))
     print()
     print(summary(results))
     print(f"\ntotal wall {time.perf_counter() - t_all:.0f} s; raw results in {out}")

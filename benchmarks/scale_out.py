@@ -5,11 +5,11 @@ without Dask (1 and 2 threads).
     python benchmarks/scale_out.py --n 1e7 1e8 [--dir /tmp/vbayes-scale] [--passes 1] [--out results.json]
 
 The data are generated chunk by chunk into an ``.npy`` file (never whole in memory) and read back by the
-workers partition by partition (:func:`vbayes.infer.dask.from_npy`, 2^19 rows = 40 MB per partition).
+workers partition by partition (:func:`vbayes.data.dask.from_npy`, 2^19 rows = 40 MB per partition).
 Reported per configuration: the time of one pass (statistics of every point, reduced, and the global
 step), throughput in points per second and per core, and the peak resident memory of each worker (or of
 the streaming process). Each worker runs one thread with XLA's intra-op threading off and is pinned
-(every thread of it) to its own core (``vbayes.infer.dask.pin_workers``), so that workers = cores; the CPU
+(every thread of it) to its own core (``vbayes.data.dask.pin_workers``), so that workers = cores; the CPU
 seconds each worker used per second of the pass are reported (``worker_cpu_per_wall``: 1.0 = one core
 kept busy). The compiled pass is warmed up on a small file first. Timings need an idle machine: the load
 average is recorded before and after each run.
@@ -69,7 +69,7 @@ def _model_and_params():
 
 def _one_pass(model, params, data) -> float:
     """Seconds for one CAVI iteration on ``data`` (``cj.update``: Σ statistics over all points, global step)."""
-    from vbayes.infer import conjugate as cj
+    from vbayes import conjugate as cj
 
     t0 = time.perf_counter()
     cj.update(model, params, data)
@@ -93,7 +93,7 @@ def run_dask(path: Path, workers: int, passes: int) -> dict:
     import jax
     from distributed import Client, LocalCluster
 
-    from vbayes.infer import dask as vd
+    from vbayes.data import dask as vd
 
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=SINGLE_THREAD
@@ -141,17 +141,17 @@ def run_stream(path: Path, threads: int, passes: int) -> dict:
 
 
 def _stream_child(path: str, threads: int, passes: int) -> dict:
-    from vbayes.infer.dask import pin_process
+    from vbayes.data.dask import pin_process
 
     pin_process(set(range(threads)))  # before JAX starts its threads: the process uses `threads` cores in all
     import jax
 
-    from vbayes.infer import conjugate as cj
+    from vbayes.data import Stream
 
     with jax.enable_x64(True):
         model, params = _model_and_params()
-        _one_pass(model, params, cj.Stream(SMALL, n_threads=threads))
-        data = cj.Stream(path, n_threads=threads)  # one validation pass (N, D, finiteness), not timed
+        _one_pass(model, params, Stream(SMALL, n_threads=threads))
+        data = Stream(path, n_threads=threads)  # one validation pass (N, D, finiteness), not timed
         cpu0 = _cpu_seconds()
         times = [_one_pass(model, params, data) for _ in range(passes)]
         cpu = (_cpu_seconds() - cpu0) / sum(times)

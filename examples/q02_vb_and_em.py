@@ -3,8 +3,8 @@
 EM (Dempster, Laird & Rubin 1977) is variational Bayes with q(θ) restricted to a point mass (Neal & Hinton
 1998; Beal 2003): the E-step is VB's update of q(z) with the parameters plugged in, and the M-step is VB's
 update of q(θ) collapsed to its mode. In vbayes this is literally the same code: one
-``ConjugateModel`` (``vbayes.conjugate.bayesian_gmm``) whose ``local_step`` and ``global_step`` serve
-``vbayes.infer.cavi`` (VB), ``vbayes.infer.em(map=True)`` (MAP-EM, same prior) and ``vbayes.infer.em`` (EM,
+``ConjugateModel`` (``vbayes.conjugate.gmm.bayesian_gmm``) whose ``local_step`` and ``global_step`` serve
+``vbayes.conjugate.cavi`` with ``mode="vb"`` (VB), ``mode="map"`` (MAP-EM, same prior) and ``mode="em"`` (EM,
 flat prior); only what the local step reads from q(θ) differs (expectations or the mode).
 
 As the data grow the posterior concentrates, so the VB answer approaches the MAP-EM answer: this example
@@ -25,15 +25,15 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 
-from vbayes.conjugate import (  # noqa: E402
+from vbayes.conjugate import cavi  # noqa: E402
+from vbayes.conjugate.gmm import (  # noqa: E402
     GMMParams,
     bayesian_gmm,
     default_prior,
     flat_prior,
     init_params,
-    point_estimates,  # noqa: E402
+    point_estimates,
 )
-from vbayes.infer import cavi, em  # noqa: E402
 from vbayes.questions import example_args, new_figure, save_figure, say  # noqa: E402
 
 K = 3
@@ -59,8 +59,8 @@ def fit_three_ways(x: np.ndarray) -> dict:
     ml_model = bayesian_gmm(flat_prior(x.shape[1], reg_covar=1e-6), "full", "dirichlet_distribution")
     runs = {
         "cavi": cavi(vb_model, init_params(vb_model, x, resp), x, tol=1e-9),
-        "map-em": em(vb_model, init_params(vb_model, x, resp), x, map=True, tol=1e-9),
-        "em": em(ml_model, init_params(ml_model, x, resp), x, tol=1e-9),
+        "map-em": cavi(vb_model, init_params(vb_model, x, resp), x, mode="map", tol=1e-9),
+        "em": cavi(ml_model, init_params(ml_model, x, resp), x, mode="em", tol=1e-9),
     }
     out = {
         "same_code": vb_model.local_step.func == ml_model.local_step.func
@@ -68,15 +68,15 @@ def fit_three_ways(x: np.ndarray) -> dict:
     }
     for name, fit in runs.items():
         model = ml_model if name == "em" else vb_model
-        w, m, c = (np.asarray(a) for a in point_estimates(model, fit.params, point_mass=name != "cavi"))
+        w, m, c = (np.asarray(a) for a in point_estimates(model, fit.q.params, point_mass=name != "cavi"))
         order = np.argsort(m[:, 0] + 10 * m[:, 1])  # components in a fixed order
         out[name] = {
             "weights": w[order],
             "means": m[order],
             "covs": c[order],
-            "objective": fit.objective,
+            "objective": fit.info.extra["objective"],
             "iterations": fit.info.steps,
-            "params": GMMParams(*(np.asarray(a)[order] for a in fit.params)),
+            "params": GMMParams(*(np.asarray(a)[order] for a in fit.q.params)),
         }
     return out
 

@@ -43,7 +43,7 @@ def elbo_against_time(model: VariationalGaussianMixture) -> tuple[np.ndarray, np
     """(seconds, ELBO per point) at each recorded iterate. CAVI records every pass, SVI the average of the
     iterates at checkpoints after 1, 2, 4, … blocks of steps; times are the run's wall time shared out in
     proportion to the work done (passes for CAVI, steps for SVI)."""
-    info, trace = model.fit_info_, np.asarray(model.lower_bounds_)
+    info, trace = model.result_.info, np.asarray(model.lower_bounds_)
     if info.method == "svi":
         work = 2.0 ** np.arange(trace.size)
         return info.wall_time * work / work[-1], trace
@@ -68,9 +68,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cavi, svi = fits["cavi"], fits["svi"]
     print(f"Bayesian Gaussian mixture, N = {n:,}, D = {DIM}, K = 10 (data: {K_TRUE} components)")
     for name, m in fits.items():
-        extra = m.fit_info_.extra
+        extra = m.result_.info.extra
         work = f"{extra['epochs']:.3f} passes" if name == "svi" else f"{m.n_iter_} passes"
-        say(f"{name}: outcome", f"{m.fit_info_.outcome}, {work}, {m.fit_info_.wall_time:.1f} s")
+        say(f"{name}: outcome", f"{m.result_.info.outcome}, {work}, {m.result_.info.wall_time:.1f} s")
         say(f"{name}: ELBO per point", m.lower_bound_, ".5f")
         say(f"{name}: components with weight > 1%", int(np.sum(m.weights_ > 0.01)))
     gap = cavi.lower_bound_ - svi.lower_bound_
@@ -78,14 +78,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     reach = t_cavi[np.argmax(e_cavi >= svi.lower_bound_)] if np.any(e_cavi >= svi.lower_bound_) else np.nan
     say("CAVI − SVI final ELBO per point", gap, ".2e")
     say("time CAVI needs to reach SVI's final ELBO (s)", reach, ".1f")
-    say("SVI time / CAVI time", svi.fit_info_.wall_time / cavi.fit_info_.wall_time, ".3f")
+    say("SVI time / CAVI time", svi.result_.info.wall_time / cavi.result_.info.wall_time, ".3f")
     say("largest distance between SVI's and CAVI's component means", mean_distance(svi, cavi), ".3g")
 
     fig = new_figure(10, 3.8)
     ax1, ax2 = fig.subplots(1, 2)
     for name, m in fits.items():
         t, e = elbo_against_time(m)
-        ax1.plot(t, e, "o-" if name == "svi" else "-", ms=3, label=f"{name.upper()} ({m.fit_info_.wall_time:.0f} s)")
+        ax1.plot(t, e, "o-" if name == "svi" else "-", ms=3, label=f"{name.upper()} ({m.result_.info.wall_time:.0f} s)")
     finals = [m.lower_bound_ for m in fits.values()]
     ax1.set(
         xscale="log",

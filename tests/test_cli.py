@@ -76,10 +76,11 @@ def test_python_dash_m_entry_point():
 
 def test_fit_linear_regression_recovers_exact_posterior_means(tmp_path):
     out = tmp_path / "lr"
-    result = invoke("fit", "linear_regression", "--family", "fullrank", "--steps", "1000", "--out", out)
+    result = invoke("fit", "linear_regression", "--method", "advi-fullrank", "--steps", "1000", "--out", out)
     assert result.exit_code == 0, result.output
     header = result.stdout.splitlines()[0]
-    assert "linear_regression" in header and "dim 11" in header and "advi" in header and "fullrank" in header
+    assert "linear_regression" in header and "dim 11" in header and "advi-fullrank" in header
+    assert "verdict: trusted" in result.stdout  # full rank is exact here, and its own checks say so
     assert "gradient evaluations" in result.stdout and "ELBO" in result.stdout
     assert "beta[10]" in result.stdout  # the summary table
     summary, info = read_outputs(out)
@@ -92,6 +93,11 @@ def test_fit_linear_regression_recovers_exact_posterior_means(tmp_path):
     assert info["method"] == "advi-fullrank" and info["target"] == "linear_regression" and info["dim"] == 11
     assert 0 < info["steps"] <= 1000 and info["grad_evals"] >= info["steps"]
     assert np.isfinite(info["elbo"]) and "message" in info and "wall_time" in info
+    assert info["trusted"] and {c["name"] for c in info["verdict"]["checks"]} >= {
+        "convergence",
+        "importance",
+        "widened",
+    }
 
 
 def test_fit_numpyro_model_file_recovers_conjugate_posterior(tmp_path):
@@ -99,8 +105,8 @@ def test_fit_numpyro_model_file_recovers_conjugate_posterior(tmp_path):
     result = invoke(
         "fit",
         f"{DATA / 'normal_model.py'}:model",
-        "--family",
-        "meanfield",
+        "--method",
+        "advi-meanfield",
         "--steps",
         "2000",
         "--out",
@@ -126,11 +132,37 @@ def test_fit_target_object_from_file_lowrank_default_out_folder(tmp_path, monkey
         "gauss = vbayes.from_logdensity(log_p, {'x': jnp.zeros(3)}, name='gauss3')\n"
     )
     monkeypatch.chdir(tmp_path)
-    result = invoke("fit", "gauss.py:gauss", "--family", "lowrank", "--rank", "1", "--steps", "500")
+    result = invoke("fit", "gauss.py:gauss", "--method", "advi-lowrank", "--rank", "1", "--steps", "500")
     assert result.exit_code == 0, result.output
-    assert "gauss3" in result.stdout and "lowrank (rank 1)" in result.stdout
+    assert "gauss3" in result.stdout and "advi-lowrank" in result.stdout
     summary, _ = read_outputs(tmp_path / "vbayes-out" / "gauss3")
     np.testing.assert_allclose(summary["mean"], 2.0, atol=0.05)
+
+
+def test_a_flagged_fit_says_so_and_exits_3(tmp_path):
+    """Mean-field ADVI on the strongly correlated regression posterior: its sds are far too small, its own widened
+    reweighting sees it, and the command says FLAGGED on its own line, records it, and exits 3 (not 0)."""
+    out = tmp_path / "mf"
+    result = invoke("fit", "linear_regression", "--method", "advi-meanfield", "--out", out)
+    assert result.exit_code == 3, result.output
+    assert "verdict: FLAGGED" in result.stdout and "widened" in result.stdout
+    assert "Do not use this fit" in result.stdout.splitlines()[-1]
+    _, info = read_outputs(out)
+    assert info["trusted"] is False and info["verdict"]["checks"]
+
+
+def test_cavi_fits_a_conjugate_example_exactly(tmp_path):
+    """`--method cavi` on the regression's conjugate form: the exact posterior, its ELBO the exact log evidence,
+    trusted by the same checks as every other method."""
+    out = tmp_path / "cavi"
+    result = invoke("fit", "linear_regression", "--method", "cavi", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "verdict: trusted" in result.stdout
+    summary, info = read_outputs(out)
+    exact_mean, exact_cov, log_z = linear_regression_exact()
+    np.testing.assert_allclose(summary.loc[[f"beta[{i}]" for i in range(11)], "mean"], exact_mean, atol=0.01)
+    np.testing.assert_allclose(summary["sd"], np.sqrt(np.diag(exact_cov)), rtol=0.05)
+    assert info["extra"]["objective"] == pytest.approx(log_z, abs=1e-8) and info["method"] == "cavi"
 
 
 def test_diverged_fit_writes_report_and_exits_1(tmp_path):
@@ -202,11 +234,13 @@ def test_nan_in_model_data_reaches_the_user():
 
 
 def test_unknown_family():
-    assert_error(invoke("fit", "banana", "--family", "fulrank"), "unknown family 'fulrank'", "fullrank")
+    assert_error(invoke("fit", "banana", "--method", "advi-fulrank"), "unknown method 'advi-fulrank'", "advi-fullrank")
 
 
 def test_unknown_method():
-    assert_error(invoke("fit", "banana", "--method", "nuts"), "unknown method 'nuts'; available: advi")
+    assert_error(invoke("fit", "banana", "--method", "hmc"), "unknown method 'hmc'; available: advi")
+    assert_error(invoke("fit", "banana", "--method", "cavi"), "conjugate form")
+    assert_error(invoke("fit", "banana", "--method", "nuts", "--rank", "2"), "--rank applies to")
 
 
 def test_unwritable_output_folder_fails_before_fitting(tmp_path):
@@ -250,11 +284,11 @@ def test_laplace_on_a_mesh_target_prints_fields_and_draws_the_posterior_sd(tmp_p
         "mesh = plasma_tomography_mesh('small')\n"
     )
     out = tmp_path / "out"
-    result = invoke(
-        "fit", f"{tmp_path / 'tomo.py'}:target", "--method", "laplace", "--curvature", "lowrank", "--out", out
-    )
-    assert result.exit_code == 0, result.output
-    assert "method laplace  curvature lowrank" in result.stdout.splitlines()[0]
+    result = invoke("fit", f"{tmp_path / 'tomo.py'}:target", "--method", "laplace-lowrank", "--out", out)
+    # 222 dimensions: importance sampling from the Laplace q cannot vouch for it, and the verdict says so (exit 3)
+    assert result.exit_code == 3, result.output
+    assert "verdict: FLAGGED" in result.stdout and "importance sampling from q does not reach" in result.stdout
+    assert "method laplace-lowrank" in result.stdout.splitlines()[0]
     assert "log evidence (Laplace)" in result.stdout and "curvature products" in result.stdout
     assert "median sd" in result.stdout and "first 8 of 222 rows" in result.stdout  # per field, not 222 rows
     for field in ("log_ne", "log_te", "fraction"):
@@ -268,7 +302,7 @@ def test_laplace_on_a_mesh_target_prints_fields_and_draws_the_posterior_sd(tmp_p
 
 def test_laplace_dense_gives_the_exact_evidence_of_linear_regression(tmp_path):
     out = tmp_path / "lr"
-    result = invoke("fit", "linear_regression", "--method", "laplace", "--curvature", "dense", "--out", out)
+    result = invoke("fit", "linear_regression", "--method", "laplace-dense", "--out", out)
     assert result.exit_code == 0, result.output
     summary, info = read_outputs(out)
     exact_mean, _, log_z = linear_regression_exact()
@@ -278,9 +312,9 @@ def test_laplace_dense_gives_the_exact_evidence_of_linear_regression(tmp_path):
 
 
 def test_laplace_bad_choices_are_one_line_errors():
-    assert_error(invoke("fit", "banana", "--method", "laplace", "--curvature", "hess"), "unknown curvature 'hess'")
-    assert_error(invoke("fit", "banana", "--method", "laplace", "--curvature", "ggn"), "least-squares target")
-    result = invoke("fit", "banana", "--method", "laplace", "--curvature", "lowrank", "--rank", "3")
+    assert_error(invoke("fit", "banana", "--method", "laplace-hess"), "unknown method 'laplace-hess'")
+    assert_error(invoke("fit", "banana", "--method", "laplace-ggn"), "least-squares target")
+    result = invoke("fit", "banana", "--method", "laplace-lowrank", "--rank", "3")
     assert_error(result, "rank must be between 1 and the dimension 2")
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from vbayes import VBayesError
-from vbayes.compare import compare, self_check, widened_reweighting
+from vbayes.checks import widened_reweighting
+from vbayes.compare import compare
 from vbayes.examples import POSTERIORS, linear_regression, load, load_reference, to_unconstrained
 from vbayes.infer.advi import advi
 
@@ -21,7 +22,7 @@ def test_gaussian_posterior_recommends_a_cheap_exact_method():
     """Conjugate linear regression: Laplace and full-rank ADVI are exact, mean field is not (strong correlations)."""
     c = compare(linear_regression(), methods=("advi-meanfield", "advi-fullrank", "laplace", "nuts"))
     table = c.table()
-    assert c.recommended == "laplace", c.reason  # exact here, and by far the cheapest
+    assert c.recommended == "laplace", c.reason  # exact here, and by far the cheapest of these
     assert table.loc["advi-fullrank", "trusted"] and table.loc["advi-fullrank", "accurate"]
     assert not table.loc["advi-meanfield", "trusted"] and not table.loc["advi-meanfield", "accurate"]
     assert table.loc["laplace", "grad_evals"] * 20 < table.loc["nuts", "grad_evals"]
@@ -34,7 +35,9 @@ def test_widened_reweighting_sees_an_underdispersed_q():
     khat, shift, ratios = widened_reweighting(fit)
     exact = advi(t, "fullrank")
     assert np.max(ratios) > 1.25
-    assert self_check(exact) == ()
+    assert not fit.trusted and fit.verdict.flags  # its own record says it cannot be trusted
+    assert {c.name for c in fit.verdict.checks if c.status == "flag"} & {"importance", "widened"}
+    assert exact.trusted and exact.verdict.flags == ()
 
 
 def test_unknown_method_and_bad_reference():
@@ -78,8 +81,8 @@ def test_nuts_matches_every_reference(name):
     ref = np.asarray(to_unconstrained(name, load_reference(name).pooled))
     cmp = compare_draws(np.asarray(fit.q.flat), ref)
     if name == "eight_schools-eight_schools_centered":
-        assert fit.info.extra["divergences"] > 0 and fit.info.outcome == "unreliable"
-        assert self_check(fit)
+        assert fit.info.extra["divergences"] > 0 and fit.info.outcome == "completed"
+        assert not fit.trusted and fit.verdict.check("divergences").status == "flag"
         return
     assert cmp.mean_error.max() < 0.1, (name, cmp.as_dict())
     # sds within 10%, or within 4 Monte Carlo standard errors where the margin's tails make that wider:

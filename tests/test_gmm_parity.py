@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sklearn.mixture import BayesianGaussianMixture, GaussianMixture
 
+from vbayes import conjugate as cj
 from vbayes.conjugate import gmm
-from vbayes.infer import conjugate as cj
-from vbayes.mixture import VariationalGaussianMixture
+from vbayes.estimators.mixture import VariationalGaussianMixture
 
 N, D, K, ITERS = 500, 3, 4, 12
 
@@ -66,11 +66,11 @@ def test_cavi_equals_bayesian_gaussian_mixture(data, covariance_type, weight_typ
     fit = cj.cavi(model, gmm.init_params(model, x, resp), x, tol=0.0, max_iter=ITERS)
     assert fit.info.steps == ITERS == sk.n_iter_
 
-    weights, means, covariances = gmm.point_estimates(model, fit.params)
+    weights, means, covariances = gmm.point_estimates(model, fit.q.params)
     _close(weights, sk.weights_)
     _close(means, sk.means_)
     _close(covariances, sk.covariances_)
-    p = fit.params
+    p = fit.q.params
     _close(p.beta, sk.mean_precision_)
     _close(p.nu, sk.degrees_of_freedom_)
     if weight_type == "dirichlet_process":
@@ -90,8 +90,8 @@ def test_em_equals_gaussian_mixture(data, covariance_type):
     x, resp = data
     sk = _sklearn_run(GaussianMixture, x, resp, n_components=K, covariance_type=covariance_type)
     model = gmm.bayesian_gmm(gmm.flat_prior(D, covariance_type), covariance_type, "dirichlet_distribution")
-    fit = cj.em(model, gmm.init_params(model, x, resp), x, tol=0.0, max_iter=ITERS)
-    weights, means, covariances = gmm.point_estimates(model, fit.params, point_mass=True)
+    fit = cj.cavi(model, gmm.init_params(model, x, resp), x, mode="em", tol=0.0, max_iter=ITERS)
+    weights, means, covariances = gmm.point_estimates(model, fit.q.params, point_mass=True)
     _close(weights, sk.weights_)
     _close(means, sk.means_)
     _close(covariances, sk.covariances_)

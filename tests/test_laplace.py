@@ -287,17 +287,19 @@ def _saddle():
 
 def test_indefinite_hessian_at_a_saddle_is_reported_and_clipped():
     fit = laplace(_saddle(), "dense")  # starts at 0: the gradient is 0 there, so the "mode" is the saddle
-    assert fit.info.outcome == "indefinite"
+    assert not fit.trusted and fit.verdict.check("curvature").status == "flag"  # the saddle flags the fit
+    assert "not positive definite" in fit.verdict.check("curvature").message
     assert "not positive definite" in fit.info.message and "v[0]" in fit.info.message
     assert fit.info.extra["clipped"] == 1 and fit.info.extra["negative"] == 1
     assert fit.info.extra["smallest"][0] == pytest.approx(-4.0, rel=1e-6)
     assert float(fit.q.marginal_sd()[0]) > 1e3 and float(fit.q.marginal_sd()[1]) == pytest.approx(1.0)
     low = laplace(_saddle(), "lowrank", rank=2)
-    assert low.info.outcome == "indefinite" and "v[0]" in low.info.message
+    assert low.verdict.check("curvature").status == "flag" and "v[0]" in low.info.message
     diag = laplace(_saddle(), "diag")
-    assert diag.info.outcome == "indefinite" and "v[0]" in diag.info.message
+    assert diag.verdict.check("curvature").status == "flag" and "v[0]" in diag.info.message
     good = laplace(_saddle(), "dense", init=np.array([0.9, 0.3]))
     assert good.info.outcome == "converged" and float(good.q.mean[0]) == pytest.approx(1.0)
+    assert good.verdict.check("curvature").status == "pass"
 
 
 def test_max_iter_stop_is_reported():

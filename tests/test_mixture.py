@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 from scipy.integrate import trapezoid
 
+from vbayes import conjugate as cj
+from vbayes.conjugate import moves
+from vbayes.conjugate.model import SVIState
+from vbayes.conjugate.moves import delete_merge_sweep
+from vbayes.conjugate.posterior import conjugate_fit
+from vbayes.data import InMemory
 from vbayes.errors import VBayesError
-from vbayes.infer import conjugate as cj
-from vbayes.mixture import VariationalGaussianMixture, delete_merge_sweep
+from vbayes.estimators.mixture import VariationalGaussianMixture
 
 K = 4
 CENTERS = np.array([[0.0, 0.0, 0.0], [6.0, 0.0, 1.0], [0.0, 7.0, -1.0], [5.0, 6.0, 4.0]])
@@ -212,9 +217,9 @@ def test_delete_merge_drain_surplus_components_and_never_lower_the_elbo(surplus)
     fraction of the passes, 5 components are left, and the recorded ELBO never decreases (a move is kept
     only when it raises it)."""
     _, plain, moved = surplus
-    assert moved.converged_ and moved.fit_info_.extra["removed_components"] >= 1
+    assert moved.converged_ and moved.result_.info.extra["removed_components"] >= 1
     assert moved.lower_bound_ >= plain.lower_bound_ - 2e-5, (moved.lower_bound_, plain.lower_bound_)
-    assert moved.fit_info_.extra["passes"] < plain.n_iter_ / 3, (moved.fit_info_.extra, plain.n_iter_)
+    assert moved.result_.info.extra["passes"] < plain.n_iter_ / 3, (moved.result_.info.extra, plain.n_iter_)
     assert np.all(np.diff(moved.lower_bounds_) > -1e-12)
     assert np.sum(moved.weights_ > 1e-3) == 5, moved.weights_
 
@@ -230,9 +235,9 @@ def test_moves_with_several_trial_updates_never_lower_the_elbo(surplus):
         early = VariationalGaussianMixture(10, random_state=0, max_iter=40, delete_merge=False).fit(x)
     model = early._model()
     with jax.enable_x64(True):
-        data = cj.InMemory(x - early._shift)
+        data = InMemory(x - early._shift)
         start = jax.tree.map(jnp.asarray, early._params)
-        plain = cj.cavi(model, start, data, tol=0.0, max_iter=3).objective
+        plain = cj.cavi(model, start, data, tol=0.0, max_iter=3).info.extra["objective"]
         sweep = delete_merge_sweep(model, start, data, len(x), trial_steps=3, max_trial_steps=6)
         _, after, stats = cj.update(model, sweep.params, data)
     trials = 2 * 10 - sweep.removed  # every live component is tried once, by a delete, a merge or both
@@ -246,26 +251,39 @@ def test_svi_sweeps_stop_when_they_only_delete_what_svi_revived(monkeypatch):
     """SVI goes on after a sweep only while the sweeps leave fewer live components than before: a sweep
     that keeps deleting a component SVI's steps bring back (live count unchanged) ends the loop, with the
     last SVI run's λ (at N = 1e5, D = 10 this loop once took 20 sweeps and 372,704 steps)."""
-    import vbayes.mixture as mixture
-
     runs, sweeps = [], iter([(3, 6), (1, 5), (1, 5), (1, 5)])
 
-    def run(params, start_step=0.0, max_epochs=None, final_pass=True):
+    def run(params, start_step=0.0, max_epochs=None, final_pass=True, checks="default"):
         runs.append(params)
-        state = cj.SVIState(params, jnp.asarray(start_step + 100.0))
-        info = cj.svi_info("converged", 1e-4, 1.0, 100, 0.0, {"passes": 1})
-        return cj.ConjugateFit(params, 0.0, 10.0, np.zeros(1), info, {"state": state})
+        state = SVIState(params, jnp.asarray(start_step + 100.0))
+        return conjugate_fit(
+            None,
+            params,
+            "vb",
+            method="svi",
+            outcome="converged",
+            message="",
+            steps=100,
+            seconds=0.0,
+            trace=np.zeros(1),
+            trace_of="",
+            objective=0.0,
+            n_samples=10.0,
+            extra={"passes": 1},
+            state=state,
+            checks="none",
+        )
 
     def sweep(model, params, *args, **kwargs):
         removed, live = next(sweeps)
-        return mixture.Sweep(f"{params}+sweep", 0.0, removed, live, 7)
+        return moves.Sweep(f"{params}+sweep", 0.0, removed, live, 7)
 
-    monkeypatch.setattr(mixture, "delete_merge_sweep", sweep)
-    monkeypatch.setattr(mixture.cj, "objective", lambda *a, **k: -1.0)
-    subset = cj.InMemory(np.zeros((4, 2)))
-    fit = mixture._svi_with_moves(run, None, "λ0", subset, 10, 1.0, None)
+    monkeypatch.setattr(moves, "delete_merge_sweep", sweep)
+    monkeypatch.setattr(moves, "objective", lambda *a, **k: -1.0)
+    subset = InMemory(np.zeros((4, 2)))
+    fit = moves.svi_with_moves(run, None, "λ0", subset, 10, 1.0, None)
     assert runs == ["λ0", "λ0+sweep", "λ0+sweep+sweep"]  # the third sweep left 5 live, as the second did
-    assert fit.params == "λ0+sweep+sweep" and fit.info.extra["removed_components"] == 4
+    assert fit.q.params == "λ0+sweep+sweep" and fit.info.extra["removed_components"] == 4
     assert fit.info.extra["move_passes"] == 21
 
 
@@ -279,7 +297,7 @@ def test_svi_reaches_converged_cavi_on_overlapping_clusters_in_2d(seed):
     x = _overlapping(100_000, 2, seed=0)
     cavi = VariationalGaussianMixture(10, random_state=0, max_iter=3000).fit(x)
     svi = VariationalGaussianMixture(10, method="svi", random_state=seed).fit(x)
-    assert cavi.lower_bound_ - svi.lower_bound_ < 1e-3, (cavi.lower_bound_, svi.lower_bound_, svi.fit_info_)
+    assert cavi.lower_bound_ - svi.lower_bound_ < 1e-3, (cavi.lower_bound_, svi.lower_bound_, svi.result_.info)
 
 
 def test_svi_reaches_converged_cavi_with_surplus_components():
@@ -291,4 +309,4 @@ def test_svi_reaches_converged_cavi_with_surplus_components():
     svi = VariationalGaussianMixture(10, method="svi", random_state=0).fit(x)
     assert cavi.converged_ and svi.converged_
     assert abs(cavi.lower_bound_ - svi.lower_bound_) < 1e-3, (cavi.lower_bound_, svi.lower_bound_)
-    assert svi.fit_info_.extra["epochs"] < 40
+    assert svi.result_.info.extra["epochs"] < 40

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 import vbayes
 from vbayes.cli import app
+from vbayes.data import devices as sharding
 from vbayes.errors import VBayesError
-from vbayes.infer import sharding
 
 EIGHT_DEVICES = textwrap.dedent(
     """
@@ -27,7 +27,12 @@ EIGHT_DEVICES = textwrap.dedent(
     jax.config.update("jax_enable_x64", True)
     import vbayes
     from vbayes.conjugate import gmm
-    from vbayes.infer import conjugate as cj, sharding as sh
+    from functools import partial
+    from jax.sharding import PartitionSpec as P
+    from vbayes import conjugate as cj
+    from vbayes.conjugate import model as core
+    from vbayes.conjugate.svi import SVIConfig
+    from vbayes.data import devices as sh
     from vbayes.families import MeanFieldGaussian
     from vbayes.objectives import elbo_stl
     from vbayes import vae
@@ -47,25 +52,29 @@ EIGHT_DEVICES = textwrap.dedent(
     rng.shuffle(X)
     model = gmm.bayesian_gmm(gmm.default_prior(X, 4), "full", "dirichlet_process")
     params = gmm.init_params(model, X, rng.dirichlet(np.ones(4), len(X)))
-    state = cj.SVIState(params, jnp.asarray(3.0))
+    state = core.SVIState(params, jnp.asarray(3.0))
     x, w = jnp.asarray(X[:1024]), jnp.asarray(rng.uniform(size=1024))
-    one = jax.jit(cj.svi_step)(model, state, x, w, float(len(X)), 10.0, 0.6)
-    many = sh.sharded_svi_step(model, state, x, w, float(len(X)), 10.0, 0.6, mesh)
+    one = jax.jit(core.svi_step)(model, state, x, w, float(len(X)), 10.0, 0.6)
+    specs = (P(), P(), P(sh.AXIS), P(sh.AXIS), P(), P(), P())
+    sharded_step = sh.replicated_map(partial(core.svi_step, axis_name=sh.AXIS), mesh, specs)
+    many = jax.jit(sharded_step)(model, state, x, w, float(len(X)), 10.0, 0.6)
     out["svi_step"] = rel(one, many)
     drivers = sys.argv[1] == "drivers"
-    kw = dict(key=1, batch_size=256, steps_per_block=16, max_epochs=1.4, final_pass=False, eval_size=1024)
+    c64 = SVIConfig(batch_size=256, steps_per_block=16, max_epochs=1.4, eval_size=1024, minibatch_dtype=np.float64)
+    kw = dict(key=1, final_pass=False)
     if drivers:
-        a = cj.svi(model, params, X, **kw, minibatch_dtype=np.float64)
-        b = cj.svi(model, params, X, **kw, minibatch_dtype=np.float64, devices="all")
-        out["svi_run"] = rel(a.params, b.params)
+        a = cj.svi(model, params, X, **kw, config=c64)
+        b = cj.svi(model, params, X, **kw, config=c64, devices="all")
+        out["svi_run"] = rel(a.q.params, b.q.params)
         out["svi_steps"] = [a.info.steps, b.info.steps]
-        a = cj.svi(model, params, X, **kw)  # float32 minibatch E-steps (the default): sums in another order
-        b = cj.svi(model, params, X, **kw, devices="all")
-        out["svi_run_f32"] = rel(a.params, b.params)
+        c32 = c64._replace(minibatch_dtype=np.float32)  # float32 minibatch E-steps (the default): another sum order
+        a = cj.svi(model, params, X, **kw, config=c32)
+        b = cj.svi(model, params, X, **kw, config=c32, devices="all")
+        out["svi_run_f32"] = rel(a.q.params, b.q.params)
         tick("svi")
         a = cj.cavi(model, params, X, tol=0.0, max_iter=100)
         b = cj.cavi(model, params, sh.ShardedData(X, "all"), tol=0.0, max_iter=100)
-        out["cavi"] = rel(a.params, b.params)
+        out["cavi"] = rel(a.q.params, b.q.params)
         out["cavi_iters"] = [a.info.steps, b.info.steps]
         tick("cavi")
 
@@ -82,7 +91,7 @@ EIGHT_DEVICES = textwrap.dedent(
     one = jax.jit(step)(key, st, batch)
     many = jax.jit(sh.data_parallel(step, mesh, 2))(key, st, batch)
     out["advi_step"] = rel(one, many)
-    kw = dict(batch_size=256, max_steps=100, chunk_size=50, init="zero", progress=False, importance_draws=0)
+    kw = dict(batch_size=256, max_steps=100, chunk_size=50, init="zero", progress=False, checks="none")
     if drivers:
         a = vbayes.advi(target, **kw)
         b = vbayes.advi(target, **kw, devices="all")
@@ -207,8 +216,8 @@ def test_minibatch_target_scales_by_n_over_b():
 
 def test_minibatch_advi_reaches_the_full_data_fit():
     t, full, *_ = _logistic()
-    a = vbayes.advi(full, progress=False, importance_draws=0)
-    b = vbayes.advi(t, batch_size=100, progress=False, importance_draws=0, max_steps=6000)
+    a = vbayes.advi(full, progress=False, checks="none")
+    b = vbayes.advi(t, batch_size=100, progress=False, checks="none", max_steps=6000)
     assert a.info.outcome == "converged"
     gap = np.abs(np.asarray(b.q.loc) - np.asarray(a.q.loc)) / np.asarray(a.q.marginal_sd())
     assert gap.max() < 0.3  # within a third of a posterior sd, from 100 of 500 rows per step

@@ -1,6 +1,7 @@
 """vbayes: variational Bayesian inference on JAX."""
 
 from vbayes.errors import VBayesError
+from vbayes.estimators.mixture import VariationalGaussianMixture
 from vbayes.families import (
     FullRankGaussian,
     LowRankGaussian,
@@ -10,8 +11,9 @@ from vbayes.families import (
     kl,
 )
 from vbayes.fit import Fit, FitInfo
-from vbayes.infer import advi, laplace, nuts
-from vbayes.mixture import VariationalGaussianMixture
+from vbayes.infer.advi import advi
+from vbayes.infer.laplace import laplace
+from vbayes.infer.nuts import nuts
 from vbayes.targets import Target, from_least_squares, from_logdensity, from_loglik, from_numpyro
 
 __all__ = [

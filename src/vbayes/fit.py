@@ -1,4 +1,10 @@
-"""The one result every method returns: the approximation q, its draws, summary and run record."""
+"""The one result every method returns: the approximation q, its draws, summary and run record, and its verdict.
+
+Every driver — ADVI, Laplace, NUTS, the conjugate drivers (CAVI, SVI, EM) — returns a :class:`Fit`. Its
+:class:`FitInfo` says how the run ended (``outcome``, one of :data:`OUTCOMES`), what it cost (steps, gradient
+evaluations, wall time), what ``trace`` traces, and carries the :class:`Verdict` of the fit's own checks
+(:mod:`vbayes.checks`): whether to trust it, and why not.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +16,89 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from vbayes.families import Empirical, Family
+from vbayes.families import Empirical
 from vbayes.psis import ImportanceCheck
 from vbayes.targets import Target
 
 Array = jax.Array
 
+OUTCOMES: dict[str, str] = {
+    "converged": "the method's own stopping rule was met",
+    "completed": "a method with a fixed budget (NUTS's draws, a training schedule) ran all of it",
+    "max_steps": "the step budget ran out before the stopping rule was met",
+    "diverged": "non-finite values stopped the run",
+    "interrupted": "stopped by the user (Ctrl-C): the result so far",
+}
+"""How a run can end, each with its one meaning."""
+
+CHECK_STATUSES = ("pass", "note", "flag", "skip")
+"""A check passed; noted something that its companion checks cleared; flagged the fit; or could not run."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of a fit: ``name``, ``status`` (:data:`CHECK_STATUSES`), what it found (``message``), its main
+    number (``value``: k̂, a shift in sds, ...), and its cost (``seconds``, ``evaluations`` of log p̃ or refits'
+    gradient evaluations)."""
+
+    name: str
+    status: str
+    message: str
+    value: float | None = None
+    seconds: float = 0.0
+    evaluations: int = 0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The checks a fit ran on itself. ``status``: ``flagged`` (some check flagged it), ``trusted`` (some check
+    ran and none flagged it) or ``unchecked`` (no check could run)."""
+
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def status(self) -> str:
+        ran = [c for c in self.checks if c.status != "skip"]
+        if any(c.status == "flag" for c in ran):
+            return "flagged"
+        return "trusted" if ran else "unchecked"
+
+    @property
+    def trusted(self) -> bool:
+        return self.status == "trusted"
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The messages of the checks that flagged the fit."""
+        return tuple(c.message for c in self.checks if c.status == "flag")
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(c.seconds for c in self.checks))
+
+    @property
+    def evaluations(self) -> int:
+        return int(sum(c.evaluations for c in self.checks))
+
+    def check(self, name: str) -> Check | None:
+        """The check called ``name``, if it ran."""
+        return next((c for c in self.checks if c.name == name), None)
+
+    def summary(self) -> str:
+        """One line: the status, then each check that flagged or noted something (else the ones that passed)."""
+        shown = [c for c in self.checks if c.status in ("flag", "note")] or [
+            c for c in self.checks if c.status == "pass"
+        ]
+        skipped = [c.name for c in self.checks if c.status == "skip"]
+        text = f"{self.status}: " + "; ".join(c.message for c in shown) if shown else self.status
+        return text + (f" (not run: {', '.join(skipped)})" if skipped else "")
+
 
 @dataclass(frozen=True)
 class FitInfo:
-    """How the run went. ``outcome``: ``converged`` | ``max_steps`` | ``diverged`` | ``interrupted``;
-    ``importance``: PSIS k̂, ESS, IS log evidence and ELBO ± se from draws of q (None if not computed)."""
+    """How the run went. ``outcome``: one of :data:`OUTCOMES`; ``trace_of``: what ``Fit.trace`` holds;
+    ``importance``: PSIS k̂, ESS, IS log evidence and ELBO ± se from draws of q (None if not computed);
+    ``verdict``: the fit's own checks."""
 
     method: str
     outcome: str
@@ -31,6 +109,8 @@ class FitInfo:
     wall_time: float
     extra: dict[str, Any] = field(default_factory=dict)
     importance: ImportanceCheck | None = None
+    verdict: Verdict = field(default_factory=Verdict)
+    trace_of: str = "the objective at each step"
 
     @property
     def converged(self) -> bool:
@@ -45,34 +125,53 @@ def _constrain_rows(target: Target, z: Array) -> dict[str, Array]:
 
 @dataclass
 class Fit:
-    """An approximation ``q`` of ``target``'s posterior on the unconstrained space, with its record.
+    """An approximation ``q`` of ``target``'s posterior, with its record.
 
-    ``trace``: the objective estimate at every step, shape ``(steps,)``; ``state``: the algorithm's last
-    state, enough to resume (pass the Fit as ``init=`` to the same method).
+    ``q`` is a distribution on the target's unconstrained space (a family, or MCMC draws), or for a conjugate
+    model fitted without a log-density target (``target`` None) q(β) itself, which draws its named parameters.
+    ``trace``: what ``info.trace_of`` says, one value per step; ``state``: the algorithm's last state, enough to
+    resume (pass the Fit as ``init=`` to the same method).
     """
 
-    target: Target
-    q: Family
+    target: Target | None
+    q: Any
     trace: np.ndarray
     info: FitInfo
     state: Any = None
 
+    @property
+    def verdict(self) -> Verdict:
+        return self.info.verdict
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the fit's own checks vouch for it (``verdict.status == "trusted"``)."""
+        return self.info.verdict.trusted
+
+    @property
+    def name(self) -> str:
+        return self.target.name if self.target is not None else self.info.extra.get("model", "model")
+
     def draws_unconstrained(self, n: int = 1000, key: Array | int = 0) -> Array:
         """``n`` draws z ~ q, shape ``(n, d)``."""
-        key = jax.random.PRNGKey(key) if isinstance(key, int) else key
-        return self.q.sample(key, n)
+        return self.q.sample(as_key(key), n)
 
     def draws(self, n: int = 1000, key: Array | int = 0) -> dict[str, np.ndarray]:
         """``n`` draws θ(z), z ~ q, as ``{name: (n, *shape)}`` in the constrained space (deterministic sites too)."""
+        if self.target is None:
+            return {k: np.asarray(v) for k, v in self.q.draws(n, as_key(key)).items()}
         z = self.draws_unconstrained(n, key)
         return {k: np.asarray(v) for k, v in _constrain_rows(self.target, z).items()}
 
     @property
     def elbo(self) -> float:
         """The ELBO of q: from the importance check's draws when computed (NaN if log p̃ − log q was not
-        finite at all of them), else the mean objective over the last tenth of the run."""
+        finite at all of them), else the run's own last value of it (``info.extra["elbo"]``), else the mean
+        objective over the last tenth of the run."""
         if self.info.importance is not None:
             return self.info.importance.elbo
+        if "elbo" in self.info.extra:
+            return float(self.info.extra["elbo"])
         if self.trace.size == 0:
             return float("nan")
         tail = self.trace[-max(1, self.trace.size // 10) :]
@@ -101,7 +200,7 @@ class Fit:
 
     def to_arviz(self, n: int = 1000, key: Array | int = 0):
         """An ``arviz.InferenceData`` with one chain of ``n`` draws from q (constrained); MCMC draws keep
-        their chains, all of them."""
+        their chains, all of them. Its attributes name the method, the outcome and the verdict."""
         import arviz as az
 
         posterior = (
@@ -111,15 +210,21 @@ class Fit:
         )
         return az.from_dict(
             posterior=posterior,
-            attrs={"inference_library": "vbayes", "method": self.info.method, "outcome": self.info.outcome},
+            attrs={
+                "inference_library": "vbayes",
+                "method": self.info.method,
+                "outcome": self.info.outcome,
+                "verdict": self.info.verdict.status,
+                "flags": "; ".join(self.info.verdict.flags),
+            },
         )
 
     def __repr__(self) -> str:
         i = self.info
         khat = "" if i.importance is None else f", khat={i.importance.khat:.2f}"
         return (
-            f"Fit({i.method} on {self.target.name!r}, {type(self.q).__name__}, outcome={i.outcome}, "
-            f"steps={i.steps}, elbo={self.elbo:.4g}{khat}, wall={i.wall_time:.2f}s)"
+            f"Fit({i.method} on {self.name!r}, {type(self.q).__name__}, outcome={i.outcome}, "
+            f"verdict={i.verdict.status}, steps={i.steps}, elbo={self.elbo:.4g}{khat}, wall={i.wall_time:.2f}s)"
         )
 
 

@@ -79,17 +79,22 @@ def importance_check(target: Target, q: Family, num_draws: int = 4000, key: Arra
     ``num_draws`` draws of q (4,000 by default: k̂ is noisy below that)."""
     key = jax.random.PRNGKey(key) if isinstance(key, int) else key
     _, r = log_ratios(target, q, key, num_draws)
-    r = np.asarray(r, dtype=np.float64)
+    return importance_from_ratios(r)
+
+
+def importance_from_ratios(log_ratios: np.ndarray) -> ImportanceCheck:
+    """The :class:`ImportanceCheck` of log ratios r_s = log p̃(z_s) − log q(z_s) ``(S,)``, z_s ~ q."""
+    r = np.asarray(log_ratios, dtype=np.float64)
     khat, lw = psis(r)
     finite = r[np.isfinite(r)]  # any non-finite ratio leaves the ELBO and evidence undefined
     ess = float(1.0 / np.sum(np.exp(2 * lw))) if np.all(np.isfinite(lw)) else 0.0
     return ImportanceCheck(
         khat=khat,
-        khat_threshold=khat_threshold(num_draws),
+        khat_threshold=khat_threshold(r.size),
         ess=ess,
         log_evidence=float(logsumexp(r) - math.log(r.size)) if finite.size == r.size else math.nan,
         elbo=float(r.mean()) if finite.size == r.size else math.nan,
         elbo_se=float(r.std(ddof=1) / math.sqrt(r.size)) if finite.size == r.size else math.nan,
-        num_draws=num_draws,
+        num_draws=r.size,
         log_weights=lw,
     )

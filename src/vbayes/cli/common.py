@@ -104,7 +104,7 @@ def print_outcome(console: Console, result: Fit) -> None:
     """One line: outcome, message, steps, gradient evaluations, skipped steps, wall time, final ELBO (or, for
     Laplace, the log evidence and the number of curvature products)."""
     i = result.info
-    style = _OUTCOME_STYLE.get(i.outcome, "white")
+    style = _OUTCOME_STYLE.get(i.outcome, "white") if not result.verdict.status == "flagged" else "yellow"
     if "log_evidence" in i.extra:
         tail = f"curvature products {i.extra.get('products')}, log evidence (Laplace) {i.extra['log_evidence']:.4f}"
     else:
@@ -114,6 +114,28 @@ def print_outcome(console: Console, result: Fit) -> None:
         f"{i.grad_evals}, skipped {i.skipped_steps}, wall {i.wall_time:.2f} s, {tail}",
         soft_wrap=True,
     )
+
+
+VERDICT_STYLE = {"trusted": "bold green", "flagged": "bold red", "unchecked": "bold yellow"}
+FLAGGED_EXIT = 3
+"""Exit status of a command whose fit finished but is flagged by its own checks."""
+
+
+def print_verdict(console: Console, result: Fit) -> None:
+    """The verdict on its own line: trusted / FLAGGED / unchecked, what each check found, and what the checks
+    cost as a share of the fit."""
+    v = result.verdict
+    style = VERDICT_STYLE[v.status]
+    word = "FLAGGED" if v.status == "flagged" else v.status
+    cost = ""
+    if v.checks:
+        share = v.seconds / max(result.info.wall_time, 1e-9)
+        cost = f" [dim](checks: {v.seconds:.2f} s, {share:.0%} of the fit; {v.evaluations} evaluations)[/dim]"
+    lines = [f"[{style}]verdict: {word}[/{style}]{cost}"]
+    for c in v.checks:
+        mark = {"pass": "[green]✓[/green]", "note": "[yellow]![/yellow]", "flag": "[red]✗[/red]", "skip": "–"}[c.status]
+        lines.append(f"  {mark} {c.name}: {escape(c.message)}")
+    console.print("\n".join(lines), soft_wrap=True)
 
 
 def summary_by_parameter(summary: pd.DataFrame, order: tuple[str, ...] = ()) -> pd.DataFrame:

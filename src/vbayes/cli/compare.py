@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vbayes.cli.common import enable_x64, output_folder, safe_name, stdout, user_errors
+from vbayes.cli.common import FLAGGED_EXIT, VERDICT_STYLE, enable_x64, output_folder, safe_name, stdout, user_errors
 from vbayes.cli.loading import resolve_target
 from vbayes.errors import VBayesError
 
@@ -29,8 +29,8 @@ COMPARE_COLUMNS = (
 )
 
 HELP = (
-    "Run several methods on TARGET (default: eight_schools_noncentered), check each with its own "
-    "diagnostics, measure each against a reference, and say which to trust.\n\n"
+    "Run several methods on TARGET (default: eight_schools_noncentered), read each one's verdict (its own "
+    "checks), measure each against a reference, and say which to trust.\n\n"
     "TARGET: an example name, posteriordb:NAME (a posterior in ../shared/posteriordb, which also allows "
     "--reference posteriordb), or FILE.py:NAME."
 )
@@ -42,8 +42,12 @@ def compare(
         "eight_schools_noncentered"
     ),
     methods: Annotated[
-        str, typer.Option(help="Comma-separated: advi-meanfield, advi-fullrank, advi-lowrank, laplace, nuts.")
-    ] = "advi-meanfield,advi-fullrank,advi-lowrank,laplace,nuts",
+        str | None,
+        typer.Option(
+            help="Comma-separated method names (any of `vbayes fit --method`'s); default: advi-meanfield, "
+            "advi-fullrank, advi-lowrank, laplace, nuts, and cavi, svi for a target with a conjugate form."
+        ),
+    ] = None,
     reference: Annotated[str, typer.Option(help="nuts, posteriordb (for posteriordb:NAME targets) or none.")] = "nuts",
     report: Annotated[
         Path | None, typer.Option(help="Folder for the HTML report (default: vbayes-out/compare-<target>).")
@@ -58,7 +62,7 @@ def compare(
     with user_errors():
         if reference not in ("nuts", "posteriordb", "none"):
             raise VBayesError(f"unknown reference {reference!r}; use nuts, posteriordb or none")
-        names = tuple(m.strip() for m in methods.split(",") if m.strip())
+        names = None if methods is None else tuple(m.strip() for m in methods.split(",") if m.strip())
         resolved = resolve_target(target)
         folder = output_folder(
             report if report is not None else Path("vbayes-out") / f"compare-{safe_name(resolved.name)}"
@@ -75,12 +79,21 @@ def compare(
         )
         console.print(compare_table(result.table()))
         for r in result.results:
-            if r.flags:
-                console.print(f"[yellow]{escape(r.method)}[/yellow]: {escape('; '.join(r.flags))}", soft_wrap=True)
-        trust = f"[bold green]Trust {escape(result.recommended)}[/bold green]"
-        console.print(f"\n{trust}: {escape(result.reason)}.", soft_wrap=True)
+            status = r.fit.verdict.status
+            style = VERDICT_STYLE[status]
+            word = "FLAGGED" if status == "flagged" else status
+            detail = "; ".join(r.flags) if r.flags else r.fit.verdict.summary().partition(": ")[2]
+            line = f"[bold]{escape(r.method)}[/bold] verdict: [{style}]{word}[/{style}] — {escape(detail)}"
+            console.print(line, soft_wrap=True)
+        if result.recommended == "none":
+            console.print(f"\n[bold red]Trust none[/bold red]: {escape(result.reason)}.", soft_wrap=True)
+        else:
+            trust = f"[bold green]Trust {escape(result.recommended)}[/bold green]"
+            console.print(f"\n{trust}: {escape(result.reason)}.", soft_wrap=True)
         path = write_compare_report(result, folder)
         console.print(f"wrote {path}", soft_wrap=True)
+    if result.recommended == "none":
+        raise typer.Exit(code=FLAGGED_EXIT)
 
 
 def compare_table(table: pd.DataFrame) -> Table:
@@ -90,7 +103,7 @@ def compare_table(table: pd.DataFrame) -> Table:
     cols = [(key, label, fmt) for key, label, fmt in COMPARE_COLUMNS if key in table.columns]
     for _, label, _ in cols:
         out.add_column(label, justify="right")
-    out.add_column("trusted")
+    out.add_column("verdict")
     if "accurate" in table.columns:
         out.add_column("accurate")
     yes_no = lambda ok: "[green]yes[/green]" if ok else "[red]no[/red]"
@@ -99,7 +112,8 @@ def compare_table(table: pd.DataFrame) -> Table:
         for key, _, fmt in cols:
             value = row[key]
             cells.append("" if isinstance(value, float) and not np.isfinite(value) else fmt.format(value))
-        cells.append(yes_no(row["trusted"]))
+        verdict = row["verdict"]
+        cells.append(f"[{VERDICT_STYLE[verdict]}]{'FLAGGED' if verdict == 'flagged' else verdict}[/]")
         if "accurate" in table.columns:
             cells.append("" if not isinstance(row["accurate"], bool | np.bool_) else yes_no(row["accurate"]))
         out.add_row(method, *cells)

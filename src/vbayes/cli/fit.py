@@ -1,12 +1,12 @@
-"""``vbayes fit``: fit an approximation to a TARGET's posterior with a method (ADVI or Laplace), print its outcome
-and summary, and write the report (trace.png, summary.csv, info.json; posterior_sd.png on a mesh).
+"""``vbayes fit``: fit an approximation to a TARGET's posterior with any method of the registry
+(:mod:`vbayes.methods`), print its outcome, the verdict of its own checks and its summary, and write the report
+(trace.png, summary.csv, info.json; posterior_sd.png on a mesh).
 Registered on the app in :mod:`vbayes.cli`."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -16,15 +16,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vbayes import Fit, Target, advi, laplace
+from vbayes import methods as registry
 from vbayes.cli.common import (
     FIRST_ROWS,
+    FLAGGED_EXIT,
     MAX_SUMMARY_ROWS,
     enable_x64,
     fail,
     jsonable,
     output_folder,
     print_outcome,
+    print_verdict,
     safe_name,
     stdout,
     summary_by_parameter,
@@ -33,8 +35,7 @@ from vbayes.cli.common import (
 )
 from vbayes.cli.loading import resolve_mesh, resolve_target
 from vbayes.errors import VBayesError
-from vbayes.families import FAMILIES
-from vbayes.infer.laplace import CURVATURES
+from vbayes.fit import Fit
 from vbayes.report import plot_mesh_fields, plot_trace
 
 TARGET_HELP = (
@@ -47,74 +48,66 @@ TARGET_HELP = (
     '        mu = numpyro.sample("mu", dist.Normal(0, 10))\n'
     '        numpyro.sample("y", dist.Normal(mu, 1), obs=y)\n\n'
     '    data = {"y": np.array([0.3, 1.2, 0.8])}\n\n'
-    "Prints the fit's outcome and summary, and writes trace.png (ELBO trace), summary.csv and info.json to --out. "
-    "Exit status 1 on bad input, and after writing the report when the fit diverged."
+    "Prints the fit's outcome, its verdict and summary, and writes trace.png (the method's trace), summary.csv and "
+    "info.json (the record, verdict included) to --out. FILE.py is executed as Python: run only files you trust."
 )
 
 
-def _run_advi(target: Target, family: str, rank: int | None, steps: int, seed: int) -> Fit:
-    return advi(target, family, rank=rank or 2, max_steps=steps, key=seed, progress=True)
-
-
-def _run_laplace(target: Target, family: str, rank: int | None, steps: int, seed: int, curvature: str = "auto") -> Fit:
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    return laplace(
-        target, curvature, rank=rank, max_iter=steps, key=seed, log=lambda m: console.print(f"[dim]{m}[/dim]")
-    )
-
-
-METHODS: dict[str, Callable[..., Fit]] = {"advi": _run_advi, "laplace": _run_laplace}
-"""``--method`` name -> ``(target, family, rank, steps, seed[, curvature=]) -> Fit`` (``curvature``: laplace only)."""
-
-
-def _check_choices(method: str, family: str, curvature: str = "auto") -> None:
-    """Fail fast, before building the target, on an unknown method, family or curvature."""
-    if method not in METHODS:
-        raise VBayesError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
-    if family not in FAMILIES:
-        raise VBayesError(f"unknown family {family!r}; available: {', '.join(FAMILIES)}")
-    if curvature not in CURVATURES:
-        raise VBayesError(f"unknown curvature {curvature!r}; available: {', '.join(CURVATURES)}")
-
-
-HELP = "Fit an approximation to TARGET's posterior, print it, and write a report.\n\n" + TARGET_HELP
+HELP = (
+    "Fit an approximation to TARGET's posterior with a method, print it with the verdict of its own checks, and "
+    "write a report.\n\n" + TARGET_HELP + "\n\nExit status: 0 when the fit's own checks vouch for it (or none could "
+    f"run), {FLAGGED_EXIT} when the fit finished but its checks flag it (do not use it as the posterior), 1 on bad "
+    "input or a fit that diverged."
+)
 """Help text of ``vbayes fit``."""
 
 
 def fit(
     target: Annotated[str, typer.Argument(help="A built-in example name or FILE.py:NAME.", show_default=False)],
-    method: Annotated[str, typer.Option(help=f"Inference method: {', '.join(METHODS)}.")] = "advi",
-    family: Annotated[str, typer.Option(help=f"Family of q: {', '.join(FAMILIES)}.")] = "meanfield",
+    method: Annotated[str, typer.Option(help=f"Inference method: {', '.join(registry.METHODS)}.")] = "advi",
     rank: Annotated[
         int | None,
-        typer.Option(min=1, help="Rank of the lowrank family (default 2), or of laplace's lowrank/ggn curvature."),
+        typer.Option(min=1, help="Rank of advi-lowrank (default 2) or of laplace's lowrank/ggn curvature."),
     ] = None,
-    curvature: Annotated[
-        str, typer.Option(help=f"Laplace curvature: {', '.join(CURVATURES)} (dense for d ≤ 1000, else ggn/lowrank).")
-    ] = "auto",
-    steps: Annotated[int, typer.Option(min=1, help="Maximum number of optimisation steps.")] = 20_000,
+    steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="Step budget: ADVI steps, L-BFGS iterations, NUTS draws, CAVI passes, SVI epochs."),
+    ] = None,
+    checks: Annotated[
+        str, typer.Option(help="The verdict's checks: default, all (adds restarts: a second fit), none.")
+    ] = "default",
     seed: Annotated[int, typer.Option(help="Random seed (fit and summary draws).")] = 0,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: vbayes-out/<target name>).", show_default=False)
     ] = None,
     draws: Annotated[int, typer.Option(min=2, help="Draws from q for the summary.")] = 4000,
 ) -> None:
-    """Resolve TARGET, run the method, print the outcome and summary, write the report; see the help text."""
+    """Resolve TARGET, run the method, print the outcome, verdict and summary, write the report; see the help."""
     enable_x64()
     with user_errors():
-        _check_choices(method, family, curvature)
+        chosen = registry.get(method)
+        if checks not in ("default", "all", "none"):
+            raise VBayesError(f"unknown checks {checks!r}; use default, all or none")
+        options = {}
+        if rank is not None:
+            if chosen.rank is None:
+                raise VBayesError(f"--rank applies to advi-lowrank and the laplace methods, not {method}")
+            options[chosen.rank] = rank
+        if steps is not None:
+            options[chosen.steps] = steps
+        if chosen.kind == "vi":
+            options["progress"] = True
+        elif chosen.kind == "laplace":
+            console_err = Console(stderr=True, highlight=False, soft_wrap=True)
+            options["log"] = lambda m: console_err.print(f"[dim]{escape(m)}[/dim]")
         resolved = resolve_target(target)
         folder = output_folder(out if out is not None else Path("vbayes-out") / safe_name(resolved.name))
         console = stdout()
-        if method == "laplace":
-            what = f"curvature {curvature}" + (f" (rank {rank})" if rank and curvature in ("lowrank", "ggn") else "")
-        else:
-            what = f"family {family}" + (f" (rank {rank or 2})" if family == "lowrank" else "")
-        console.print(f"[bold]{escape(resolved.name)}[/bold]  dim {resolved.dim}  method {method}  {what}")
-        options = {"curvature": curvature} if method == "laplace" else {}
-        result = METHODS[method](resolved, family, rank, steps, seed, **options)
+        console.print(f"[bold]{escape(resolved.name)}[/bold]  dim {resolved.dim}  method {method}")
+        result = registry.fit(resolved, method, key=seed, checks=checks, **options)
         summary = result.summary(draws, seed)
         print_outcome(console, result)
+        print_verdict(console, result)
         if len(summary) > MAX_SUMMARY_ROWS:
             console.print(summary_table(summary_by_parameter(summary, result.target.names), "parameter"))
             console.print(f"first {FIRST_ROWS} of {len(summary)} rows (all in summary.csv):")
@@ -128,6 +121,13 @@ def fit(
         console.print(f"wrote {', '.join(p.name for p in written)} to {folder}", soft_wrap=True)
     if result.info.outcome == "diverged":
         raise fail(f"the fit diverged (see the message above); its trace and summary are in {folder}")
+    if result.verdict.status == "flagged":
+        console.print(
+            f"[bold red]verdict: FLAGGED[/bold red] — {escape(result.verdict.flags[0])}. Do not use this fit as the "
+            "posterior: try another method (vbayes compare) or more steps.",
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=FLAGGED_EXIT)
 
 
 def write_outputs(result: Fit, summary: pd.DataFrame, folder: Path) -> list[Path]:
@@ -140,6 +140,7 @@ def write_outputs(result: Fit, summary: pd.DataFrame, folder: Path) -> list[Path
     info = folder / "info.json"
     record = {"target": result.target.name, "dim": result.target.dim, **dataclasses.asdict(result.info)}
     record["elbo"] = result.elbo
+    record["trusted"] = result.trusted
     info.write_text(json.dumps(jsonable(record), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return [png, csv, info]
 

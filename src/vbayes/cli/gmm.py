@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vbayes.cli.common import output_folder, safe_name, stdout, user_errors
+from vbayes.cli.common import FLAGGED_EXIT, output_folder, print_verdict, safe_name, stdout, user_errors
 from vbayes.cli.loading import load_dask, load_matrix, parse_devices
 from vbayes.errors import VBayesError
 
@@ -47,8 +47,8 @@ def gmm(
     ] = None,
 ) -> None:
     """Fit, print the components found, the ELBO and the outcome; write gmm.png and components.csv."""
-    from vbayes.mixture import METHODS as GMM_METHODS
-    from vbayes.mixture import VariationalGaussianMixture
+    from vbayes.estimators.mixture import METHODS as GMM_METHODS
+    from vbayes.estimators.mixture import VariationalGaussianMixture
     from vbayes.report import plot_mixture
 
     with user_errors():
@@ -60,7 +60,7 @@ def gmm(
             raise VBayesError("--dask and --devices are alternatives: choose one")
         console = stdout()
         if dask is not None:
-            from vbayes.infer.dask import connect
+            from vbayes.data.dask import connect
 
             client = connect(dask)  # fails early, with the address, if the scheduler cannot be reached
             full = load_dask(data)
@@ -85,13 +85,14 @@ def gmm(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(full, client=client) if dask is not None else model.fit(full)
-        info = model.fit_info_
+        info = model.result_.info
         console.print(
             f"[{'green' if model.converged_ else 'yellow'}]{info.outcome}[/]: {escape(info.message)}; "
             f"{model.n_iter_} iterations, {info.wall_time:.2f} s; ELBO {model.elbo_:.6g} "
             f"({model.lower_bound_:.6f} per point)",
             soft_wrap=True,
         )
+        print_verdict(console, model.result_)
         covs = model.covariances_
         if covariance == "diag":
             covs = np.stack([np.diag(c) for c in covs])
@@ -116,3 +117,5 @@ def gmm(
         pd.DataFrame(rows).to_csv(folder / "components.csv", index=False)
         picture = plot_mixture(X, model.weights_, model.means_, covs, model.lower_bounds_, folder / "gmm.png")
         console.print(f"wrote {picture.name}, components.csv to {folder}", soft_wrap=True)
+    if model.result_.verdict.status == "flagged":
+        raise typer.Exit(code=FLAGGED_EXIT)

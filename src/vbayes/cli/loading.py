@@ -179,7 +179,7 @@ def load_dask(path: Path):
     store, ``.parquet`` (file or folder; needs pyarrow), or a CSV (read here, then partitioned)."""
     import dask.array as da
 
-    from vbayes.infer.dask import from_npy
+    from vbayes.data.dask import from_npy
 
     if not path.exists():
         raise FileNotFoundError(2, "No such file", str(path))
@@ -196,8 +196,8 @@ def load_dask(path: Path):
 
 
 def parse_devices(devices: str | None, console) -> str | int | None:
-    """``--devices`` (:func:`vbayes.infer.sharding.parse_devices_option`), its note printed."""
-    from vbayes.infer.sharding import parse_devices_option
+    """``--devices`` (:func:`vbayes.data.devices.parse_devices_option`), its note printed."""
+    from vbayes.data.devices import parse_devices_option
 
     parsed, note = parse_devices_option(devices)
     if note:

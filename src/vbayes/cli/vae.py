@@ -79,7 +79,7 @@ def train_cmd(
     ] = None,
 ) -> None:
     """Train on the data, checkpointing every epoch (Ctrl-C saves; --resume continues); write pictures."""
-    from vbayes.infer.sharding import parse_devices_option
+    from vbayes.data.devices import parse_devices_option
     from vbayes.vae.checkpoint import load_run
     from vbayes.vae.config import TrainConfig
     from vbayes.vae.diagnostics import activity, collapse_messages, kl_per_dimension

@@ -1,29 +1,15 @@
-"""Conjugate-exponential models, each a :class:`~vbayes.infer.conjugate.ConjugateModel` of pure functions."""
+"""Conjugate-exponential models and the engine that fits them.
 
-from vbayes.conjugate.gmm import (
-    GMMLocal,
-    GMMParams,
-    GMMPrior,
-    GMMStats,
-    bayesian_gmm,
-    default_prior,
-    flat_prior,
-    init_params,
-    make_prior,
-    point_estimates,
-    predictive_log_density,
-)
+The contract (:mod:`~vbayes.conjugate.model`: a model is a NamedTuple of pure functions, and :class:`Mode` says
+whether q(β) is the full factor or a point mass) lies below the algorithms: :mod:`~vbayes.conjugate.cavi`
+(CAVI, EM, MAP-EM), :mod:`~vbayes.conjugate.svi` (stochastic VI, online EM), :mod:`~vbayes.conjugate.moves`
+(delete / merge moves and the schedules that use them). Every algorithm runs over any data source
+(:mod:`vbayes.data`) and returns a :class:`~vbayes.fit.Fit`. Models: :mod:`~vbayes.conjugate.gmm` (the Bayesian
+Gaussian mixture), :mod:`~vbayes.conjugate.linreg` (Bayesian linear regression).
+"""
 
-__all__ = [
-    "GMMLocal",
-    "GMMParams",
-    "GMMPrior",
-    "GMMStats",
-    "bayesian_gmm",
-    "default_prior",
-    "flat_prior",
-    "init_params",
-    "make_prior",
-    "point_estimates",
-    "predictive_log_density",
-]
+from vbayes.conjugate.cavi import cavi, objective, update
+from vbayes.conjugate.model import ConjugateModel, Mode
+from vbayes.conjugate.svi import SVIConfig, svi
+
+__all__ = ["ConjugateModel", "Mode", "SVIConfig", "cavi", "objective", "svi", "update"]

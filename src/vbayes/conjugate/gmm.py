@@ -35,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import digamma, gammaln, multigammaln
 
+from vbayes.conjugate.model import ConjugateModel
 from vbayes.errors import VBayesError
-from vbayes.infer.conjugate import ConjugateModel
 
 Array = jax.Array
 
@@ -421,17 +421,70 @@ def _log_prior(ctype: str, wtype: str, prior: GMMPrior, params: GMMParams) -> Ar
     return _log_prior_weights(params, a0, wtype) + jnp.sum(log_normal + log_wishart)
 
 
+def _counts(ctype: str, wtype: str, prior: GMMPrior, stats: GMMStats) -> Array:
+    """Expected points per component, Σ_n r_nk: (K,)."""
+    return stats.n
+
+
+def _distance(ctype: str, wtype: str, prior: GMMPrior, params: GMMParams) -> Array:
+    """(m_j − m_k)ᵀ (Σ_j + Σ_k)⁻¹ (m_j − m_k) for every pair of components (scikit-learn's point estimates of
+    the means and covariances): (K, K)."""
+    _, means, cov = _point_estimates(ctype, wtype, params)
+    full = _full_matrices(cov, ctype, means.shape[-1])
+    diff = means[:, None, :] - means[None, :, :]
+    pair = full[:, None] + full[None, :]
+    return jnp.sum(diff * jnp.linalg.solve(pair, diff[..., None])[..., 0], -1)
+
+
+def _full_matrices(a: Array, ctype: str, dim: int) -> Array:
+    """(K, D, D) matrices from a covariance type's storage: (K, D, D) | (K, D) diagonals | (K,) multiples of I."""
+    if ctype == "full":
+        return a
+    diag = a if ctype == "diag" else a[:, None] * jnp.ones(dim, a.dtype)
+    return diag[..., None] * jnp.eye(dim, dtype=a.dtype)
+
+
+def _sample(ctype: str, wtype: str, prior: GMMPrior, params: GMMParams, key: Array, n: int, point_mass: bool):
+    """``n`` draws from q(β): ``weights`` (n, K) (stick draws renormalised over the K components, as scikit-learn's
+    ``weights_``), ``means`` (n, K, D) and ``covariances`` Λ_k⁻¹ (n, K, D, D), with Λ_k ~ Wishart(ν_k, W_k) and
+    μ_k | Λ_k ~ N(m_k, (β_k Λ_k)⁻¹); for ``diag`` / ``spherical`` q(Λ_k) is the Wishart with W_k diagonal /
+    isotropic, whose draws are full matrices. With ``point_mass``: n copies of the mode."""
+    import numpyro.distributions as dist
+
+    dim = _dim(params)
+    if point_mass:
+        w, means, cov = _point_estimates(ctype, wtype, params, point_mass=True)
+        full = _full_matrices(cov, ctype, dim)
+        tile = lambda a: jnp.broadcast_to(a, (n,) + a.shape)
+        return {"weights": tile(w), "means": tile(means), "covariances": tile(full)}
+    k_w, k_l, k_m = jax.random.split(key, 3)
+    a, b = params.weight_a, params.weight_b
+    if wtype == "dirichlet_distribution":
+        w = jax.random.dirichlet(k_w, a, (n,))
+    else:
+        v = jax.random.beta(k_w, a, b, (n, a.shape[0]))
+        w = v * jnp.exp(jax.vmap(_exclusive_cumsum)(jnp.log1p(-v)))
+        w = w / jnp.sum(w, -1, keepdims=True)
+    rate = _full_matrices(_scale_inverse(params, ctype), ctype, dim)
+    precision = dist.Wishart(params.nu, rate_matrix=rate).sample(k_l, (n,))  # (n, K, D, D)
+    chol = jnp.linalg.cholesky(params.beta[:, None, None] * precision)
+    eps = jax.random.normal(k_m, (n, a.shape[0], dim, 1), precision.dtype)
+    m = params.beta_mean / params.beta[:, None]
+    means = m + jax.scipy.linalg.solve_triangular(jnp.swapaxes(chol, -1, -2), eps, lower=False)[..., 0]
+    return {"weights": w, "means": means, "covariances": jnp.linalg.inv(precision)}
+
+
 @functools.cache
 def _functions(ctype: str, wtype: str) -> tuple:
     """The model's functions with the static choices bound; cached so that jit sees the same callables."""
-    fns = (_expect, _mode, _local_step, _global_step, _expected_log_joint, _kl, _log_prior)
+    fns = (_expect, _mode, _local_step, _global_step, _expected_log_joint, _kl, _log_prior, _counts, _distance, _sample)
     return tuple(functools.partial(f, ctype, wtype) for f in fns)
 
 
 def bayesian_gmm(
     prior: GMMPrior, covariance_type: str = "full", weight_concentration_prior_type: str = "dirichlet_process"
 ) -> ConjugateModel:
-    """The Bayesian Gaussian mixture as a :class:`~vbayes.infer.conjugate.ConjugateModel` (a pytree whose
+    """The Bayesian Gaussian mixture as a :class:`~vbayes.conjugate.model.ConjugateModel` (a pytree whose
     leaves are the prior's arrays, so one compiled pass serves every prior of the same shapes).
 
     VB → EM is one substitution: the local step reads q(β) only through ``GMMLocal``; ``expect`` fills it
@@ -577,7 +630,10 @@ def config(model: ConjugateModel) -> tuple[str, str]:
 def point_estimates(model: ConjugateModel, params: GMMParams, point_mass: bool = False):
     """scikit-learn's read-outs: ``(weights, means, covariances)``. VB: weights = E[π] renormalised,
     covariances = W_k⁻¹/ν_k (scikit-learn's normalised Wishart scale); EM/MAP (``point_mass``): the mode."""
-    ctype, wtype = config(model)
+    return _point_estimates(*config(model), params, point_mass)
+
+
+def _point_estimates(ctype: str, wtype: str, params: GMMParams, point_mass: bool = False):
     dim = _dim(params)
     winv = _scale_inverse(params, ctype)
     means = params.beta_mean / params.beta[:, None]

@@ -20,7 +20,7 @@ from vbayes.targets import Target, from_logdensity, from_numpyro
 
 def _renamed(target: Target, name: str) -> Target:
     """The same target under the example's name (from_numpyro names it after the model function)."""
-    return Target(target.density, target.data, name)
+    return target.renamed(name)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,11 +7,15 @@ The closed forms are the ground truth that tests and benchmarks hold approximate
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.stats import norm
 from scipy.linalg import cho_factor, cho_solve
 
+from vbayes.conjugate.linreg import linear_regression_model, prior_params
+from vbayes.conjugate.model import ConjugateForm
 from vbayes.errors import VBayesError
 from vbayes.targets import Target, from_logdensity
 
@@ -50,13 +54,22 @@ def linear_regression(prior_sd: float = PRIOR_SD, noise_sd: float = NOISE_SD) ->
     """Conjugate linear regression on the diabetes data: beta ~ N(0, s² I), y ~ N(X beta, σ² I); z = beta, dim 11.
 
     The log density is the exact log joint log p(y, beta) (normalising constants included), so
-    ``log_density(z) − log N(z | exact posterior)`` equals :func:`exact_log_evidence` at every z.
+    ``log_density(z) − log N(z | exact posterior)`` equals :func:`exact_log_evidence` at every z. The target also
+    carries the model in conjugate form (:func:`conjugate_form`), so CAVI and SVI fit it too.
     ``X``, ``y``, ``prior_sd`` and ``noise_sd`` are all data leaves.
     """
     _check_scales(prior_sd, noise_sd)
     X, y = diabetes_data()
     data = {"X": X, "y": y, "prior_sd": float(prior_sd), "noise_sd": float(noise_sd)}
-    return from_logdensity(_log_joint, {"beta": np.zeros(X.shape[1])}, data=data, name="linear_regression")
+    target = from_logdensity(_log_joint, {"beta": np.zeros(X.shape[1])}, data=data, name="linear_regression")
+    return target.with_conjugate(partial(conjugate_form, X, y, float(prior_sd), float(noise_sd)))
+
+
+def conjugate_form(X: np.ndarray, y: np.ndarray, prior_sd: float, noise_sd: float) -> ConjugateForm:
+    """The same model for the conjugate algorithms (:mod:`vbayes.conjugate.linreg`): rows [x, y], q(β) from the
+    prior."""
+    model = linear_regression_model(np.eye(X.shape[1]) / prior_sd**2, noise_sd)
+    return ConjugateForm(model, np.column_stack([X, y]), prior_params(model))
 
 
 def _check_scales(prior_sd: float, noise_sd: float) -> None:

@@ -1,8 +1,5 @@
-"""Algorithms: each a functional core (init_state / build_step) and a driver that returns a Fit."""
-
-from vbayes.infer.advi import advi
-from vbayes.infer.conjugate import cavi, em, svi
-from vbayes.infer.laplace import laplace
-from vbayes.infer.nuts import nuts
-
-__all__ = ["advi", "cavi", "em", "laplace", "nuts", "svi"]
+"""Black-box algorithms on a log-density :class:`~vbayes.targets.Target`, each a functional core (``init_state`` /
+``build_step``, NamedTuple states) and a driver that returns a :class:`~vbayes.fit.Fit` with its verdict:
+:mod:`~vbayes.infer.advi`, :mod:`~vbayes.infer.laplace`, :mod:`~vbayes.infer.nuts`, and the mode search they
+share (:mod:`~vbayes.infer.optimize`). The drivers are ``vbayes.advi``, ``vbayes.laplace`` and ``vbayes.nuts``;
+this package imports none of them, so that ``vbayes.infer.advi`` is the module."""

@@ -15,12 +15,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vbayes.checks import resolve as resolve_checks
+from vbayes.checks import verify
 from vbayes.errors import VBayesError
 from vbayes.families import LowRankPrecisionGaussian, MeanFieldGaussian
 from vbayes.fit import Fit, FitInfo, as_key
@@ -86,40 +88,51 @@ def _covariance_matvec(q, g: Array) -> Array:
     return q.covariance() @ g
 
 
+class LaplaceConfig(NamedTuple):
+    """Laplace's settings. ``rank``: eigenpairs kept by ``lowrank``/``ggn``; ``None`` (default) keeps all with
+    |λ| ≥ ``eig_tol`` (dropping an eigenpair changes marginal variances by at most a fraction λ/(1+λ) of the
+    prior's), growing the Krylov space until it has found them. ``krylov_dim``: the most products spent on it
+    (default ⌈1.5·rank⌉ + 10 for a given rank, else min(d, 2000); d means exact). ``prior_precision``: the reference
+    precision P of the low-rank forms for targets that are not least-squares targets (default identity). The mode
+    search stops when max|∇| ≤ ``gtol``·(1 + |log p̃|) (in prior-whitened coordinates for least-squares targets) or
+    after ``max_iter`` iterations; loose on purpose, since up to ``polish_steps`` Newton steps finish the job once
+    the curvature is known. Products run ``batch_size`` at a time (vmapped). Eigenvalues of the precision below
+    ``eig_floor`` (relative to the largest for ``dense``/``diag``; absolute, in prior units, for ``lowrank``) are
+    clipped, and the fit says so. ``diag``: exact by d products for d ≤ ``exact_diag_max``, else estimated from
+    ``diag_probes`` random probes. ``dense`` refuses d > ``dense_max_dim``."""
+
+    rank: int | None = None
+    eig_tol: float = 0.1
+    prior_precision: Any = None
+    max_iter: int = 2000
+    gtol: float = 1e-7
+    krylov_dim: int | None = None
+    batch_size: int = 16
+    eig_floor: float = 1e-10
+    exact_diag_max: int = 5000
+    diag_probes: int = 100
+    dense_max_dim: int = 10_000
+    polish_steps: int = 5
+
+
 def laplace(
     target: Target,
     curvature: str = "auto",
     *,
-    rank: int | None = None,
-    eig_tol: float = 0.1,
-    prior_precision: Any = None,
-    init: Any = None,
-    max_iter: int = 2000,
-    gtol: float = 1e-7,
-    krylov_dim: int | None = None,
-    batch_size: int = 16,
-    eig_floor: float = 1e-10,
-    exact_diag_max: int = 5000,
-    diag_probes: int = 100,
-    dense_max_dim: int = 10_000,
-    polish_steps: int = 5,
     key: Array | int | None = 0,
+    init: Any = None,
     log: Callable[[str], None] | None = None,
+    checks: Any = "default",
+    config: LaplaceConfig | None = None,
+    **options: Any,
 ) -> Fit:
     """Laplace approximation N(ẑ, Λ⁻¹) of ``target``'s posterior: L-BFGS to the mode, then the curvature there.
 
     curvature: ``dense`` | ``diag`` | ``lowrank`` | ``ggn`` (Gauss-Newton; least-squares targets only) | ``auto``
-    (``dense`` for d ≤ 1000, else ``ggn`` for least-squares targets and ``lowrank`` otherwise). ``rank``: eigenpairs
-    kept by ``lowrank``/``ggn``; ``None`` (default) keeps all with |λ| ≥ ``eig_tol`` (dropping an eigenpair changes
-    marginal variances by at most a fraction λ/(1+λ) of the prior's), growing the Krylov space until it has
-    found them. ``krylov_dim``: the most products spent on it (default ⌈1.5·rank⌉ + 10 for a given rank, else
-    min(d, 2000); d means exact). ``prior_precision``: the reference precision P of the low-rank forms for
-    targets that are not least-squares targets (default identity). ``init``: start of the
-    mode search (default: the prior mean, or 0). The search stops when max|∇| ≤ gtol·(1 + |log p̃|) (in prior-
-    whitened coordinates for least-squares targets) or after ``max_iter`` iterations; loose on purpose, since
-    the Newton steps below finish the job once the curvature is known. Products run ``batch_size``
-    at a time (vmapped). Eigenvalues of the precision below ``eig_floor`` (relative to the largest for
-    ``dense``/``diag``; absolute, in prior units, for ``lowrank``) are clipped, and the fit says so.
+    (``dense`` for d ≤ 1000, else ``ggn`` for least-squares targets and ``lowrank`` otherwise). ``options`` (or
+    ``config``): the fields of :class:`LaplaceConfig`. ``init``: start of the mode search (default: the prior mean,
+    or 0; a point or a Fit). ``log``: a function that receives progress messages. ``checks``: the verdict's checks
+    (:mod:`vbayes.checks`), run at the end.
 
     After the curvature, up to ``polish_steps`` Newton steps z + Λ⁻¹∇log p̃(z) polish the mean while they raise
     log p̃; ``info.extra["newton"]`` reports the Newton decrement √(∇ᵀΛ⁻¹∇) (the mean's distance from the mode in
@@ -127,10 +140,19 @@ def laplace(
 
     Returns a :class:`Fit`: ``q`` (FullRankGaussian, MeanFieldGaussian or LowRankPrecisionGaussian), ``trace`` =
     log p̃ per L-BFGS iteration, ``info.outcome`` ``converged`` | ``max_steps`` | ``diverged`` (the search left the
-    finite region) | ``indefinite`` (clipped curvature), ``info.grad_evals`` = evaluations in the mode search,
-    ``info.extra``: ``log_evidence``, ``products`` (Hessian-vector or Gauss-Newton products), ``map`` record,
-    eigenvalue summary and timings.
+    finite region), ``info.grad_evals`` = evaluations in the mode search, ``info.extra``: ``log_evidence``,
+    ``products`` (Hessian-vector or Gauss-Newton products), ``map`` record, eigenvalue summary and timings. A
+    curvature that had to be clipped (not positive definite) flags the fit (the ``curvature`` check).
     """
+    unknown = sorted(set(options) - set(LaplaceConfig._fields))
+    if unknown:
+        raise VBayesError(
+            f"unknown option(s) {unknown} for laplace; its options are {', '.join(LaplaceConfig._fields)}"
+        )
+    c = (config or LaplaceConfig())._replace(**options)
+    checks = resolve_checks(checks)
+    rank, eig_tol, prior_precision, krylov_dim = c.rank, c.eig_tol, c.prior_precision, c.krylov_dim
+    max_iter, gtol, batch_size, eig_floor = c.max_iter, c.gtol, c.batch_size, c.eig_floor
     t_start = time.perf_counter()
     say = log or (lambda message: None)
     if not isinstance(target, Target):
@@ -146,12 +168,12 @@ def laplace(
             "curvature 'ggn' (Gauss-Newton) needs a least-squares target (vbayes.from_least_squares); "
             "use 'lowrank' or 'dense' for this target"
         )
-    if curvature == "dense" and d > dense_max_dim:
+    if curvature == "dense" and d > c.dense_max_dim:
         gb = 8 * d * d / 2**30
         raise VBayesError(
             f"curvature 'dense' at d={d} needs {d} Hessian-vector products and {gb:.1f} GB per d×d matrix "
             f"(about {3 * gb:.0f} GB in all for the Hessian, its eigenvectors and the covariance); use 'lowrank' "
-            f"or 'ggn', or raise dense_max_dim={dense_max_dim}"
+            f"or 'ggn', or raise dense_max_dim={c.dense_max_dim}"
         )
     low_rank = curvature in ("lowrank", "ggn")
     if low_rank and rank is not None and not 1 <= rank <= d:
@@ -202,7 +224,7 @@ def laplace(
     elif curvature == "diag":
         products = hvp
         q, half_logdet, report = curv.diag(
-            target, z, hvp, eig_floor, names, exact_diag_max, diag_probes, key, parts, block
+            target, z, hvp, eig_floor, names, c.exact_diag_max, c.diag_probes, key, parts, block
         )
     elif curvature == "lowrank":
         products = hvp
@@ -221,8 +243,8 @@ def laplace(
     # 3. Newton steps on the mean with the Laplace covariance, kept while they raise log p̃
     value = float(mode.value)
     newton = {"steps": 0}
-    if status != "failed" and not report.get("clipped") and polish_steps > 0:
-        q, value, newton = _polish(target, q, value, mode.grad, polish_steps)
+    if status != "failed" and not report.get("clipped") and c.polish_steps > 0:
+        q, value, newton = _polish(target, q, value, mode.grad, c.polish_steps)
     log_evidence = value + 0.5 * d * _LOG_2PI - half_logdet
 
     # 4. outcome and record
@@ -251,9 +273,7 @@ def laplace(
             f"{newton['steps']} polishing steps): raise max_iter or lower gtol"
         )
     if report.get("clipped"):
-        messages.append(report.pop("clip_message"))
-        if outcome == "converged":
-            outcome = "indefinite"
+        messages.append(report["clip_message"])
     info = FitInfo(
         method=f"laplace-{curvature}",
         outcome=outcome,
@@ -262,6 +282,7 @@ def laplace(
         grad_evals=int(mode.evaluations),
         skipped_steps=0,
         wall_time=time.perf_counter() - t_start,
+        trace_of="log p̃ at each L-BFGS iterate of the mode search",
         extra={
             "log_evidence": float(log_evidence),
             "curvature": curvature,
@@ -276,4 +297,5 @@ def laplace(
         },
     )
     trace = np.asarray(mode.trace)[: int(mode.iterations)]
-    return Fit(target=target, q=q, trace=trace, info=info, state=mode)
+    fit = Fit(target=target, q=q, trace=trace, info=info, state=mode)
+    return verify(fit, checks, key=jax.random.fold_in(key, 3))

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Any
 
 import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vbayes.checks import verify
 from vbayes.errors import VBayesError
 from vbayes.families import Empirical
 from vbayes.fit import Fit, FitInfo, as_key
@@ -52,12 +54,14 @@ def nuts(
     target_accept: float = 0.8,
     init_radius: float = 2.0,
     key: Array | int | None = 0,
+    checks: Any = "default",
 ) -> Fit:
     """NUTS (Hoffman & Gelman 2014) with window adaptation of step size and diagonal mass matrix.
 
     Each chain starts at a uniform draw in [−init_radius, init_radius]^d of the unconstrained space
     (Stan's default). ``info.grad_evals`` counts leapfrog steps, warm-up included; ``info.extra`` has
-    divergences, acceptance rate, step sizes, max R-hat and min bulk ESS.
+    divergences, acceptance rate, step sizes, max R-hat and min bulk ESS; the verdict (:mod:`vbayes.checks`)
+    flags divergent transitions and R-hat ≥ 1.01.
     """
     t_start = time.perf_counter()
     if not isinstance(target, Target):
@@ -75,16 +79,11 @@ def nuts(
     q = Empirical(positions)
     n_div = int(np.sum(divergent))
     rhat, ess = _rhat_ess(np.asarray(positions))
-    outcome = "converged" if rhat < 1.01 and n_div == 0 else "unreliable"
-    reasons = []
-    if rhat >= 1.01:
-        reasons.append(f"max R-hat {rhat:.3f} ≥ 1.01 (chains disagree)")
-    if n_div:
-        reasons.append(f"{n_div} divergent transitions (the posterior has regions NUTS cannot explore)")
     info = FitInfo(
         method="nuts",
-        outcome=outcome,
-        message="; ".join(reasons) or f"{chains} chains agree (max R-hat {rhat:.3f}, min bulk ESS {ess:.0f})",
+        outcome="completed",
+        message=f"{chains} chains of {num_warmup} warm-up and {num_samples} draws; {n_div} divergent transitions, "
+        f"max R-hat {rhat:.3f}, min bulk ESS {ess:.0f}",
         steps=chains * (num_warmup + num_samples),
         grad_evals=int(np.sum(steps) + np.sum(warm_steps)),
         skipped_steps=0,
@@ -97,9 +96,10 @@ def nuts(
             "min_ess_bulk": ess,
             "chains": chains,
         },
+        trace_of="the acceptance rate of each draw, averaged over the chains",
     )
     trace = np.asarray(accept).mean(0)
-    return Fit(target=target, q=q, trace=trace, info=info)
+    return verify(Fit(target=target, q=q, trace=trace, info=info), checks)
 
 
 def _rhat_ess(samples: np.ndarray) -> tuple[float, float]:

@@ -189,11 +189,11 @@ class RowsDensity(LogDensityFn):
 
 
 class _Label:
-    """A target's display name inside its static pytree data, equal to every other label, so that two
-    targets differing only in name share compiled code."""
+    """A target's display name and its conjugate form (or None) inside its static pytree data, equal to every
+    other label, so that two targets differing only in these share compiled code."""
 
-    def __init__(self, text: str):
-        self.text = text
+    def __init__(self, text: str, conjugate: Any = None):
+        self.text, self.conjugate = text, conjugate
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Label)
@@ -207,20 +207,31 @@ class Target:
     """An unnormalised log density ``log p̃(z)`` on ``z ∈ R^d`` (Jacobian included) and its parameters.
 
     ``log_density(z)``: ``(d,) -> ()``. ``constrain(z)``: ``(d,) -> {name: array of the parameter's shape}``.
-    Leaves of the pytree are the data arrays; everything else is static.
+    Leaves of the pytree are the data arrays; everything else is static. ``conjugate``: the same model as a
+    conjugate-exponential model (a :class:`vbayes.conjugate.model.ConjugateForm`), when it has one, so that the
+    conjugate algorithms (CAVI, SVI) can fit it too (:meth:`with_conjugate`).
     """
 
-    def __init__(self, density: Any, data: tuple, name: str = "target"):
+    def __init__(self, density: Any, data: tuple, name: str = "target", conjugate: Any = None):
         self.density = density
         self.data = data
         self.name = name
+        self.conjugate = conjugate
 
     def tree_flatten(self):
-        return (self.data,), (self.density, _Label(self.name))
+        return (self.data,), (self.density, _Label(self.name, self.conjugate))
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(aux[0], children[0], aux[1].text)
+        return cls(aux[0], children[0], aux[1].text, aux[1].conjugate)
+
+    def renamed(self, name: str) -> Target:
+        """The same target under another name."""
+        return Target(self.density, self.data, name, self.conjugate)
+
+    def with_conjugate(self, form: Any) -> Target:
+        """The same target, which the conjugate algorithms can also fit through ``form``."""
+        return Target(self.density, self.data, self.name, form)
 
     @property
     def params(self) -> tuple[ParamSpec, ...]:
@@ -246,6 +257,22 @@ class Target:
         """Named *unconstrained* blocks of ``z``."""
         return self.density.unconstrained(z)
 
+    def unconstrain(self, params: dict[str, Array]) -> Array:
+        """z ``(d,)`` of named constrained parameters (the inverse of :meth:`constrain` on the parameters)."""
+        return self._bijections().unconstrain(params)
+
+    def log_abs_det_jacobian(self, z: Array) -> Array:
+        """log |det ∂θ/∂z| at ``z`` ``(d,)``: the density of θ(z) on z is the density on θ times it."""
+        return self._bijections().log_abs_det_jacobian(z)
+
+    def _bijections(self) -> Any:
+        if not hasattr(self.density, "constraints"):
+            raise VBayesError(
+                f"target {self.name!r} does not expose its transforms (only targets built by from_logdensity, "
+                "from_loglik or from_least_squares do)"
+            )
+        return Bijections(self.density.specs, self.density.constraints)
+
     @property
     def n_rows(self) -> int | None:
         """N, the rows of the data, for a target with a minibatch form (:func:`from_loglik`); else None."""
@@ -260,7 +287,7 @@ class Target:
                 f"target {self.name!r} has no minibatch form; build it with vbayes.from_loglik(log_lik, ...) "
                 "from a per-row log-likelihood and a log prior"
             )
-        return Target(self.density, tuple(a[index] for a in self.data), self.name)
+        return Target(self.density, tuple(a[index] for a in self.data), self.name, self.conjugate)
 
     def sample_batch(self, key: Array, size: int) -> Target:
         """:meth:`take` on ``size`` rows drawn uniformly with replacement (an unbiased minibatch)."""
@@ -279,6 +306,28 @@ class Target:
     def __repr__(self) -> str:
         parts = ", ".join(f"{s.name}{list(s.shape) if s.shape else ''}" for s in self.params)
         return f"Target({self.name!r}, dim={self.dim}: {parts})"
+
+
+class Bijections(NamedTuple):
+    """The maps between named constrained parameters and the flat unconstrained z (NumPyro's ``biject_to``)."""
+
+    specs: tuple[ParamSpec, ...]
+    constraints: tuple[Any, ...]
+
+    def unconstrain(self, params: dict[str, Array]) -> Array:
+        parts = [
+            jnp.ravel(biject_to(c).inv(jnp.asarray(params[s.name])))
+            for s, c in zip(self.specs, self.constraints, strict=True)
+        ]
+        return jnp.concatenate(parts)
+
+    def log_abs_det_jacobian(self, z: Array) -> Array:
+        u = unflatten(self.specs, z)
+        total = 0.0
+        for s, c in zip(self.specs, self.constraints, strict=True):
+            t = biject_to(c)
+            total = total + jnp.sum(t.log_abs_det_jacobian(u[s.name], t(u[s.name])))
+        return jnp.asarray(total)
 
 
 def check_scalar(target: Target) -> None:

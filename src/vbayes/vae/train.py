@@ -25,8 +25,8 @@ import numpy as np
 import optax
 from jax import Array
 
+from vbayes.data import devices as sharding
 from vbayes.errors import VBayesError
-from vbayes.infer import sharding
 from vbayes.vae.checkpoint import CHECKPOINT_FORMAT, load_run, resolve_resume, save, write_atomic
 from vbayes.vae.config import TrainConfig, TrainState, optimizer, split_model
 from vbayes.vae.data import Dataset, binarize, check_images
@@ -141,7 +141,7 @@ def _step_config(tc: TrainConfig) -> TrainConfig:
 def _compiled(mc: ModelConfig, tc: TrainConfig, do_binarize: bool, steps_per_epoch: int, mesh: Any = None):
     """The jitted chunk and validation functions for one model structure and step configuration, cached so
     that a second run (new seed, resumed, more epochs) reuses the compiled code. With a device ``mesh`` every
-    minibatch is split over its devices (:func:`vbayes.infer.sharding.data_parallel`)."""
+    minibatch is split over its devices (:func:`vbayes.data.devices.data_parallel`)."""
     static = split_model(build_model(mc, 0))[1]
     step = build_step(static, optimizer(tc, steps_per_epoch), tc, do_binarize)
     if mesh is not None:
@@ -278,7 +278,7 @@ def train(
             val_dev = binarize(jax.random.fold_in(key_val, 0), val_dev)
 
     history: list[dict[str, float]] = list(meta["history"])
-    outcome = "max_steps" if tc.patience else "completed"
+    outcome = "max_steps" if tc.patience and has_val else "completed"
     bar = _progress(progress)
     task = bar.add_task("training", total=tc.epochs * n_chunks, completed=meta["epoch"] * n_chunks + meta["chunk"])
     try:

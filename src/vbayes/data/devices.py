@@ -1,19 +1,18 @@
 """Data parallelism over the local JAX devices (GPUs, or CPU devices simulated with
-``XLA_FLAGS=--xla_force_host_platform_device_count=8``): the minibatch is split across a one-axis mesh
-``("data",)`` and only the reduction is added to the one-device code.
+``XLA_FLAGS=--xla_force_host_platform_device_count=8``): rows are split across a one-axis mesh ``("data",)``
+and only the reduction is added to the one-device code.
 
-* **Conjugate models** (explicit, ``shard_map``): each device runs ``batch_pass`` on its slice and the
-  statistics are ``psum``-ed (``axis_name`` of :func:`vbayes.infer.conjugate.batch_pass` /
-  :func:`~vbayes.infer.conjugate.svi_step`); the global step then runs identically on every device.
-  :func:`sharded_pass` (CAVI, the ELBO), :func:`sharded_svi_step`, :func:`sharded_svi_run` (the SVI driver's
-  compiled block: ``cj.svi(..., devices="all")``) and :class:`ShardedData` (``cj.cavi`` on a sharded array).
-* **Gradient steps** (ADVI on a minibatch target, VAE training; automatic, ``jax.sharding``):
-  :func:`data_parallel` constrains the batch argument of an unchanged step function to be split along its
-  rows; XLA partitions the per-row work and inserts the all-reduce of Σ_rows into the loss, hence into the
-  gradient. Random draws do not depend on the sharding, so the step equals the one-device step.
+* **Sums over rows** (explicit, ``shard_map``): :class:`ShardedData` is a :class:`~vbayes.data.sources.DataSource`
+  whose blocks are split along their rows; ``reduce(fn)`` runs ``fn`` on each device's slice and ``psum``-s the
+  results. :func:`replicated_map` is the same construction for any function whose outputs follow a ``psum``
+  (the conjugate engine's SVI block).
+* **Gradient steps** (automatic, ``jax.sharding``): :func:`data_parallel` constrains the batch argument of an
+  unchanged step function to be split along its rows; XLA partitions the per-row work and inserts the
+  all-reduce of Σ_rows into the loss, hence into the gradient. Random draws do not depend on the sharding,
+  so the step equals the one-device step.
 
 Every result equals the one-device result up to the order of floating-point summation. (``shard_map`` runs
-with ``check_vma=False``: the scan's zero carry is device-invariant, its sums device-varying until the
+with ``check_vma=False``: a scan's zero carry is device-invariant, its sums device-varying until the
 ``psum``; the outputs are replicated by construction.)
 """
 
@@ -21,6 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -30,8 +30,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from vbayes.data.sources import Chunks, DataSource, block_shape, check_data, to_block, tree_sum
 from vbayes.errors import VBayesError
-from vbayes.infer import conjugate as cj
 
 AXIS = "data"
 PyTree = Any
@@ -106,74 +106,58 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
+def device_multiple(batch: int, n_devices: int, given: bool) -> int:
+    """The minibatch size for ``n_devices`` devices: ``batch`` rounded down to a multiple (a size the user
+    ``given`` must be one already: a :class:`VBayesError` otherwise)."""
+    if batch % n_devices == 0:
+        return batch
+    if given or batch < n_devices:
+        raise VBayesError(
+            f"batch_size={batch} cannot be split evenly over {n_devices} devices: use a multiple of {n_devices}"
+        )
+    return batch - batch % n_devices
+
+
 # ----------------------------------------------------------------------------------------------------
-# conjugate models: shard_map + psum
+# sums over rows: shard_map + psum
 
 
-def _replicated(body: Callable, mesh: Mesh, in_specs: tuple) -> Callable:
-    """``shard_map`` of ``body`` whose outputs are replicated (they follow a ``psum``)."""
+def replicated_map(body: Callable, mesh: Mesh, in_specs: tuple) -> Callable:
+    """``shard_map`` of ``body`` over the mesh whose outputs are replicated (``body`` ends in a ``psum`` over
+    :data:`AXIS`, or computes the same value on every device)."""
     return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=P(), check_vma=False)
 
 
 @partial(jax.jit, static_argnames="mesh")
-def sharded_pass(model: cj.ConjugateModel, local: PyTree, chunks: cj.Chunks, mesh: Mesh) -> tuple[PyTree, jax.Array]:
-    """(Σ stats, Σ local ELBO) of ``chunks`` (x (n_chunks, C, D), w (n_chunks, C)) split along C over the
-    mesh: ``psum`` over devices of each device's ``batch_pass``."""
-    spec = cj.Chunks(P(None, AXIS), P(None, AXIS))
-    body = partial(cj.batch_pass, axis_name=AXIS)
-    return _replicated(body, mesh, (P(), P(), spec))(model, local, chunks)
+def sharded_reduce(fn: Callable[[Chunks], PyTree], block: Chunks, mesh: Mesh) -> PyTree:
+    """``fn`` (a pytree callable, e.g. a ``jax.tree_util.Partial``) summed over a block whose chunks are split
+    along their rows over the mesh: each device runs ``fn`` on its slice, then a ``psum``."""
+    spec = Chunks(P(None, AXIS), P(None, AXIS))
+    body = lambda f, b: jax.lax.psum(f(b), AXIS)
+    return replicated_map(body, mesh, (P(), spec))(fn, block)
 
 
-@partial(jax.jit, static_argnames=("mesh", "point_mass"))
-def sharded_svi_step(
-    model: cj.ConjugateModel,
-    state: cj.SVIState,
-    x: jax.Array,
-    w: jax.Array,
-    n_total,
-    learning_offset,
-    learning_decay,
-    mesh: Mesh,
-    point_mass: bool = False,
-) -> tuple[cj.SVIState, cj.SVIInfo]:
-    """:func:`vbayes.infer.conjugate.svi_step` with the minibatch ``x`` (S, D), ``w`` (S,) split over the mesh
-    (S a multiple of the number of devices) and the statistics ``psum``-ed; the update is replicated."""
-    body = partial(cj.svi_step, point_mass=point_mass, axis_name=AXIS)
-    specs = (P(), P(), P(AXIS), P(AXIS), P(), P(), P())
-    return _replicated(body, mesh, specs)(model, state, x, w, n_total, learning_offset, learning_decay)
-
-
-@partial(jax.jit, static_argnames=("mesh", "point_mass"))
-def sharded_svi_run(model, state, xb, n_total, offset, decay, point_mass: bool = False, *, mesh: Mesh):
-    """The SVI driver's compiled block (``steps`` minibatches ``xb`` (steps, S, D)) with each minibatch split
-    over the mesh along S: :func:`vbayes.infer.conjugate._svi_run` under ``shard_map``."""
-    body = partial(cj._svi_run, point_mass=point_mass, axis_name=AXIS)
-    specs = (P(), P(), P(None, AXIS), P(), P(), P())
-    return _replicated(body, mesh, specs)(model, state, xb, n_total, offset, decay)
-
-
-class ShardedData(cj.DataSource):
+class ShardedData(DataSource):
     """An (N, D) array held across the devices of a mesh, in blocks whose chunks are split along their rows;
-    the conjugate drivers (``cj.cavi``, ``cj.em``, ``cj.update``, ``cj.objective``) sum each block's statistics
-    over the devices with :func:`sharded_pass`. The chunk length is rounded up to a multiple of the device
-    count (zero-weight padding)."""
+    ``reduce(fn)`` sums each block's ``fn`` over the devices (:func:`sharded_reduce`). The chunk length is
+    rounded up to a multiple of the device count (zero-weight padding)."""
 
     def __init__(self, x, devices: str | int | Sequence[Any] = "all", chunk_size: int = 1024, block_chunks: int = 64):
-        x = cj.check_data(x)
+        x = check_data(x)
         self.mesh = data_mesh(devices)
         n, self.dim = x.shape
         size = self.mesh.size
-        spec = cj.Chunks(rows(self.mesh, 3, 1), rows(self.mesh, 2, 1))
+        spec = Chunks(rows(self.mesh, 3, 1), rows(self.mesh, 2, 1))
         self.blocks = []
         for start in range(0, n, chunk_size * block_chunks):
             part = x[start : start + chunk_size * block_chunks]
-            chunk, n_chunks = cj._block_shape(part.shape[0], chunk_size, block_chunks)
-            block = cj._block(part, -(-chunk // size) * size, n_chunks)
+            chunk, n_chunks = block_shape(part.shape[0], chunk_size, block_chunks)
+            block = to_block(part, -(-chunk // size) * size, n_chunks)
             self.blocks.append(jax.device_put(block, spec))
         self.n_samples = float(n)
 
-    def stats(self, model, local, pool=None):
-        return cj._tree_sum([sharded_pass(model, local, b, self.mesh) for b in self.blocks])
+    def reduce(self, fn: Callable[[Chunks], PyTree], pool: ThreadPoolExecutor | None = None) -> PyTree:
+        return tree_sum([sharded_reduce(fn, b, self.mesh) for b in self.blocks])
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,22 +1,17 @@
-"""Conjugate VB on a Dask cluster: the data stay in their partitions, the sums travel.
+"""Data on a Dask cluster: the rows stay in their partitions, the sums travel.
 
-A conjugate model's statistics are sums over points (DESIGN.md, "Scale"), so one CAVI pass over a Dask
-array or DataFrame is::
+:class:`DaskData` is a :class:`~vbayes.data.sources.DataSource` over a Dask array or DataFrame (N, D). Its
+``reduce(fn)`` runs ``fn`` where each partition lives and sums the results in a fixed tree::
 
-    worker p:  (stats_p, local_elbo_p) = Σ_{x ∈ partition p} local_step(E_q[η(β)], x)   # batch_pass, jitted
-    tree:      Σ_p (stats_p, local_elbo_p), in a fixed tree of fan-in ``split_every`` on the workers
-    client:    λ ← global_step(Σ stats, scale)                                      # vb_update / svi_update
+    worker p:  out_p = Σ_{blocks of partition p} fn(block)      # fn compiled once per worker process
+    tree:      Σ_p out_p, fan-in ``split_every``, on the workers
+    client:    the total (for a conjugate model: the statistics, K·D² numbers)
 
-:class:`DaskData` is a :class:`vbayes.infer.conjugate.DataSource`, so the unchanged drivers ``cj.cavi``,
-``cj.em``, ``cj.update``, ``cj.objective`` (hence the estimator's delete/merge moves) run on it; :func:`svi`
-is minibatch SVI whose minibatches are random partitions. Each pass sends the (small) global factor to
-the workers as one task of its graph (recomputable, unlike scattered data), each partition's statistics are
-computed where its data are (a partition is read from its source — ``.npy`` rows, Zarr, Parquet — or taken
-from worker memory if the collection was ``persist``-ed), and only statistics (K·D² numbers) cross the
-network. ``jit`` compiles once per worker process and partition shape (blocks of
-:class:`~vbayes.infer.conjugate.InMemory`, so few shapes). A lost worker's partitions are recomputed by Dask
-from their source; the reduction tree does not depend on where or when a partition ran, so the result is
-bit-for-bit the same.
+``fn`` travels as a task of the graph (a pytree callable such as a ``jax.tree_util.Partial`` with NumPy
+leaves), so a lost worker's partitions are recomputed by Dask from their source, and since the tree does not
+depend on where or when a partition ran, the result is bit-for-bit the same. A partition is read from its
+source (``.npy`` rows via :func:`from_npy`, Zarr, Parquet) or taken from worker memory if the collection was
+``persist``-ed. The engine that calls ``reduce`` (:mod:`vbayes.conjugate`) needs to know nothing about Dask.
 """
 
 from __future__ import annotations
@@ -24,18 +19,15 @@ from __future__ import annotations
 import atexit
 import functools
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from vbayes.data.sources import DataSource, InMemory, default_threads
 from vbayes.errors import VBayesError
-from vbayes.fit import as_key
-from vbayes.infer import conjugate as cj
 
 PyTree = Any
 _LOCAL: dict[int | None, Any] = {}  # local clusters started here, by worker count
@@ -71,7 +63,7 @@ def connect(scheduler: Any = None, timeout: float = 10.0):
         n = int(workers) if workers else None
         if n not in _LOCAL or _LOCAL[n].status.name != "running":
             cluster = LocalCluster(
-                n_workers=n or cj.default_threads(), threads_per_worker=1, processes=True, dashboard_address=None
+                n_workers=n or default_threads(), threads_per_worker=1, processes=True, dashboard_address=None
             )
             _LOCAL[n] = Client(cluster)
             pin_workers(_LOCAL[n])
@@ -119,7 +111,7 @@ def _close(client) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# data
+# collections
 
 
 def from_npy(path: str | os.PathLike, rows_per_partition: int = 1 << 20):
@@ -179,8 +171,8 @@ def _as_dask_array(data):
     return data
 
 
-class DaskData(cj.DataSource):
-    """A Dask array or DataFrame (N, D) as a conjugate data source: each partition's statistics computed on
+class DaskData(DataSource):
+    """A Dask array or DataFrame (N, D) as a data source: each partition's share of a ``reduce`` computed on
     its worker, summed in a fixed tree of fan-in ``split_every``; ``client``: see :func:`connect`.
     ``transform`` (picklable) maps each partition's rows on the worker (e.g. centring) before the pass.
     Non-finite rows raise a :class:`VBayesError` naming the partition and the rows, at the first pass."""
@@ -208,6 +200,10 @@ class DaskData(cj.DataSource):
     def n_partitions(self) -> int:
         return len(self.indices)
 
+    @property
+    def n_workers(self) -> int:
+        return max(1, len(self.client.scheduler_info()["workers"]))
+
     def subset(self, partitions: Sequence[int]) -> DaskData:
         """The same source restricted to some partitions (positions in this source's list)."""
         new = object.__new__(DaskData)
@@ -219,8 +215,8 @@ class DaskData(cj.DataSource):
         return new
 
     def map_reduce(self, fn: Callable, *args) -> PyTree:
-        """Σ_p fn(rows_p, partition p, first row of p, *args) over the partitions, on the workers, summed in a
-        fixed tree (the same sum whichever worker ran which partition); a pytree of numpy arrays."""
+        """Σ_p fn(rows_p, first row of p, *args) over the partitions, on the workers, summed in a fixed tree
+        (the same sum whichever worker ran which partition); a pytree of numpy arrays."""
         from dask import delayed
 
         parts = [
@@ -232,27 +228,16 @@ class DaskData(cj.DataSource):
             parts = [delayed(_tree_sum_np, pure=False)(*parts[j : j + k]) for j in range(0, len(parts), k)]
         return self.client.compute(parts[0]).result()
 
-    def stats(self, model, local, pool=None):
-        """(Σ stats, Σ local ELBO) over all partitions: ``batch_pass`` on each worker, then the tree sum."""
-        _check_model_fits(model, local, self.dim)
+    def reduce(self, fn: Callable, pool=None) -> PyTree:
+        """Σ over all partitions of Σ over their blocks of ``fn(block)``, computed on the workers."""
         from dask import delayed
 
         # a task of the graph, not scattered data: a lost worker's copy is sent again, where scattered data
         # would be gone and the pass cancelled ("already forgotten"; dask/distributed#3149)
-        shipped = delayed(jax.tree.map(np.asarray, (model, local)), traverse=False)
+        shipped = delayed(jax.tree.map(np.asarray, fn), traverse=False)
         x64 = bool(jax.config.jax_enable_x64)
-        out = self.map_reduce(_partition_stats, shipped, self.chunk_size, x64, self.transform, self.dim)
-        return jax.tree.map(jnp.asarray, out)
-
-
-def _check_model_fits(model, local, dim: int) -> None:
-    """A :class:`VBayesError` here, not a shape error from a worker, when the data do not fit the model."""
-    row = jax.ShapeDtypeStruct((1, dim), cj._float())
-    try:
-        jax.eval_shape(model.local_step, local, row, jax.ShapeDtypeStruct((1,), cj._float()))
-    except (TypeError, ValueError) as e:
-        expected = next((a.shape[-1] for a in jax.tree.leaves(local) if jnp.ndim(a) >= 2), "other")
-        raise VBayesError(f"the model expects {expected} columns, the data have {dim} ({type(e).__name__}: {e})") from e
+        out = self.map_reduce(_partition_reduce, shipped, self.chunk_size, x64, self.transform, self.dim)
+        return jax.tree.map(jax.numpy.asarray, out)
 
 
 def _on_partition(fn: Callable, rows, index: int, start: int, *args):
@@ -267,34 +252,38 @@ def _on_partition(fn: Callable, rows, index: int, start: int, *args):
     return fn(rows, start, *args)
 
 
-def _partition_stats(rows: np.ndarray, start: int, payload, chunk_size: int, x64: bool, transform, dim: int):
-    """On a worker: one partition's (stats, local ELBO) as numpy arrays."""
-    model, local = _interned(payload[0]), payload[1]
+def _partition_reduce(rows: np.ndarray, start: int, fn, chunk_size: int, x64: bool, transform, dim: int):
+    """On a worker: one partition's Σ_blocks fn(block), as numpy arrays."""
+    fn = _interned(fn)
     if rows.shape[1] != dim:
         raise VBayesError(f"a partition has {rows.shape[1]} columns, the data {dim}")
     with jax.enable_x64(x64):
         rows = np.asarray(rows, dtype=np.float64)
         rows = transform(rows) if transform is not None else rows
-        out = cj.InMemory(rows, chunk_size=chunk_size, n_threads=1).stats(model, local, None)
+        out = InMemory(rows, chunk_size=chunk_size, n_threads=1).reduce(fn)
         return jax.tree.map(np.asarray, out)
 
 
 _FUNCTIONS: dict = {}  # per worker process: one object per (function, bound arguments)
 
 
-def _interned(model: cj.ConjugateModel) -> cj.ConjugateModel:
-    """The model with each ``functools.partial`` it wraps replaced by this process's first copy of it: an
-    unpickled partial is a new object, and ``jit`` keys its cache on the callables in the model's treedef,
-    so without this every pass would compile again."""
+def _interned(tree: PyTree) -> PyTree:
+    """``tree`` with the ``functools.partial`` inside each ``jax.tree_util.Partial`` replaced by this process's
+    first copy of it: an unpickled partial is a new object, and ``jit`` keys its cache on the callables in a
+    pytree's treedef, so without this every pass would compile again."""
+    is_partial = lambda x: isinstance(x, jax.tree_util.Partial)
 
-    def intern(fn):
-        if not isinstance(fn, jax.tree_util.Partial) or not isinstance(fn.func, functools.partial):
-            return fn
-        inner = fn.func
-        key = (inner.func, inner.args, tuple(sorted(inner.keywords.items())))
-        return jax.tree_util.Partial(_FUNCTIONS.setdefault(key, inner), *fn.args, **fn.keywords)
+    def intern(p):
+        if not is_partial(p):
+            return p
+        func = p.func
+        if isinstance(func, functools.partial):
+            key = (func.func, func.args, tuple(sorted(func.keywords.items())))
+            func = _FUNCTIONS.setdefault(key, func)
+        args = [jax.tree.map(intern, a, is_leaf=is_partial) for a in p.args]
+        return jax.tree_util.Partial(func, *args, **p.keywords)
 
-    return type(model)(*(intern(f) for f in model))
+    return jax.tree.map(intern, tree, is_leaf=is_partial)
 
 
 def _tree_sum_np(*parts):
@@ -333,73 +322,3 @@ class _Moments(dict):
         out["sample"] = np.concatenate([self["sample"], other["sample"]])
         out["keys"] = np.concatenate([self["keys"], other["keys"]])
         return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# SVI over partitions
-
-
-_update = jax.jit(cj.svi_update)
-
-
-def svi(
-    model: cj.ConjugateModel,
-    params: PyTree,
-    data: DaskData,
-    *,
-    key=0,
-    partitions_per_step: int | None = None,
-    learning_offset: float = 10.0,
-    learning_decay: float = 0.6,
-    tol: float = 2e-4,
-    max_epochs: float = 100.0,
-    eval_partitions: int = 8,
-    start_step: float = 0.0,
-    final_pass: bool = True,
-    callback=None,
-) -> cj.ConjugateFit:
-    """Natural-gradient SVI (Hoffman et al. 2013) whose minibatch is ``partitions_per_step`` random
-    partitions (default: one per worker, so that every worker is busy): their statistics are computed on the
-    workers and λ ← (1 − ρ_t)λ + ρ_t global_step(stats, N/n_B), ρ_t = (t + τ)^−κ (``svi_update``). Partitions
-    are drawn without replacement within an epoch. Stopping as :func:`vbayes.infer.conjugate.svi`: at steps
-    e, 2e, 4e, ... (e = steps per epoch) the iterates since the last checkpoint are averaged and the ELBO of
-    the average is estimated on ``eval_partitions`` fixed random partitions; the run stops when it changes by
-    less than ``tol`` nats per point, or after ``max_epochs``. With ``final_pass`` the returned objective
-    is the ELBO of the average on all data (one more pass)."""
-    t0 = time.perf_counter()
-    data = data if isinstance(data, DaskData) else DaskData(data)
-    n, parts = data.n_samples, data.n_partitions
-    per_step = int(partitions_per_step or max(1, len(data.client.scheduler_info()["workers"])))
-    per_step = min(per_step, parts)
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(as_key(key))).ravel().tolist())
-    evaluation = data.subset(np.sort(rng.choice(parts, min(parts, eval_partitions), replace=False)))
-    epoch_steps = max(1, parts // per_step)
-    max_steps = max(epoch_steps, int(max_epochs * epoch_steps))
-    state = cj.SVIState(jax.tree.map(jnp.asarray, params), jnp.asarray(start_step, cj._float()))
-    rule = cj.TailAverage(
-        state.params,
-        epoch_steps,
-        tol * n,
-        lambda p: cj.objective(model, p, evaluation, scale=n / evaluation.n_samples),
-        callback,
-        n,
-    )
-    order, position, outcome, steps, rho = rng.permutation(parts), 0, "max_steps", 0, float("nan")
-    while steps < max_steps:
-        if position + per_step > parts:
-            order, position = rng.permutation(parts), 0
-        batch = data.subset(order[position : position + per_step])
-        position += per_step
-        stats, _ = batch.stats(model, cj._call(model, "expect", state.params))
-        state, rho = _update(model, state, stats, n / batch.n_samples, learning_offset, learning_decay)
-        steps += 1
-        outcome = rule.update(steps, state.params) or outcome
-        if outcome != "max_steps":
-            break
-    best, trace = rule.params, rule.trace
-    final = trace[-1] if trace else float("nan")
-    if final_pass and outcome != "diverged":
-        final = cj.objective(model, best, data)
-    extra = {"partitions_per_step": per_step, "epochs": steps / epoch_steps, "rho_last": float(rho)}
-    info = cj.svi_info(outcome, tol, max_epochs, steps, time.perf_counter() - t0, extra)
-    return cj.ConjugateFit(best, final, n, np.asarray(trace), info, {"state": state})

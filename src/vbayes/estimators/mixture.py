@@ -1,5 +1,8 @@
 """``VariationalGaussianMixture``: a scikit-learn estimator over :mod:`vbayes.conjugate.gmm` and the
-conjugate algorithms of :mod:`vbayes.infer.conjugate` (CAVI, SVI, EM, MAP-EM, streaming CAVI).
+conjugate engine (:mod:`vbayes.conjugate`: CAVI, SVI, EM, MAP-EM, delete/merge moves; any data source).
+
+It only validates, converts and calls the engine: the algorithms, their schedules and the moves live there,
+where every conjugate model can use them.
 
 Same parameters, priors, initialisations and fitted attributes as scikit-learn's
 ``BayesianGaussianMixture`` (with ``method="em"``, as ``GaussianMixture``), so that it is a drop-in
@@ -14,11 +17,9 @@ sums over N points and the ELBO is compared across iterations at 1e-6 nats per p
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from functools import partial
 from numbers import Integral, Real
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,9 +30,15 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from vbayes.conjugate import gmm
+from vbayes.conjugate.cavi import cavi
+from vbayes.conjugate.model import ConjugateModel, Mode, SVIState, call, svi_step
+from vbayes.conjugate.moves import best_run, cavi_with_moves, move_rows, svi_with_moves
+from vbayes.conjugate.posterior import conjugate_fit
+from vbayes.conjugate.svi import SVIConfig, svi
+from vbayes.data import InMemory, Stream
+from vbayes.data.sources import check_data, map_rows, row_order, stream_moments
 from vbayes.errors import VBayesError
-from vbayes.fit import FitInfo
-from vbayes.infer import conjugate as cj
+from vbayes.fit import Fit
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -44,13 +51,8 @@ except ImportError:  # pragma: no cover - older scikit-learn
 METHODS = ("cavi", "svi", "em", "map")
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 DEFAULT_TOL = {"cavi": 1e-6, "em": 1e-6, "map": 1e-6, "svi": 2e-4}
-MOVE_TOL = 1e-4  # nats per point: CAVI's change below which delete / merge moves are tried
-MAX_SWEEPS = 20
+MODES = {"cavi": Mode.VB, "svi": Mode.VB, "em": Mode.EM, "map": Mode.MAP}
 FIRST_SVI_STEPS = 1024  # SVI steps before the first delete/merge sweep (at most)
-SVI_TRIAL_STEPS = 3  # CAVI updates on the subset for the baseline of SVI's delete/merge sweep
-SVI_MAX_TRIAL_STEPS = 6  # and at most this many after each of its moves
-POINTS_PER_PARAMETER = 512  # SVI's moves are judged on this many rows per parameter of q(β), within:
-SUBSET_ROWS = (1 << 15, 1 << 16)
 
 
 class VariationalGaussianMixture(DensityMixin, BaseEstimator):
@@ -69,7 +71,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         Stop when the objective changes by less than ``tol`` nats *per point* (scikit-learn's BGM uses the
         total, which at large N never converges). None: 1e-6 for cavi/em/map — at N ≤ 1e6 at most 1 nat
         in total, below what separates two models — and 2e-4 for SVI, whose rule estimates the gap to the
-        optimum left by the minibatch noise (see :func:`vbayes.infer.conjugate.svi`).
+        optimum left by the minibatch noise (see :func:`vbayes.conjugate.svi.svi`).
     max_iter : int, default 1000
         Iterations (passes) for cavi/em/map; for SVI, the budget in passes' worth of points
         (``n_iter_`` then counts SVI steps).
@@ -81,7 +83,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         For cavi and svi: once the ELBO changes by less than 1e-4 nats per point, try removing each
         component, smallest first: delete it (its statistics set to zero) or else merge it into its
         nearest component (statistics added), then one CAVI update; a move is kept when it raises the ELBO
-        (Hughes & Sudderth 2013). SVI judges its moves on a uniform subset (:func:`move_rows` rows): the
+        (Hughes & Sudderth 2013). SVI judges its moves on a uniform subset (:meth:`_move_rows` rows): the
         baseline after three CAVI updates, each move after up to six. Surplus components otherwise drain over
         hundreds to thousands of
         iterations (CAVI's slow mode; scikit-learn's BGM at K = 10 on 5 clusters) or never (a cluster
@@ -90,17 +92,18 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
     devices : None, "all", int or list of JAX devices
         Data-parallel passes over several JAX devices (GPUs; simulated CPU devices): the data (cavi/em/map)
         or each SVI minibatch split across them, statistics summed by a ``psum``
-        (:mod:`vbayes.infer.sharding`). Same result as on one device up to summation order.
+        (:mod:`vbayes.data.devices`). Same result as on one device up to summation order.
 
     ``fit`` also takes a Dask array or DataFrame (one row per point): the statistics are then computed on
-    the cluster's workers, partition by partition, and only they travel (:mod:`vbayes.infer.dask`).
+    the cluster's workers, partition by partition, and only they travel (:mod:`vbayes.data.dask`).
 
     Fitted attributes are scikit-learn's (``weights_``, ``means_``, ``covariances_``, ``precisions_``,
     ``precisions_cholesky_``, ``weight_concentration_``, ``mean_precision_``, ``degrees_of_freedom_``,
     the ``*_prior_`` values, ``converged_``, ``n_iter_``, ``lower_bound_``, ``lower_bounds_``), with
     ``lower_bound_`` / ``lower_bounds_`` the *full* ELBO (every normalising constant) *per point* —
     scikit-learn's BGM reports its constant-free bound in total — or the log-likelihood per point for
-    em/map (as ``GaussianMixture``). Also ``elbo_`` (total), ``fit_info_`` (a :class:`vbayes.FitInfo`).
+    em/map (as ``GaussianMixture``). Also ``elbo_`` (total) and ``result_``, the run as a :class:`vbayes.Fit`:
+    q(β) (``result_.q.params``), the trace, the outcome, the cost and the verdict of its checks.
 
     The data are centred by their mean inside (the statistics Σ r x xᵀ then lose no digits to an offset);
     every attribute is in the data's own coordinates. Not supported: ``covariance_type="tied"``,
@@ -178,11 +181,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             rng = check_random_state(self.random_state)
             data = None
             if self.method != "svi":
-                if self.devices is None:
-                    data = cj.InMemory(xc, chunk_size=self._chunk(xc))
-                else:
-                    data = _sharded(xc, self.devices)
-            self._set_fitted(model, _best([self._run(model, X, xc, data, rng) for _ in range(self.n_init)]))
+                data = self._in_memory(xc)
+            self._set_fitted(model, best_run([self._run(model, X, xc, data, rng) for _ in range(self.n_init)]))
         return self
 
     def fit_stream(self, source, y=None):
@@ -196,10 +196,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             raise VBayesError("fit_stream runs cavi, em or map; for minibatches from a stream call partial_fit")
         rng = check_random_state(self.random_state)
         with jax.enable_x64(True):
-            stream = cj.Stream(source)
+            stream = Stream(source)
             n, dim = int(stream.n_samples), stream.dim
             self._check_n_samples(n)
-            mean, cov, sample = _scan_moments(stream, rng, 20000)
+            mean, cov, sample = stream_moments(stream, rng, 20000)
             if n < 2:
                 raise VBayesError("fit_stream needs at least 2 rows")
             self._set_n_features(dim)
@@ -212,16 +212,16 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 resp = _initial_resp(sample, self.n_components, self.init_params, rng)
                 params = gmm.init_params(model, sc, resp, scale=n / sample.shape[0])
                 runs.append(self._iterate(model, params, stream))
-            self._set_fitted(model, _best(runs))
+            self._set_fitted(model, best_run(runs))
         return self
 
     def _fit_dask(self, X, client):
         """The fit on a Dask collection, as :meth:`fit_stream` (one pass for the moments — the default priors
-        — and a uniform sample of 20000 rows (svi: :func:`move_rows`) for the initialisation, checking every
-        partition; then each iteration is one pass on the workers). cavi/em/map: the conjugate drivers on
-        :class:`vbayes.infer.dask.DaskData`; svi: :func:`vbayes.infer.dask.svi`, random partitions as
-        minibatches (``batch_size`` unused), delete/merge moves judged on the sample."""
-        from vbayes.infer import dask as vd
+        — and a uniform sample of 20000 rows (svi: :meth:`_move_rows`) for the initialisation, checking every
+        partition; then each iteration is one pass on the workers). The same drivers on
+        :class:`vbayes.data.dask.DaskData`; SVI's minibatches are random partitions (``batch_size`` unused),
+        its delete/merge moves judged on the sample."""
+        from vbayes.data import dask as vd
 
         rng = check_random_state(self.random_state)
         with jax.enable_x64(True):
@@ -229,7 +229,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             self._check_n_samples(int(data.n_samples))
             if data.n_samples < 2:
                 raise VBayesError("fit needs at least 2 rows")
-            size = move_rows(self.n_components, data.dim, self.covariance_type) if self.method == "svi" else 20000
+            size = self._move_rows(data.dim) if self.method == "svi" else 20000
             n, mean, cov, sample = vd.moments(data, size, seed=int(rng.randint(2**31 - 1)))
             self._set_n_features(data.dim)
             self._shift = mean
@@ -242,23 +242,14 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 if self.method != "svi":
                     runs.append(self._iterate(model, params, data))
                     continue
-                run = partial(
-                    vd.svi,
-                    model,
-                    data=data,
-                    key=int(rng.randint(2**31 - 1)),
-                    learning_offset=self.learning_offset,
-                    learning_decay=self.learning_decay,
-                    tol=self._tol(),
-                    max_epochs=float(self.max_iter),
-                )
+                run = partial(self._svi, model, data, key=int(rng.randint(2**31 - 1)))
                 if not self.delete_merge:
                     runs.append(run(params))
                 else:
-                    subset = cj.InMemory(sample - mean, chunk_size=self._chunk(sample))
+                    subset = InMemory(sample - mean, chunk_size=self._chunk(sample))
                     first = min(float(self.max_iter), 1.0)
-                    runs.append(_svi_with_moves(run, model, params, subset, n, first, data))
-            self._set_fitted(model, _best(runs))
+                    runs.append(svi_with_moves(run, model, params, subset, n, first, data))
+            self._set_fitted(model, best_run(runs))
         return self
 
     def partial_fit(self, X, y=None):
@@ -280,35 +271,33 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 resp = _initial_resp(X, self.n_components, self.init_params, rng)
                 total = self.total_samples or X.shape[0]
                 params = gmm.init_params(model, X - self._shift, resp, scale=total / X.shape[0])
-                self._svi_state = cj.SVIState(params, np.float64(0.0))
+                self._svi_state = SVIState(params, np.float64(0.0))
                 self._lower_bounds = []
             else:
                 model = self._model()
             self._seen += X.shape[0]
             total = float(self.total_samples or self._seen)
             state = jax.tree.map(jnp.asarray, self._svi_state)
-            state, elbo = _partial_step(
-                model,
-                state,
-                jnp.asarray(X - self._shift),
-                total,
-                float(self.learning_offset),
-                float(self.learning_decay),
-                self.method in ("em", "map"),
-                self.method == "map",
-            )
+            x = jnp.asarray(X - self._shift)
+            offset, decay = float(self.learning_offset), float(self.learning_decay)
+            state, elbo = _partial_step(model, state, x, total, offset, decay, MODES[self.method])
             self._lower_bounds.append(float(elbo) / total)
-            info = FitInfo(
+            fit = conjugate_fit(
+                model,
+                state.params,
+                MODES[self.method],
                 method="svi" if self.method in ("cavi", "svi") else "online-em",
-                outcome="max_steps",
+                outcome="completed",
                 message="partial_fit: one stochastic step per call",
                 steps=len(self._lower_bounds),
-                grad_evals=0,
-                skipped_steps=0,
-                wall_time=0.0,
+                seconds=0.0,
+                trace=np.asarray(self._lower_bounds) * total,
+                trace_of="the minibatch estimate of the objective of the λ entering each step (total nats)",
+                objective=float(elbo),
+                n_samples=total,
+                checks="none",
             )
-            trace = np.asarray(self._lower_bounds) * total
-            self._set_fitted(model, cj.ConjugateFit(state.params, float(elbo), total, trace, info), warn=False)
+            self._set_fitted(model, fit, warn=False)
             self._svi_state = jax.tree.map(np.asarray, state)
         return self
 
@@ -413,7 +402,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             )
         except ValueError as e:
             raise VBayesError(str(e)) from e
-        return cj.check_data(X)
+        return check_data(X)
 
     def _checked(self, X) -> np.ndarray:
         check_is_fitted(self)
@@ -476,28 +465,37 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             self.reg_covar,
         )
 
-    def _build_model(self, xc, moments=None) -> cj.ConjugateModel:
+    def _build_model(self, xc, moments=None) -> ConjugateModel:
         prior = self._prior_values(xc, moments)
         wtype = "dirichlet_distribution" if self.method == "em" else self.weight_concentration_prior_type
         self._prior = jax.tree.map(np.asarray, prior)
         self._wtype = wtype
         return gmm.bayesian_gmm(prior, self.covariance_type, wtype)
 
-    def _model(self) -> cj.ConjugateModel:
+    def _model(self) -> ConjugateModel:
         prior = jax.tree.map(jax.numpy.asarray, self._prior)
         return gmm.bayesian_gmm(prior, self.covariance_type, self._wtype)
 
     def _tol(self) -> float:
         return DEFAULT_TOL[self.method] if self.tol is None else float(self.tol)
 
-    def _iterate(self, model, params, data) -> cj.ConjugateFit:
-        if self.method != "cavi":
-            return cj.em(model, params, data, map=self.method == "map", tol=self._tol(), max_iter=self.max_iter)
-        if not self.delete_merge:
-            return cj.cavi(model, params, data, tol=self._tol(), max_iter=self.max_iter)
-        return _cavi_with_moves(model, params, data, self._tol(), self.max_iter)
+    def _iterate(self, model, params, data) -> Fit:
+        if self.method != "cavi" or not self.delete_merge:
+            return cavi(model, params, data, mode=MODES[self.method], tol=self._tol(), max_iter=self.max_iter)
+        return cavi_with_moves(model, params, data, self._tol(), self.max_iter)
 
-    def _run(self, model, X, xc, data, rng) -> cj.ConjugateFit:
+    def _svi(self, model, data, params, *, key, max_epochs=None, **options) -> Fit:
+        """SVI from ``params`` on ``data`` with this estimator's settings (``options``: :func:`svi`'s keywords)."""
+        config = SVIConfig(
+            batch_size=self.batch_size,
+            learning_offset=self.learning_offset,
+            learning_decay=self.learning_decay,
+            tol=self._tol(),
+            max_epochs=float(self.max_iter if max_epochs is None else max_epochs),
+        )
+        return svi(model, params, data, key=key, config=config, **options)
+
+    def _run(self, model, X, xc, data, rng) -> Fit:
         """One initialisation and one run (scikit-learn's random stream for the initialisation)."""
         n = X.shape[0]
         if self.method != "svi":
@@ -505,49 +503,51 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             return self._iterate(model, gmm.init_params(model, xc, resp), data)
         batch = int(min(n, self.batch_size or 4096))
         key = int(rng.randint(2**31 - 1))
-        order = cj.svi_order(n, key)  # SVI's minibatch order; its first rows are uniform random subsets
+        order = row_order(n, key)  # SVI's minibatch order; its first rows are uniform random subsets
         xs = xc[order]  # shuffled once for all the runs below
         sub = np.sort(order[: 3 * batch])
         resp = _initial_resp(X[sub], self.n_components, self.init_params, rng)
         params = gmm.init_params(model, xc[sub], resp, scale=n / sub.size)
-        run = partial(
-            cj.svi,
-            model,
-            data=xs,
-            key=key,
-            shuffle=False,
-            batch_size=batch,
-            learning_offset=self.learning_offset,
-            learning_decay=self.learning_decay,
-            tol=self._tol(),
-            max_epochs=float(self.max_iter),
-            devices=self.devices,
-        )
+        run = partial(self._svi, model, xs, key=key, shuffle=False, devices=self.devices)
         if not self.delete_merge:
             return run(params)
-        subset = xs[: move_rows(self.n_components, xc.shape[1], self.covariance_type)]
+        subset = xs[: self._move_rows(xc.shape[1])]
         first = min(float(self.max_iter), FIRST_SVI_STEPS * batch / n)  # moves early: surplus components drain slowly
-        subset = cj.InMemory(subset, chunk_size=self._chunk(xc), dtype=np.float32)
-        data = cj.InMemory(xc, chunk_size=self._chunk(xc)) if self.devices is None else _sharded(xc, self.devices)
-        return _svi_with_moves(run, model, params, subset, n, first, data)
+        subset = InMemory(subset, chunk_size=self._chunk(xc), dtype=np.float32)
+        return svi_with_moves(run, model, params, subset, n, first, self._in_memory(xc))
+
+    def _in_memory(self, xc: np.ndarray):
+        """The centred data on the device (or across ``devices``), for the full passes."""
+        if self.devices is None:
+            return InMemory(xc, chunk_size=self._chunk(xc))
+        from vbayes.data.devices import ShardedData
+
+        return ShardedData(xc, self.devices)
+
+    def _move_rows(self, dim: int) -> int:
+        """Rows on which SVI's delete/merge moves are judged: :func:`~vbayes.conjugate.moves.move_rows` of the
+        statistics of q(β), K (1 + D + D(D+1)/2) for full covariances, K (1 + 2D) diagonal, K (2 + D) spherical."""
+        second = {"full": dim * (dim + 1) // 2, "diag": dim, "spherical": 1}[self.covariance_type]
+        return move_rows(self.n_components * (1 + dim + second))
 
     def _chunk(self, x: np.ndarray) -> int:
         """Rows per E-step chunk for this data width and K (:func:`vbayes.conjugate.gmm.chunk_rows`)."""
         return gmm.chunk_rows(x.shape[1], self.n_components)
 
-    def _set_fitted(self, model, fit: cj.ConjugateFit, warn: bool = True) -> None:
+    def _set_fitted(self, model, fit: Fit, warn: bool = True) -> None:
         """scikit-learn's fitted attributes from q(β) (or its mode for em/map), in the data's coordinates;
         the state ``partial_fit`` continues from (step t = iterations done, points seen = N)."""
         point = self.method in ("em", "map")
-        params = jax.tree.map(np.asarray, fit.params)
+        params = jax.tree.map(np.asarray, fit.q.params)
         self._params = gmm.GMMParams(*params)
+        n_samples, objective = fit.info.extra["n_samples"], fit.info.extra["objective"]
         if warn:  # a fit, not a partial_fit: partial_fit continues from here
-            state = fit.extra.get("state")
-            step = float(state.step) if state is not None else float(fit.info.steps)
-            self._svi_state = cj.SVIState(self._params, np.float64(step))
-            self._seen = int(fit.n_samples)
-            self._lower_bounds = list(np.asarray(fit.trace) / fit.n_samples)
-        weights, means, cov = (np.asarray(a) for a in gmm.point_estimates(model, fit.params, point_mass=point))
+            state = fit.state
+            step = float(state.step) if isinstance(state, SVIState) else float(fit.info.steps)
+            self._svi_state = SVIState(self._params, np.float64(step))
+            self._seen = int(n_samples)
+            self._lower_bounds = list(np.asarray(fit.trace) / n_samples)
+        weights, means, cov = (np.asarray(a) for a in gmm.point_estimates(model, fit.q.params, point_mass=point))
         self.weights_ = weights
         self.means_ = means + self._shift
         self.covariances_ = cov
@@ -567,12 +567,12 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         self.mean_prior_ = np.asarray(prior.mean) + self._shift
         self.degrees_of_freedom_prior_ = float(prior.degrees_of_freedom)
         self.covariance_prior_ = np.asarray(prior.covariance)
-        self.elbo_ = float(fit.objective)
-        self.lower_bound_ = fit.per_sample
-        self.lower_bounds_ = list(np.asarray(fit.trace) / fit.n_samples)
+        self.elbo_ = float(objective)
+        self.lower_bound_ = float(objective) / n_samples
+        self.lower_bounds_ = list(np.asarray(fit.trace) / n_samples)
         self.n_iter_ = int(fit.info.steps)
         self.converged_ = fit.info.outcome == "converged"
-        self.fit_info_ = fit.info
+        self.result_ = fit
         if warn and not self.converged_ and fit.info.method != "svi":
             warnings.warn(
                 f"{type(self).__name__} did not converge: {fit.info.message}. Increase max_iter or tol, "
@@ -583,14 +583,14 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
 
     def _local(self, model):
         params = jax.tree.map(jax.numpy.asarray, self._params)
-        return cj._call(model, "mode" if self.method in ("em", "map") else "expect", params)
+        return call(model, "mode" if self.method in ("em", "map") else "expect", params)
 
     def _log_joint(self, X) -> np.ndarray:
         """ρ_nk = E log p(x_n, z_n=k | β) (its point-mass value for em/map), shape (N, K)."""
         with jax.enable_x64(True):
             model = self._model()
             fn = jax.tree_util.Partial(_rows_log_joint, model, self._local(model))
-            return cj.map_rows(fn, X - self._shift)
+            return map_rows(fn, X - self._shift)
 
     def _predictive(self, X) -> np.ndarray:
         if self.method in ("em", "map"):
@@ -599,7 +599,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             model = self._model()
             params = jax.tree.map(jax.numpy.asarray, self._params)
             fn = jax.tree_util.Partial(gmm.predictive_log_density, model, params)
-            return cj.map_rows(fn, X - self._shift)
+            return map_rows(fn, X - self._shift)
 
 
 class _Centre:
@@ -612,226 +612,20 @@ class _Centre:
         return rows - self.mean
 
 
-def _sharded(xc: np.ndarray, devices):
-    from vbayes.infer.sharding import ShardedData
-
-    return ShardedData(xc, devices)
-
-
 def _rows_log_joint(model, local, x):
     return gmm.log_joint_terms(model, local, x)
 
 
-@partial(jax.jit, static_argnames=("point_mass", "map_"))
-def _partial_step(model, state, x, n_total, offset, decay, point_mass: bool, map_: bool):
+@partial(jax.jit, static_argnames="mode")
+def _partial_step(model, state, x, n_total, offset, decay, mode: Mode):
     """One SVI (or online-EM) step, and the minibatch estimate of the objective of the entering λ:
     N/S · local ELBO − KL (VB), or the log-likelihood estimate [+ log prior] (EM / MAP)."""
-    if point_mass:
-        penalty = -model.log_prior(state.params) if map_ else 0.0
+    if mode.point_mass:
+        penalty = -model.log_prior(state.params) if mode is Mode.MAP else 0.0
     else:
         penalty = model.kl(state.params)
-    state, info = cj.svi_step(model, state, x, jnp.ones(x.shape[0], x.dtype), n_total, offset, decay, point_mass)
+    state, info = svi_step(model, state, x, jnp.ones(x.shape[0], x.dtype), n_total, offset, decay, mode)
     return state, info.local_elbo - penalty
-
-
-def delete_merge_sweep(
-    model,
-    params,
-    data,
-    n_total: float,
-    scale: float = 1.0,
-    trial_steps: int = 1,
-    max_trial_steps: int | None = None,
-) -> Sweep:
-    """Delete and merge moves (Hughes & Sudderth 2013). From ``trial_steps`` CAVI updates of ``params``
-    (λ_b, ELBO L_b), for each component k in increasing order of its expected count N_k ≥ ½: *delete*
-    (row k of the statistics set to 0) and, if refused, *merge* into its nearest component j (row j += row
-    k, row k = 0; nearest by the Mahalanobis distance between means under Σ_j + Σ_k); a move is
-    λ' = global_step(edited statistics) followed by CAVI updates, kept as soon as its ELBO exceeds L_b by
-    more than 1e-9 · N (it becomes the baseline), refused after ``max_trial_steps`` updates (default
-    ``trial_steps``) or earlier, from the second update on, when even its last gain repeated every
-    remaining update would not reach L_b. ``scale`` = N / n when ``data`` is a subset of n points (ELBO
-    estimates on the same points)."""
-    max_trial = max(trial_steps, max_trial_steps or trial_steps)
-    if trial_steps > 1:
-        params = cj.cavi(model, params, data, tol=0.0, max_iter=trial_steps - 1, scale=scale).params
-    params, best, stats = cj.update(model, params, data, scale=scale)
-    removed, passes, tried = 0, trial_steps, set()
-    min_gain = 1e-9 * n_total
-    while True:
-        counts = scale * np.asarray(stats.n)
-        live = [int(k) for k in np.argsort(counts, kind="stable") if counts[k] >= 0.5]
-        order = [k for k in live if k not in tried]
-        if not order or len(live) < 2:
-            break
-        k = order[0]
-        tried.add(k)
-        for j in (k, None):  # delete k; else merge k into its nearest component
-            j = _nearest(model, params, k, live) if j is None else j
-            trial = _edited_global_step(model, stats, k, j, scale)
-            new, value, new_stats, used = _trial(model, trial, data, scale, best + min_gain, max_trial)
-            passes += used
-            if value > best + min_gain:
-                params, best, stats, removed = new, value, new_stats, removed + 1
-                break
-    counts = scale * np.asarray(stats.n)
-    return Sweep(params, best, removed, int(np.sum(counts >= 0.5)), passes)
-
-
-class Sweep(NamedTuple):
-    """What :func:`delete_merge_sweep` did: λ and ELBO after it, the components it removed, the components
-    left with an expected count N_k ≥ ½, the passes over the data."""
-
-    params: cj.PyTree
-    elbo: float
-    removed: int
-    live: int
-    passes: int
-
-
-def _trial(model, params, data, scale: float, beat: float, max_steps: int):
-    """CAVI updates from a move's λ until its ELBO exceeds ``beat`` or cannot: after ``max_steps``, or
-    once value + gain · (steps left) ≤ beat (from the second update). Returns (λ, ELBO, stats, updates)."""
-    previous = -np.inf
-    for step in range(1, max_steps + 1):
-        params, value, stats = cj.update(model, params, data, scale=scale)
-        if value > beat or (step > 1 and value + (value - previous) * (max_steps - step) <= beat):
-            break
-        previous = value
-    return params, value, stats, step
-
-
-@jax.jit
-def _edited_global_step(model, stats, k, j, scale):
-    """global_step of the statistics with row k moved onto row j (merge) or, for j = k, removed (delete)."""
-    moved = jax.tree.map(lambda a: a.at[j].add(jnp.where(j == k, 0.0, 1.0) * a[k]).at[k].set(0.0), stats)
-    return model.global_step(moved, scale)
-
-
-_point_estimates = jax.jit(gmm.point_estimates, static_argnames="point_mass")
-
-
-def _nearest(model, params, k: int, live: list[int]) -> int:
-    """The live component j ≠ k minimising (m_j − m_k)ᵀ (Σ_j + Σ_k)⁻¹ (m_j − m_k)."""
-    _, means, cov = (np.asarray(a) for a in _point_estimates(model, params))
-    dim = means.shape[1]
-    full = cov if cov.ndim == 3 else (cov[..., None] if cov.ndim == 2 else cov[:, None, None]) * np.eye(dim)
-    others = [j for j in live if j != k]
-    diff = means[others] - means[k]
-    dist = [d @ np.linalg.solve(full[j] + full[k], d) for j, d in zip(others, diff, strict=True)]
-    return others[int(np.argmin(dist))]
-
-
-def _cavi_with_moves(model, params, data, tol: float, max_iter: int) -> cj.ConjugateFit:
-    """CAVI to |ΔELBO|/N < max(tol, MOVE_TOL), a delete/merge sweep, repeated while the sweep removes; then
-    CAVI to ``tol``. The ELBO never decreases (a deletion is kept only if it raises it)."""
-    data = cj.as_data(data)
-    fits, deleted, passes, sweeps = [], 0, 0, 0
-    coarse = max(tol, MOVE_TOL)
-    while True:
-        budget = max_iter - sum(f.info.steps for f in fits)
-        fit = cj.cavi(model, params, data, tol=coarse, max_iter=max(budget, 1))
-        fits.append(fit)
-        params = fit.params
-        if fit.info.outcome != "converged" or sweeps == MAX_SWEEPS:
-            break
-        sweep = delete_merge_sweep(model, params, data, data.n_samples)
-        sweeps, passes = sweeps + 1, passes + sweep.passes
-        if not sweep.removed:
-            break
-        deleted, params = deleted + sweep.removed, sweep.params
-        fits.append(_point(fits[-1], sweep.params, sweep.elbo))
-    if fits[-1].info.outcome == "converged" and coarse > tol:
-        fits.append(cj.cavi(model, params, data, tol=tol, max_iter=max(max_iter - sum(f.info.steps for f in fits), 1)))
-    return _chained(fits, deleted, passes)
-
-
-def move_rows(n_components: int, dim: int, covariance_type: str) -> int:
-    """Rows of the uniform subset on which SVI's delete/merge moves are judged: ``POINTS_PER_PARAMETER`` per
-    statistic of q(β) (K (1 + D + D(D+1)/2) for full covariances, K (1 + 2D) diagonal, K (2 + D)
-    spherical), within ``SUBSET_ROWS``. The moves fit CAVI updates to the subset, so with too few points
-    per parameter they fit its noise: at D = 10, K = 10 (660 statistics), 32,768 rows made SVI 6× slower at
-    N = 1e6 (moves kept, then undone by the data); at D = 2 (60) 32,768 rows judge as well as 65,536 at
-    half the cost."""
-    second = {"full": dim * (dim + 1) // 2, "diag": dim, "spherical": 1}[covariance_type]
-    rows = POINTS_PER_PARAMETER * n_components * (1 + dim + second)
-    low, high = SUBSET_ROWS
-    return int(min(high, max(low, rows)))
-
-
-def _svi_with_moves(
-    run, model, params, subset: cj.InMemory, n_total: int, first_epochs: float, data
-) -> cj.ConjugateFit:
-    """SVI (``run(params, start_step=t, ...)``) for at most ``first_epochs`` passes' worth of points, then
-    delete/merge sweeps judged on ``subset`` (ELBO estimates scaled by N / n; the baseline after
-    ``SVI_TRIAL_STEPS`` CAVI updates, each move after up to ``SVI_MAX_TRIAL_STEPS``: after one, SVI's averaged
-    λ refused every move on overlapping clusters where a few updates reach CAVI's optimum). SVI continues,
-    from the step it had reached, while it has not converged, or from the sweep's λ after a sweep that left
-    fewer live components (N_k ≥ ½) than every sweep before it (else a component of a few points that SVI's
-    steps revive after each deletion keeps the loop going). The ELBO on all of ``data`` is computed once,
-    for the last λ (the runs skip their own final pass)."""
-    run = partial(run, final_pass=False)
-    fits, deleted, passes, fewest = [run(params, max_epochs=first_epochs)], 0, 0, np.inf
-    for _ in range(MAX_SWEEPS):
-        last = fits[-1]
-        if last.info.outcome == "diverged":
-            break
-        sweep = delete_merge_sweep(
-            model,
-            last.params,
-            subset,
-            n_total,
-            scale=n_total / subset.n_samples,
-            trial_steps=SVI_TRIAL_STEPS,
-            max_trial_steps=SVI_MAX_TRIAL_STEPS,
-        )
-        passes += sweep.passes
-        moved = sweep.removed > 0 and sweep.live < fewest
-        fewest = min(fewest, sweep.live)
-        if not moved and last.info.outcome == "converged":
-            break
-        deleted += sweep.removed if moved else 0
-        fits.append(run(sweep.params if moved else last.params, start_step=float(last.extra["state"].step)))
-    last = fits[-1]
-    if last.info.outcome != "diverged":
-        fits[-1] = dataclasses.replace(last, objective=cj.objective(model, last.params, data))
-    return _chained(fits, deleted, passes)
-
-
-def _point(fit: cj.ConjugateFit, params, value: float) -> cj.ConjugateFit:
-    """A one-entry fit: λ after a sweep that removed components and its ELBO (no iteration counted)."""
-    info = dataclasses.replace(fit.info, steps=0, extra={})
-    return cj.ConjugateFit(params, value, fit.n_samples, np.asarray([value]), info)
-
-
-def _chained(fits: list[cj.ConjugateFit], deleted: int, sweep_passes: int) -> cj.ConjugateFit:
-    """Consecutive runs as one: the last λ and objective, traces concatenated, iterations summed."""
-    last = fits[-1]
-    steps = sum(f.info.steps for f in fits)
-    extra = dict(last.info.extra)
-    extra.update(removed_components=deleted, move_passes=sweep_passes)
-    if "passes" in extra:
-        extra["passes"] = sum(f.info.extra.get("passes", 0) for f in fits) + sweep_passes
-    info = dataclasses.replace(
-        last.info,
-        steps=steps,
-        wall_time=sum(f.info.wall_time for f in fits),
-        message=last.info.message + (f"; {deleted} component(s) removed by delete/merge moves" if deleted else ""),
-        extra=extra,
-    )
-    trace = np.concatenate([np.asarray(f.trace) for f in fits])
-    return cj.ConjugateFit(last.params, last.objective, last.n_samples, trace, info, last.extra)
-
-
-def _best(runs: list[cj.ConjugateFit]) -> cj.ConjugateFit:
-    """The run with the highest objective; a :class:`VBayesError` when every run broke down."""
-    finite = [r for r in runs if r.info.outcome != "diverged"]
-    if not finite:
-        raise VBayesError(
-            f"the fit broke down: {runs[0].info.message}. A component collapsed onto too few or "
-            "collinear points: increase reg_covar, lower n_components, or scale the features"
-        )
-    return max(finite, key=lambda r: r.objective)
 
 
 def _logsumexp(a: np.ndarray) -> np.ndarray:
@@ -868,28 +662,3 @@ def _initial_resp(X: np.ndarray, k: int, init: str, rng: np.random.RandomState) 
         _, idx = kmeans_plusplus(X, k, random_state=rng)
         resp[idx, np.arange(k)] = 1.0
     return resp
-
-
-def _scan_moments(stream: cj.Stream, rng: np.random.RandomState, size: int):
-    """One pass over a stream: mean, covariance (ddof 1) and a uniform random sample of ``size`` rows
-    (priority sampling: keep the rows with the smallest uniform keys)."""
-    n, total, scatter, shift = 0, None, None, None
-    keys, rows = np.zeros(0), None
-    for part in stream._parts():
-        if shift is None:
-            shift = part[0].copy()
-            total, scatter = np.zeros_like(shift), np.zeros((shift.size, shift.size))
-            rows = np.zeros((0, shift.size))
-        d = part - shift
-        total += d.sum(0)
-        scatter += d.T @ d
-        n += part.shape[0]
-        keys = np.concatenate([keys, rng.uniform(size=part.shape[0])])
-        rows = np.concatenate([rows, part])
-        if keys.size > size:
-            keep = np.argpartition(keys, size)[:size]
-            keys, rows = keys[keep], rows[keep]
-    mean_d = total / n
-    cov = (scatter - n * np.outer(mean_d, mean_d)) / max(n - 1, 1)
-    order = np.argsort(keys)
-    return mean_d + shift, np.atleast_2d(cov), rows[order]

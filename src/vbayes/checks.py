@@ -1,0 +1,305 @@
+"""The checks a fit runs on itself, and the verdict they give: whether its answer can be trusted.
+
+None of the checks needs a reference; every driver runs them at the end of its fit (``checks="default"``), and
+:func:`vbayes.compare.compare` reads the same verdicts. What "trusted" promises: the fit's means and sds agree
+with the posterior's as far as importance sampling from the fit can tell.
+
+============== ====================================================================================================
+``convergence`` the run ended by its own stopping rule (``converged``; ``completed`` for fixed-budget methods);
+                a run stopped by its step budget or by the user is only noted when ``importance`` and ``widened``
+                both pass (they check the answer itself); a diverged run is always flagged
+``curvature``   (Laplace) the precision at the mode is positive definite (no eigenvalue had to be clipped)
+``importance``  PSIS k̂ of p̃/q from draws of q below min(1 − 1/log10 S, 0.7) (Vehtari et al. 2024): q covers the
+                posterior's tails. Above it, the fit is flagged unless ``widened`` confirms q's moments from a
+                proposal whose own k̂ is reliable (then k̂ is a *note*: q's tails are too light for importance
+                sampling from q, but its means and sds are right).
+``widened``     PSIS-reweighting from q widened 1.5× about its mean moves no mean by more than 0.2 sd of q and no
+                sd by more than 15%: q has not missed mass that a broader proposal finds (the funnel of the
+                centred eight schools hides from k̂ alone).
+``restarts``    (opt-in: costs a second fit) a fit from another seed agrees: means within 0.1 sd, sds within 10%.
+``monotone``    (CAVI, EM) the objective never fell between iterations (beyond rounding).
+``divergences`` (NUTS) no divergent transitions.
+``rhat``        (NUTS) rank-normalised R-hat < 1.01 on every coordinate.
+============== ====================================================================================================
+
+Each check records what it found and what it cost (seconds; evaluations of log p̃ or of its gradient).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vbayes.errors import VBayesError
+from vbayes.families import Empirical, PointMass
+from vbayes.fit import Check, Fit, Verdict, as_key
+from vbayes.psis import importance_from_ratios, psis
+
+Array = jax.Array
+
+NAMES = ("convergence", "curvature", "importance", "widened", "restarts", "monotone", "divergences", "rhat")
+DEFAULT = ("convergence", "curvature", "importance", "widened", "monotone", "divergences", "rhat")
+"""The checks every fit runs unless told otherwise: all but ``restarts``, which costs a second fit."""
+
+NUM_DRAWS = 4000
+WIDEN = 1.5
+MAX_SHIFT = 0.2  # widened reweighting: largest |mean shift| in sds of q
+MAX_SD_CHANGE = 1.15  # ... and largest sd ratio (either way)
+RESTART_SHIFT = 0.1
+RESTART_SD_CHANGE = 1.1
+RELIABLE_KHAT = 0.7
+
+
+def resolve(checks: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``"default"``, ``"all"``, ``"none"``/None/``()``, or names from :data:`NAMES`; a :class:`VBayesError`
+    naming the unknown ones."""
+    if checks is None or checks == "none":
+        return ()
+    if isinstance(checks, str):
+        if checks == "default":
+            return DEFAULT
+        if checks == "all":
+            return NAMES
+        checks = (checks,)
+    names = tuple(checks)
+    unknown = [c for c in names if c not in NAMES]
+    if unknown:
+        raise VBayesError(f"unknown check(s) {unknown}; choose from {', '.join(NAMES)}, or 'default', 'all', 'none'")
+    return names
+
+
+def verify(
+    fit: Fit, checks: str | Iterable[str] | None = "default", refit: Callable[[Array], Fit] | None = None, key=0
+) -> Fit:
+    """``fit`` with its verdict: the named checks that apply to its kind of q, run now. ``refit(key)`` fits the
+    same model again from another seed (for ``restarts``). Adds ``info.importance`` when it computes k̂."""
+    names = resolve(checks)
+    key = as_key(key)
+    q = fit.q
+    found: list[Check] = []
+    importance = fit.info.importance
+    if isinstance(q, Empirical):
+        runners = {"divergences": _divergences, "rhat": _rhat}
+        found += [runners[n](fit) for n in names if n in runners]
+    else:
+        if "convergence" in names:
+            found.append(_convergence(fit))
+        if "curvature" in names and "clipped" in fit.info.extra:
+            found.append(_curvature(fit))
+        if "monotone" in names and fit.info.extra.get("monotone_objective"):
+            found.append(_monotone(fit))
+        wants = [n for n in ("importance", "widened") if n in names]
+        if wants:
+            reason = _no_density_reason(fit)
+            if reason:
+                found += [Check(n, "skip", reason) for n in wants]
+            else:
+                checked, importance = _reweighting(fit, wants, key)
+                found += checked
+        if "restarts" in names:
+            found.append(_restarts(fit, refit, jax.random.fold_in(key, 7)))
+        found = _cleared_by_reweighting(found)
+    info = dataclasses.replace(fit.info, verdict=Verdict(tuple(found)), importance=importance)
+    return dataclasses.replace(fit, info=info)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the checks
+
+
+def _convergence(fit: Fit) -> Check:
+    i = fit.info
+    if i.outcome in ("converged", "completed"):
+        return Check("convergence", "pass", f"{i.outcome}")
+    return Check("convergence", "flag", f"{i.outcome}: {i.message}")
+
+
+def _cleared_by_reweighting(found: list[Check]) -> list[Check]:
+    """A run stopped by its budget or by the user (not by its own rule) is only *noted* when the importance
+    checks vouch for the answer itself: k̂ below its threshold and a passing widened reweighting."""
+    by_name = {c.name: c for c in found}
+    conv, imp, wide = by_name.get("convergence"), by_name.get("importance"), by_name.get("widened")
+    stopped_early = conv is not None and conv.status == "flag" and not conv.message.startswith("diverged")
+    if stopped_early and imp is not None and imp.status == "pass" and wide is not None and wide.status == "pass":
+        cleared = dataclasses.replace(
+            conv, status="note", message=conv.message + " (but the answer passes k̂ and the widened reweighting)"
+        )
+        return [cleared if c is conv else c for c in found]
+    return found
+
+
+def _curvature(fit: Fit) -> Check:
+    extra = fit.info.extra
+    if extra["clipped"]:
+        return Check(
+            "curvature", "flag", extra.get("clip_message", "the curvature was clipped"), float(extra["clipped"])
+        )
+    return Check("curvature", "pass", "the precision at the mode is positive definite", 0.0)
+
+
+def _monotone(fit: Fit) -> Check:
+    trace = np.asarray(fit.trace, dtype=np.float64)
+    if trace.size < 2:
+        return Check("monotone", "skip", "fewer than two iterations")
+    drops = -np.diff(trace)
+    allowed = 1e-9 * np.maximum(1.0, np.abs(trace[1:]))
+    worst = int(np.argmax(drops - allowed))
+    if drops[worst] > allowed[worst]:
+        return Check(
+            "monotone",
+            "flag",
+            f"the objective fell by {drops[worst]:.3g} at iteration {worst + 2}: coordinate ascent must never lower "
+            "it (a numerical breakdown, e.g. a degenerate component)",
+            float(drops[worst]),
+        )
+    return Check("monotone", "pass", "objective never fell", float(max(drops.max(), 0.0)))
+
+
+def _no_density_reason(fit: Fit) -> str | None:
+    """Why the importance checks cannot run on this fit's q (None: they can)."""
+    if fit.target is None:
+        return "no log density to compare q with (a conjugate model fitted without a target)"
+    if isinstance(fit.q, PointMass) or getattr(fit.q, "point_mass", False):
+        return "q is a point mass: it claims no uncertainty to check"
+    if fit.info.outcome == "diverged":
+        return "the fit diverged"
+    return None
+
+
+def _reweighting(fit: Fit, wants: list[str], key: Array) -> tuple[list[Check], Any]:
+    """The ``importance`` and ``widened`` checks from one compiled evaluation of log p̃ at 2 × NUM_DRAWS draws."""
+    t0 = time.perf_counter()
+    q, target = fit.q, fit.target
+    z_q, r_q, z_w, r_w = (np.asarray(a) for a in _ratio_draws(target, q, key, NUM_DRAWS, WIDEN))
+    imp = importance_from_ratios(r_q)
+    mean, sd = np.asarray(q.mean, dtype=np.float64), np.asarray(q.marginal_sd(), dtype=np.float64)
+    khat_w, shift, ratios = _reweighted_moments(z_w, r_w, mean, sd)
+    seconds = time.perf_counter() - t0
+    confirmed = khat_w < RELIABLE_KHAT and shift <= MAX_SHIFT and _within(ratios)
+    out = []
+    if "importance" in wants:
+        value = imp.khat
+        if imp.reliable:
+            out.append(Check("importance", "pass", f"k̂ {value:.2f} < {imp.khat_threshold:.2f}", value))
+        elif "widened" in wants and confirmed:
+            out.append(
+                Check(
+                    "importance",
+                    "note",
+                    f"k̂ {value:.2f} ≥ {imp.khat_threshold:.2f}: q's tails are lighter than the posterior's "
+                    f"(importance sampling from q is unreliable), but a {WIDEN}× wider q confirms its means and sds",
+                    value,
+                )
+            )
+        else:
+            out.append(
+                Check(
+                    "importance",
+                    "flag",
+                    f"k̂ = {value:.2f} ≥ {imp.khat_threshold:.2f}: importance sampling from q does not reach the "
+                    "posterior (q misses part of its mass, or differs from it in many dimensions at once)",
+                    value,
+                )
+            )
+    if "widened" in wants:
+        if not np.isfinite(khat_w) or khat_w >= RELIABLE_KHAT:
+            status = "pass" if imp.reliable else "skip"
+            message = f"a {WIDEN}× wider q is no reliable proposal (k̂ {khat_w:.2f})"
+            out.append(Check("widened", status, message, float(khat_w)))
+        elif confirmed:
+            message = (
+                f"reweighting from a {WIDEN}× wider q moves the means by ≤ {shift:.2f} sd and the sds by a factor "
+                f"{ratios.min():.2f}–{ratios.max():.2f}"
+            )
+            out.append(Check("widened", "pass", message, float(shift)))
+        else:
+            message = (
+                f"reweighting from a {WIDEN}× wider q moves the mean by {shift:.2f} sd and the sds by a factor "
+                f"{ratios.min():.2f}–{ratios.max():.2f}: q misses part of the posterior"
+            )
+            out.append(Check("widened", "flag", message, float(shift)))
+    share = seconds / max(len(out), 1)
+    out = [dataclasses.replace(c, seconds=share, evaluations=2 * NUM_DRAWS // len(out)) for c in out]
+    return out, imp
+
+
+def _within(ratios: np.ndarray) -> bool:
+    return bool(np.all((ratios >= 1.0 / MAX_SD_CHANGE) & (ratios <= MAX_SD_CHANGE)))
+
+
+def _reweighted_moments(z: np.ndarray, log_r: np.ndarray, mean: np.ndarray, sd: np.ndarray):
+    """(k̂, max |mean shift| in q-sd units, sd ratios ``(d,)``) of PSIS-reweighted draws ``z`` ``(S, d)``."""
+    khat, log_w = psis(np.asarray(log_r))
+    if not np.isfinite(khat):
+        return khat, math.inf, np.full(mean.shape, math.nan)
+    w = np.exp(log_w)
+    m = w @ z
+    s = np.sqrt(w @ (z - m) ** 2)
+    return khat, float(np.max(np.abs(m - mean) / sd)), s / sd
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _ratio_draws(target, q, key: Array, n: int, widen: float):
+    """Draws of q and of q widened by ``widen`` about its mean, with their log ratios log p̃ − log q:
+    ``(z_q (n, d), r_q (n,), z_w (n, d), r_w (n,))``. z = μ + widen·(u − μ), u ~ q, has density
+    q(μ + (z − μ)/widen)·widen^{−d}."""
+    k1, k2 = jax.random.split(key)
+    z_q = q.sample(k1, n)
+    u = q.sample(k2, n)
+    mu = q.mean
+    z_w = mu + widen * (u - mu)
+    log_p = jax.vmap(target.log_density)(jnp.concatenate([z_q, z_w]))
+    r_q = log_p[:n] - q.log_prob(z_q)
+    r_w = log_p[n:] - (q.log_prob(u) - mu.shape[-1] * jnp.log(widen))
+    return z_q, r_q, z_w, r_w
+
+
+def widened_reweighting(fit: Fit, widen: float = WIDEN, num_draws: int = NUM_DRAWS, key: Array | int = 0):
+    """(k̂, max mean shift in q-sd units, sd ratios ``(d,)``) from PSIS-reweighted draws of q widened by ``widen``:
+    the weights p̃/q_wide give the posterior's moments as far as the wider proposal reaches."""
+    q = fit.q
+    _, _, z, log_r = _ratio_draws(fit.target, q, as_key(key), num_draws, float(widen))
+    mean, sd = np.asarray(q.mean, dtype=np.float64), np.asarray(q.marginal_sd(), dtype=np.float64)
+    return _reweighted_moments(np.asarray(z), np.asarray(log_r), mean, sd)
+
+
+def _restarts(fit: Fit, refit: Callable[[Array], Fit] | None, key: Array) -> Check:
+    if refit is None:
+        return Check("restarts", "skip", "this method has no random start to vary")
+    t0 = time.perf_counter()
+    other = refit(key)
+    seconds = time.perf_counter() - t0
+    sd = np.asarray(fit.q.marginal_sd())
+    shift = float(np.max(np.abs(np.asarray(fit.q.mean) - np.asarray(other.q.mean)) / sd))
+    ratio = float(np.max(np.abs(np.log(np.asarray(other.q.marginal_sd()) / sd))))
+    cost = int(other.info.grad_evals)
+    if shift > RESTART_SHIFT or ratio > math.log(RESTART_SD_CHANGE):
+        message = f"restarts disagree (means {shift:.2f} sd apart, sds {math.exp(ratio) - 1:.0%} apart)"
+        return Check("restarts", "flag", message, shift, seconds, cost)
+    message = f"a restart agrees (means {shift:.2f} sd apart, sds {math.exp(ratio) - 1:.0%} apart)"
+    return Check("restarts", "pass", message, shift, seconds, cost)
+
+
+def _divergences(fit: Fit) -> Check:
+    n = int(fit.info.extra.get("divergences", 0))
+    if n:
+        draws = int(np.prod(fit.q.samples.shape[:2]))
+        return Check("divergences", "flag", f"{n} divergent transitions ({n / draws:.2%} of the draws)", float(n))
+    return Check("divergences", "pass", "no divergent transitions", 0.0)
+
+
+def _rhat(fit: Fit) -> Check:
+    rhat = float(fit.info.extra.get("max_rhat", math.nan))
+    ess = fit.info.extra.get("min_ess_bulk")
+    tail = f", min bulk ESS {ess:.0f}" if ess is not None else ""
+    if not rhat < 1.01:
+        return Check("rhat", "flag", f"R-hat {rhat:.3f} ≥ 1.01 (the chains disagree){tail}", rhat)
+    return Check("rhat", "pass", f"R-hat {rhat:.3f} < 1.01{tail}", rhat)
