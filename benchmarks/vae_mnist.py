@@ -110,7 +110,7 @@ def throughput(args, data) -> dict:
 
     from vbayes.vae import build_model
     from vbayes.vae.config import optimizer, split_model
-    from vbayes.vae.train import build_chunk, build_step, init
+    from vbayes.vae.trainer import build_chunk, build_step, init
 
     torch.set_num_threads(args.threads)
     x = data.train
@@ -172,7 +172,7 @@ def step_latency(args, data, kinds: list[str]) -> dict:
 
     from vbayes.vae import build_model
 
-    train_module = importlib.import_module("vbayes.vae.train")
+    train_module = importlib.import_module("vbayes.vae.trainer")
     default = train_module.skip_by_branching
     n_steps, repeats = (300, 2) if args.quick else (1500, 3)
     data_dev = jnp.asarray(data.train)

@@ -63,7 +63,7 @@ def main() -> None:
     from vbayes.vae import build_model, evaluate, load_mnist
     from vbayes.vae.data import binarize
 
-    train_module = importlib.import_module("vbayes.vae.train")
+    train_module = importlib.import_module("vbayes.vae.trainer")
     if args.start in ("old", "glorot"):
         train_module.with_data_bias = lambda model, x: model
     if args.start in ("glorot", "both"):

@@ -1,7 +1,7 @@
 """Q5: when should I use a VAE rather than an autoencoder?
 
 When you need more than reconstructions: samples, a density, or a latent space with a known distribution. An
-autoencoder (AE) and a VAE with the same networks are trained with ``vbayes.vae.train`` (``kind="ae"`` /
+autoencoder (AE) and a VAE with the same networks are trained with ``vbayes.vae.trainer`` (``kind="ae"`` /
 ``"vae"``) on scikit-learn's digits with every 7 held out, and compared on what each is for: decoding z ~ N(0, I)
 (only the VAE's decoder was trained on codes that follow N(0, I)); where the codes lie; and the held-out 7s as
 anomalies, scored by the VAE's −log p(x) (IWAE bound, Burda et al. 2016) or by the AE's reconstruction error.

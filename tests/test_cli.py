@@ -96,7 +96,7 @@ def test_fit_linear_regression_recovers_exact_posterior_means(tmp_path):
     assert info["trusted"] and {c["name"] for c in info["verdict"]["checks"]} >= {
         "convergence",
         "importance",
-        "widened",
+        "reweighting",
     }
 
 
@@ -140,12 +140,12 @@ def test_fit_target_object_from_file_lowrank_default_out_folder(tmp_path, monkey
 
 
 def test_a_flagged_fit_says_so_and_exits_3(tmp_path):
-    """Mean-field ADVI on the strongly correlated regression posterior: its sds are far too small, its own widened
+    """Mean-field ADVI on the strongly correlated regression posterior: its sds are far too small, its own
     reweighting sees it, and the command says FLAGGED on its own line, records it, and exits 3 (not 0)."""
     out = tmp_path / "mf"
     result = invoke("fit", "linear_regression", "--method", "advi-meanfield", "--out", out)
     assert result.exit_code == 3, result.output
-    assert "verdict: FLAGGED" in result.stdout and "widened" in result.stdout
+    assert "verdict: FLAGGED" in result.stdout and "reweighting" in result.stdout
     assert "Do not use this fit" in result.stdout.splitlines()[-1]
     _, info = read_outputs(out)
     assert info["trusted"] is False and info["verdict"]["checks"]

@@ -36,7 +36,7 @@ def test_widened_reweighting_sees_an_underdispersed_q():
     exact = advi(t, "fullrank")
     assert np.max(ratios) > 1.25
     assert not fit.trusted and fit.verdict.flags  # its own record says it cannot be trusted
-    assert {c.name for c in fit.verdict.checks if c.status == "flag"} & {"importance", "widened"}
+    assert {c.name for c in fit.verdict.checks if c.status == "flag"} & {"importance", "reweighting"}
     assert exact.trusted and exact.verdict.flags == ()
 
 
@@ -64,6 +64,23 @@ def test_no_silent_failures(name):
     rec = next((r for r in c.results if r.method == c.recommended), None)
     assert rec is None or rec.accuracy.accurate(), (name, c.recommended, rec.accuracy.as_dict())
     assert c.recommended in ("nuts", *(r.method for r in c.results if not r.flags))
+
+
+@needs_posteriordb
+@pytest.mark.slow
+@pytest.mark.parametrize("name", POSTERIORS)
+def test_no_silent_failures_at_the_single_fit_level(name):
+    """A single fit's own verdict, with the default checks (no restarts), never calls an inaccurate fit trusted:
+    every method on every shared posterior is accurate or flagged by its own record."""
+    from vbayes import methods
+    from vbayes.diagnostics import compare_draws
+
+    target = load(f"posteriordb:{name}")
+    ref = np.asarray(to_unconstrained(name, load_reference(name).pooled))
+    for method in ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace"):
+        fit = methods.fit(target, method)
+        accuracy = compare_draws(np.asarray(fit.draws_unconstrained(4000, 99)), ref)
+        assert accuracy.accurate() or not fit.trusted, (name, method, accuracy.as_dict(), fit.verdict.summary())
 
 
 @needs_posteriordb

@@ -18,7 +18,7 @@ from vbayes import VariationalGaussianMixture
 from vbayes import conjugate as cj
 from vbayes.cli import app
 from vbayes.conjugate import gmm
-from vbayes.conjugate.svi import SVIConfig
+from vbayes.conjugate.engine.svi import SVIConfig
 from vbayes.data import dask as vd
 from vbayes.errors import VBayesError
 

@@ -11,10 +11,10 @@ import pytest
 from scipy.integrate import trapezoid
 
 from vbayes import conjugate as cj
-from vbayes.conjugate import moves
+from vbayes.conjugate.engine import moves
+from vbayes.conjugate.engine.moves import delete_merge_sweep
+from vbayes.conjugate.engine.posterior import conjugate_fit
 from vbayes.conjugate.model import SVIState
-from vbayes.conjugate.moves import delete_merge_sweep
-from vbayes.conjugate.posterior import conjugate_fit
 from vbayes.data import InMemory
 from vbayes.errors import VBayesError
 from vbayes.estimators.mixture import VariationalGaussianMixture

@@ -31,7 +31,7 @@ EIGHT_DEVICES = textwrap.dedent(
     from jax.sharding import PartitionSpec as P
     from vbayes import conjugate as cj
     from vbayes.conjugate import model as core
-    from vbayes.conjugate.svi import SVIConfig
+    from vbayes.conjugate.engine.svi import SVIConfig
     from vbayes.data import devices as sh
     from vbayes.families import MeanFieldGaussian
     from vbayes.objectives import elbo_stl

@@ -524,7 +524,7 @@ def test_a_step_with_a_non_finite_loss_changes_nothing_but_the_step_count(digits
     """The CPU's conditional and the GPU's select skip the same steps and apply the same updates."""
     import importlib
 
-    train_module = importlib.import_module("vbayes.vae.train")
+    train_module = importlib.import_module("vbayes.vae.trainer")
     monkeypatch.setattr(train_module, "skip_by_branching", lambda: branching)
     mc = ModelConfig((8, 8), latent=2, width=8, depth=1, likelihood="gaussian")
     tc = TrainConfig(learning_rate=1e-2)

@@ -6,16 +6,18 @@ with the posterior's as far as importance sampling from the fit can tell.
 
 ============== ====================================================================================================
 ``convergence`` the run ended by its own stopping rule (``converged``; ``completed`` for fixed-budget methods);
-                a run stopped by its step budget or by the user is only noted when ``importance`` and ``widened``
+                a run stopped by its step budget or by the user is only noted when ``importance`` and ``reweighting``
                 both pass (they check the answer itself); a diverged run is always flagged
 ``curvature``   (Laplace) the precision at the mode is positive definite (no eigenvalue had to be clipped)
 ``importance``  PSIS k̂ of p̃/q from draws of q below min(1 − 1/log10 S, 0.7) (Vehtari et al. 2024): q covers the
-                posterior's tails. Above it, the fit is flagged unless ``widened`` confirms q's moments from a
-                proposal whose own k̂ is reliable (then k̂ is a *note*: q's tails are too light for importance
-                sampling from q, but its means and sds are right).
-``widened``     PSIS-reweighting from q widened 1.5× about its mean moves no mean by more than 0.2 sd of q and no
-                sd by more than 15%: q has not missed mass that a broader proposal finds (the funnel of the
-                centred eight schools hides from k̂ alone).
+                posterior's tails. Above it, the fit is flagged unless ``reweighting`` confirms q's moments from
+                the widened proposal (then k̂ is a *note*: q's tails are too light for importance sampling from q,
+                but its means and sds are right).
+``reweighting`` the posterior's per-coordinate means and sds, estimated by PSIS from q widened 1.5× about its
+                mean (or, when that proposal's own k̂ ≥ 0.7, from q itself, if reliable), agree with q's by
+                posteriordb's accuracy rule: the mean over coordinates of W₁/sd between Gaussians with q's and the
+                reweighted moments is ≤ 0.1, and every sd ratio lies in [0.8, 1.25]. It sees what k̂ alone misses:
+                a q sitting inside a funnel, a mode that is not the mean, sds that are too small.
 ``restarts``    (opt-in: costs a second fit) a fit from another seed agrees: means within 0.1 sd, sds within 10%.
 ``monotone``    (CAVI, EM) the objective never fell between iterations (beyond rounding).
 ``divergences`` (NUTS) no divergent transitions.
@@ -45,14 +47,14 @@ from vbayes.psis import importance_from_ratios, psis
 
 Array = jax.Array
 
-NAMES = ("convergence", "curvature", "importance", "widened", "restarts", "monotone", "divergences", "rhat")
-DEFAULT = ("convergence", "curvature", "importance", "widened", "monotone", "divergences", "rhat")
+NAMES = ("convergence", "curvature", "importance", "reweighting", "restarts", "monotone", "divergences", "rhat")
+DEFAULT = ("convergence", "curvature", "importance", "reweighting", "monotone", "divergences", "rhat")
 """The checks every fit runs unless told otherwise: all but ``restarts``, which costs a second fit."""
 
 NUM_DRAWS = 4000
 WIDEN = 1.5
-MAX_SHIFT = 0.2  # widened reweighting: largest |mean shift| in sds of q
-MAX_SD_CHANGE = 1.15  # ... and largest sd ratio (either way)
+MAX_W1 = 0.1  # reweighting: largest mean W₁/sd between q's margins and the reweighted ones (posteriordb's rule)
+SD_BAND = (0.8, 1.25)  # ... and the band every sd ratio must lie in
 RESTART_SHIFT = 0.1
 RESTART_SD_CHANGE = 1.1
 RELIABLE_KHAT = 0.7
@@ -96,7 +98,7 @@ def verify(
             found.append(_curvature(fit))
         if "monotone" in names and fit.info.extra.get("monotone_objective"):
             found.append(_monotone(fit))
-        wants = [n for n in ("importance", "widened") if n in names]
+        wants = [n for n in ("importance", "reweighting") if n in names]
         if wants:
             reason = _no_density_reason(fit)
             if reason:
@@ -124,13 +126,13 @@ def _convergence(fit: Fit) -> Check:
 
 def _cleared_by_reweighting(found: list[Check]) -> list[Check]:
     """A run stopped by its budget or by the user (not by its own rule) is only *noted* when the importance
-    checks vouch for the answer itself: k̂ below its threshold and a passing widened reweighting."""
+    checks vouch for the answer itself: k̂ below its threshold and a passing reweighting."""
     by_name = {c.name: c for c in found}
-    conv, imp, wide = by_name.get("convergence"), by_name.get("importance"), by_name.get("widened")
+    conv, imp, moments = by_name.get("convergence"), by_name.get("importance"), by_name.get("reweighting")
     stopped_early = conv is not None and conv.status == "flag" and not conv.message.startswith("diverged")
-    if stopped_early and imp is not None and imp.status == "pass" and wide is not None and wide.status == "pass":
+    if stopped_early and imp is not None and imp.status == "pass" and moments is not None and moments.status == "pass":
         cleared = dataclasses.replace(
-            conv, status="note", message=conv.message + " (but the answer passes k̂ and the widened reweighting)"
+            conv, status="note", message=conv.message + " (but the answer passes k̂ and the reweighting)"
         )
         return [cleared if c is conv else c for c in found]
     return found
@@ -175,75 +177,86 @@ def _no_density_reason(fit: Fit) -> str | None:
 
 
 def _reweighting(fit: Fit, wants: list[str], key: Array) -> tuple[list[Check], Any]:
-    """The ``importance`` and ``widened`` checks from one compiled evaluation of log p̃ at 2 × NUM_DRAWS draws."""
+    """The ``importance`` and ``reweighting`` checks from one compiled evaluation of log p̃ at 2 × NUM_DRAWS draws."""
     t0 = time.perf_counter()
     q, target = fit.q, fit.target
     z_q, r_q, z_w, r_w = (np.asarray(a) for a in _ratio_draws(target, q, key, NUM_DRAWS, WIDEN))
     imp = importance_from_ratios(r_q)
     mean, sd = np.asarray(q.mean, dtype=np.float64), np.asarray(q.marginal_sd(), dtype=np.float64)
     khat_w, shift, ratios = _reweighted_moments(z_w, r_w, mean, sd)
+    proposal = f"a {WIDEN}× wider q"
+    if not khat_w < RELIABLE_KHAT and imp.khat < RELIABLE_KHAT:
+        proposal = f"q itself (a {WIDEN}× wider q is no reliable proposal, k̂ {khat_w:.2f})"
+        _, shift, ratios = _reweighted_moments(z_q, r_q, mean, sd)
+    estimated = khat_w < RELIABLE_KHAT or imp.khat < RELIABLE_KHAT
+    w1 = gaussian_w1(shift, ratios) if estimated else math.inf
+    agree = estimated and w1 <= MAX_W1 and _within(ratios)
     seconds = time.perf_counter() - t0
-    confirmed = khat_w < RELIABLE_KHAT and shift <= MAX_SHIFT and _within(ratios)
     out = []
     if "importance" in wants:
         value = imp.khat
         if imp.reliable:
             out.append(Check("importance", "pass", f"k̂ {value:.2f} < {imp.khat_threshold:.2f}", value))
-        elif "widened" in wants and confirmed:
-            out.append(
-                Check(
-                    "importance",
-                    "note",
-                    f"k̂ {value:.2f} ≥ {imp.khat_threshold:.2f}: q's tails are lighter than the posterior's "
-                    f"(importance sampling from q is unreliable), but a {WIDEN}× wider q confirms its means and sds",
-                    value,
-                )
-            )
-        else:
-            out.append(
-                Check(
-                    "importance",
-                    "flag",
-                    f"k̂ = {value:.2f} ≥ {imp.khat_threshold:.2f}: importance sampling from q does not reach the "
-                    "posterior (q misses part of its mass, or differs from it in many dimensions at once)",
-                    value,
-                )
-            )
-    if "widened" in wants:
-        if not np.isfinite(khat_w) or khat_w >= RELIABLE_KHAT:
-            status = "pass" if imp.reliable else "skip"
-            message = f"a {WIDEN}× wider q is no reliable proposal (k̂ {khat_w:.2f})"
-            out.append(Check("widened", status, message, float(khat_w)))
-        elif confirmed:
+        elif "reweighting" in wants and agree and khat_w < RELIABLE_KHAT:
             message = (
-                f"reweighting from a {WIDEN}× wider q moves the means by ≤ {shift:.2f} sd and the sds by a factor "
-                f"{ratios.min():.2f}–{ratios.max():.2f}"
+                f"k̂ {value:.2f} ≥ {imp.khat_threshold:.2f}: q's tails are lighter than the posterior's (importance "
+                f"sampling from q is unreliable), but {proposal} confirms its means and sds"
             )
-            out.append(Check("widened", "pass", message, float(shift)))
+            out.append(Check("importance", "note", message, value))
         else:
             message = (
-                f"reweighting from a {WIDEN}× wider q moves the mean by {shift:.2f} sd and the sds by a factor "
-                f"{ratios.min():.2f}–{ratios.max():.2f}: q misses part of the posterior"
+                f"k̂ = {value:.2f} ≥ {imp.khat_threshold:.2f}: importance sampling from q does not reach the "
+                "posterior (q misses part of its mass, or differs from it in many dimensions at once)"
             )
-            out.append(Check("widened", "flag", message, float(shift)))
+            out.append(Check("importance", "flag", message, value))
+    if "reweighting" in wants:
+        if not estimated:
+            message = f"neither q nor a {WIDEN}× wider q is a reliable proposal (k̂ {imp.khat:.2f}, {khat_w:.2f})"
+            out.append(Check("reweighting", "skip", message))
+        else:
+            found = (
+                f"reweighting from {proposal}: mean W₁/sd {w1:.3f} between q's margins and the reweighted ones, sd "
+                f"ratios {1 / ratios.max():.2f}–{1 / ratios.min():.2f}"
+            )
+            if agree:
+                out.append(Check("reweighting", "pass", found, float(w1)))
+            else:
+                out.append(Check("reweighting", "flag", found + ": q misses part of the posterior", float(w1)))
     share = seconds / max(len(out), 1)
     out = [dataclasses.replace(c, seconds=share, evaluations=2 * NUM_DRAWS // len(out)) for c in out]
     return out, imp
 
 
 def _within(ratios: np.ndarray) -> bool:
-    return bool(np.all((ratios >= 1.0 / MAX_SD_CHANGE) & (ratios <= MAX_SD_CHANGE)))
+    """Every posterior-sd / q-sd ratio (hence every q-sd / posterior-sd ratio) within :data:`SD_BAND`."""
+    low, high = SD_BAND
+    return bool(np.all((ratios >= 1.0 / high) & (ratios <= 1.0 / low)))
+
+
+def gaussian_w1(shift: np.ndarray, ratios: np.ndarray) -> float:
+    """Mean over coordinates of W₁(N(0, 1), N(δ, r²)) / r: the W₁ distance, in units of the second sd, between
+    q's margin (standardised) and a Gaussian with the reweighted mean δ and sd r (in q's sds). With the quantile
+    coupling x₂ = δ + r x₁ it is E|(r − 1)Z + δ| = a√(2/π) e^{−δ²/2a²} + δ(1 − 2Φ(−δ/a)), a = |r − 1|."""
+    from scipy.stats import norm
+
+    d, r = np.abs(np.asarray(shift, dtype=np.float64)), np.asarray(ratios, dtype=np.float64)
+    a = np.abs(r - 1.0)
+    safe = np.maximum(a, 1e-300)
+    e = np.where(
+        a > 1e-12, a * np.sqrt(2 / np.pi) * np.exp(-(d**2) / (2 * safe**2)) + d * (1 - 2 * norm.cdf(-d / safe)), d
+    )
+    return float(np.mean(e / r))
 
 
 def _reweighted_moments(z: np.ndarray, log_r: np.ndarray, mean: np.ndarray, sd: np.ndarray):
-    """(k̂, max |mean shift| in q-sd units, sd ratios ``(d,)``) of PSIS-reweighted draws ``z`` ``(S, d)``."""
+    """(k̂, mean shifts ``(d,)`` and sd ratios ``(d,)`` in q's sds) of PSIS-reweighted draws ``z`` ``(S, d)``."""
     khat, log_w = psis(np.asarray(log_r))
     if not np.isfinite(khat):
-        return khat, math.inf, np.full(mean.shape, math.nan)
+        return khat, np.full(mean.shape, math.inf), np.full(mean.shape, math.nan)
     w = np.exp(log_w)
     m = w @ z
     s = np.sqrt(w @ (z - m) ** 2)
-    return khat, float(np.max(np.abs(m - mean) / sd)), s / sd
+    return khat, (m - mean) / sd, s / sd
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
@@ -268,7 +281,8 @@ def widened_reweighting(fit: Fit, widen: float = WIDEN, num_draws: int = NUM_DRA
     q = fit.q
     _, _, z, log_r = _ratio_draws(fit.target, q, as_key(key), num_draws, float(widen))
     mean, sd = np.asarray(q.mean, dtype=np.float64), np.asarray(q.marginal_sd(), dtype=np.float64)
-    return _reweighted_moments(np.asarray(z), np.asarray(log_r), mean, sd)
+    khat, shift, ratios = _reweighted_moments(np.asarray(z), np.asarray(log_r), mean, sd)
+    return khat, float(np.max(np.abs(shift))), ratios
 
 
 def _restarts(fit: Fit, refit: Callable[[Array], Fit] | None, key: Array) -> Check:

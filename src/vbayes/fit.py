@@ -167,7 +167,9 @@ class Fit:
     def elbo(self) -> float:
         """The ELBO of q: from the importance check's draws when computed (NaN if log p̃ − log q was not
         finite at all of them), else the run's own last value of it (``info.extra["elbo"]``), else the mean
-        objective over the last tenth of the run."""
+        objective over the last tenth of the run; NaN for MCMC draws."""
+        if isinstance(self.q, Empirical):
+            return float("nan")  # MCMC draws have no density: no ELBO
         if self.info.importance is not None:
             return self.info.importance.elbo
         if "elbo" in self.info.extra:

@@ -67,8 +67,8 @@ def _nuts(target: Target, *, key: Any = 0, checks: Any = "default", **options) -
 
 def _conjugate(algorithm: str, mode: str) -> Callable[..., Fit]:
     def run(target: Target, *, key: Any = 0, checks: Any = "default", **options) -> Fit:
-        from vbayes.conjugate.cavi import cavi
-        from vbayes.conjugate.svi import SVIConfig, svi
+        from vbayes.conjugate.engine.cavi import cavi
+        from vbayes.conjugate.engine.svi import SVIConfig, svi
 
         if target.conjugate is None:
             raise VBayesError(unavailable(algorithm, target))

@@ -188,7 +188,7 @@ table.t td,table.t th{{padding:3px 8px;border-bottom:1px solid #ddd}} img{{max-w
 <p>Reference: {html.escape(comparison.reference)}. Accuracy is measured in the unconstrained space: mean error
 and W₁ in reference-sd units, sd ratio q/reference; "accurate" means mean W₁/sd ≤ 0.1 and every sd ratio in
 [0.8, 1.25]. A method is trusted when none of its own diagnostics (convergence, PSIS k̂, restarts, reweighting
-from a widened q) raises a flag.</p>
+from a widened q, the curvature of Laplace, NUTS's divergences and R-hat) raises a flag.</p>
 {table}
 <h2>Marginals</h2><img src="marginals.png"><h2>Objective traces</h2><img src="traces.png">
 <h2>Pair plot</h2><img src="pair.png"></body></html>"""

@@ -85,7 +85,7 @@ def train_cmd(
     from vbayes.vae.diagnostics import activity, collapse_messages, kl_per_dimension
     from vbayes.vae.model import ModelConfig
     from vbayes.vae.plots import write_figures
-    from vbayes.vae.train import train
+    from vbayes.vae.trainer import train
 
     with user_errors():
         devices, note = parse_devices_option(devices)

@@ -17,7 +17,7 @@ and, optionally, what the engine's extras need: ``counts(stats) -> (K,)`` and ``
 models with components (delete / merge moves), ``sample(λ, key, n) -> {name: (n, ...)}`` and
 ``log_q(λ, draws) -> (n,)`` for draws from q(β) in the model's named parameters.
 
-The algorithms (:mod:`vbayes.conjugate.cavi`, :mod:`vbayes.conjugate.svi`) never look inside a model
+The algorithms (:mod:`vbayes.conjugate.engine.cavi`, :mod:`vbayes.conjugate.engine.svi`) never look inside a model
 (Hoffman, Blei, Wang & Paisley 2013, §2–3). VB, EM and MAP-EM are one :class:`Mode`: EM and MAP-EM make the
 same two calls with ``mode`` in place of ``expect`` — q(β) collapsed to a point mass at the mode of
 ``global_step``'s output, i.e. the M-step (flat prior: EM; proper prior: MAP-EM).

@@ -8,7 +8,8 @@ import os
 
 import numpy as np
 
-from vbayes.data.sources import Chunks, DataSource, InMemory, Stream, check_data
+from vbayes.data.sources import Chunks, DataSource, InMemory, check_data
+from vbayes.data.stream import Stream
 
 
 def as_source(data, chunk_size: int = 1024, n_threads: int | None = None) -> DataSource:

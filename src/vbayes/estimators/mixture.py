@@ -2,7 +2,12 @@
 conjugate engine (:mod:`vbayes.conjugate`: CAVI, SVI, EM, MAP-EM, delete/merge moves; any data source).
 
 It only validates, converts and calls the engine: the algorithms, their schedules and the moves live there,
-where every conjugate model can use them.
+where every conjugate model can use them. The parameters' checks and priors are in
+:mod:`~vbayes.estimators.mixture_params`, prediction in :mod:`~vbayes.estimators.mixture_predict`.
+
+Longer than 400 lines because it is one scikit-learn estimator: its constructor must take and store scikit-learn's
+21 parameters verbatim, its docstring documents each, and its four ways to fit (in memory, a stream, Dask, a
+minibatch at a time) share the estimator's private state.
 
 Same parameters, priors, initialisations and fitted attributes as scikit-learn's
 ``BayesianGaussianMixture`` (with ``method="em"``, as ``GaussianMixture``), so that it is a drop-in
@@ -19,7 +24,6 @@ from __future__ import annotations
 
 import warnings
 from functools import partial
-from numbers import Integral, Real
 
 import jax
 import jax.numpy as jnp
@@ -30,14 +34,22 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from vbayes.conjugate import gmm
-from vbayes.conjugate.cavi import cavi
-from vbayes.conjugate.model import ConjugateModel, Mode, SVIState, call, svi_step
-from vbayes.conjugate.moves import best_run, cavi_with_moves, move_rows, svi_with_moves
-from vbayes.conjugate.posterior import conjugate_fit
-from vbayes.conjugate.svi import SVIConfig, svi
+from vbayes.conjugate.engine.cavi import cavi
+from vbayes.conjugate.engine.moves import best_run, cavi_with_moves, move_rows, svi_with_moves
+from vbayes.conjugate.engine.posterior import conjugate_fit
+from vbayes.conjugate.engine.svi import SVIConfig, svi
+from vbayes.conjugate.model import ConjugateModel, Mode, SVIState, svi_step
 from vbayes.data import InMemory, Stream
-from vbayes.data.sources import check_data, map_rows, row_order, stream_moments
+from vbayes.data.sources import check_data, row_order
+from vbayes.data.stream import stream_moments
 from vbayes.errors import VBayesError
+from vbayes.estimators.mixture_params import (
+    check_params,
+    initial_resp,
+    precision_cholesky,
+    prior_values,
+)
+from vbayes.estimators.mixture_predict import MixturePredictions
 from vbayes.fit import Fit
 
 try:  # scikit-learn >= 1.6
@@ -48,14 +60,12 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return est._validate_data(X, reset=reset, force_all_finite=ensure_all_finite, **kw)
 
 
-METHODS = ("cavi", "svi", "em", "map")
-INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 DEFAULT_TOL = {"cavi": 1e-6, "em": 1e-6, "map": 1e-6, "svi": 2e-4}
 MODES = {"cavi": Mode.VB, "svi": Mode.VB, "em": Mode.EM, "map": Mode.MAP}
 FIRST_SVI_STEPS = 1024  # SVI steps before the first delete/merge sweep (at most)
 
 
-class VariationalGaussianMixture(DensityMixin, BaseEstimator):
+class VariationalGaussianMixture(MixturePredictions, DensityMixin, BaseEstimator):
     """Bayesian Gaussian mixture fitted by CAVI, SVI, EM or MAP-EM (scikit-learn API).
 
     Parameters are scikit-learn's ``BayesianGaussianMixture``'s (same defaults and meaning: priors
@@ -71,7 +81,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         Stop when the objective changes by less than ``tol`` nats *per point* (scikit-learn's BGM uses the
         total, which at large N never converges). None: 1e-6 for cavi/em/map — at N ≤ 1e6 at most 1 nat
         in total, below what separates two models — and 2e-4 for SVI, whose rule estimates the gap to the
-        optimum left by the minibatch noise (see :func:`vbayes.conjugate.svi.svi`).
+        optimum left by the minibatch noise (see :func:`vbayes.conjugate.engine.svi.svi`).
     max_iter : int, default 1000
         Iterations (passes) for cavi/em/map; for SVI, the budget in passes' worth of points
         (``n_iter_`` then counts SVI steps).
@@ -209,7 +219,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             model = self._build_model(None, moments=(n, cov))
             runs = []
             for _ in range(self.n_init):
-                resp = _initial_resp(sample, self.n_components, self.init_params, rng)
+                resp = initial_resp(sample, self.n_components, self.init_params, rng)
                 params = gmm.init_params(model, sc, resp, scale=n / sample.shape[0])
                 runs.append(self._iterate(model, params, stream))
             self._set_fitted(model, best_run(runs))
@@ -237,7 +247,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
             model = self._build_model(None, moments=(n, cov))
             runs = []
             for _ in range(self.n_init):
-                resp = _initial_resp(sample, self.n_components, self.init_params, rng)
+                resp = initial_resp(sample, self.n_components, self.init_params, rng)
                 params = gmm.init_params(model, sample - mean, resp, scale=n / sample.shape[0])
                 if self.method != "svi":
                     runs.append(self._iterate(model, params, data))
@@ -268,7 +278,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 self._seen = 0
                 model = self._build_model(X - self._shift)
                 rng = check_random_state(self.random_state)
-                resp = _initial_resp(X, self.n_components, self.init_params, rng)
+                resp = initial_resp(X, self.n_components, self.init_params, rng)
                 total = self.total_samples or X.shape[0]
                 params = gmm.init_params(model, X - self._shift, resp, scale=total / X.shape[0])
                 self._svi_state = SVIState(params, np.float64(0.0))
@@ -302,91 +312,10 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         return self
 
     # ------------------------------------------------------------------------------------------------
-    # prediction
-
-    def predict(self, X) -> np.ndarray:
-        """Most probable component per point: argmax_k E log p(x, z=k | β) (scikit-learn's rule)."""
-        return np.argmax(self._log_joint(self._checked(X)), axis=1)
-
-    def predict_proba(self, X) -> np.ndarray:
-        """q(z = k | x): softmax over k of E log p(x, z=k | β), shape (N, K)."""
-        rho = self._log_joint(self._checked(X))
-        return np.exp(rho - _logsumexp(rho))
-
-    def score_samples(self, X, predictive: bool = False) -> np.ndarray:
-        """Per point: scikit-learn's ``logsumexp_k E log p(x, z=k | β)`` (a lower bound on the log
-        predictive density, by Jensen); with ``predictive=True`` the log posterior predictive density
-        itself (:meth:`predictive_log_density`). For em/map both are the plug-in log-likelihood."""
-        X = self._checked(X)
-        if predictive:
-            return self._predictive(X)
-        return _logsumexp(self._log_joint(X))[:, 0]
-
-    def score(self, X, y=None) -> float:
-        """Mean of ``score_samples(X)`` (scikit-learn's ``score``)."""
-        return float(np.mean(self.score_samples(X)))
-
-    def predictive_log_density(self, X) -> np.ndarray:
-        """log p(x | training data) under q: Σ_k E[π_k] St(x | m_k, L_k, ν_k + 1 − D) (Bishop 10.81), the
-        density scikit-learn does not offer (its issue #10148). For em/map: the plug-in mixture density."""
-        return self._predictive(self._checked(X))
-
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """``n_samples`` points from the mixture at the point estimates (``weights_``, ``means_``,
-        ``covariances_``) and their components, as scikit-learn (same random stream for ``random_state``)."""
-        check_is_fitted(self)
-        if n_samples < 1:
-            raise VBayesError(f"n_samples must be >= 1, got {n_samples}")
-        rng = check_random_state(self.random_state)
-        counts = rng.multinomial(n_samples, self.weights_)
-        dim = self.means_.shape[1]
-        parts = []
-        for mean, cov, count in zip(self.means_, self.covariances_, counts, strict=True):
-            if self.covariance_type == "full":
-                parts.append(rng.multivariate_normal(mean, cov, int(count)))
-            else:
-                parts.append(mean + rng.standard_normal(size=(count, dim)) * np.sqrt(cov))
-        labels = np.repeat(np.arange(self.n_components), counts)
-        return np.vstack(parts), labels
-
-    # ------------------------------------------------------------------------------------------------
     # internals
 
     def _check_params(self) -> None:
-        """Every constructor argument checked, a :class:`VBayesError` naming the first that is wrong."""
-        integer = lambda v, low: isinstance(v, Integral) and not isinstance(v, bool) and v >= low
-        real = lambda v, low: isinstance(v, Real) and not isinstance(v, bool) and v >= low
-        rules = [
-            ("n_components", integer(self.n_components, 1), "an integer >= 1"),
-            ("covariance_type", self.covariance_type in gmm.COVARIANCE_TYPES, f"one of {gmm.COVARIANCE_TYPES}"),
-            ("method", self.method in METHODS, f"one of {METHODS}"),
-            ("init_params", self.init_params in INIT_PARAMS, f"one of {INIT_PARAMS}"),
-            (
-                "weight_concentration_prior_type",
-                self.weight_concentration_prior_type in gmm.WEIGHT_PRIORS,
-                f"one of {gmm.WEIGHT_PRIORS}",
-            ),
-            ("tol", self.tol is None or real(self.tol, 0), "None or >= 0"),
-            ("max_iter", integer(self.max_iter, 1), "an integer >= 1"),
-            ("n_init", integer(self.n_init, 1), "an integer >= 1"),
-            ("delete_merge", isinstance(self.delete_merge, bool | np.bool_), "True or False"),
-            ("reg_covar", real(self.reg_covar, 0), ">= 0"),
-            ("batch_size", self.batch_size is None or integer(self.batch_size, 1), "None or an integer >= 1"),
-            (
-                "learning_decay",
-                real(self.learning_decay, 0) and 0.5 < self.learning_decay <= 1.0,
-                "in (0.5, 1] (Robbins-Monro)",
-            ),
-            ("learning_offset", real(self.learning_offset, 1.0), ">= 1"),
-            (
-                "total_samples",
-                self.total_samples is None or (real(self.total_samples, 0) and self.total_samples > 0),
-                "None or > 0",
-            ),
-        ]
-        for name, ok, requirement in rules:
-            if not ok:
-                raise VBayesError(f"{name} must be {requirement}, got {getattr(self, name)!r}")
+        check_params(self)
 
     def _validate(self, X, reset: bool, min_samples: int = 1) -> np.ndarray:
         """scikit-learn's validation (n_features_in_, feature names, 1-D and empty input), its errors as
@@ -419,54 +348,8 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 f"Expected n_samples >= n_components but got n_components = {self.n_components}, n_samples = {n}"
             )
 
-    def _prior_values(self, xc, moments=None) -> gmm.GMMPrior:
-        """The prior in centred coordinates (the data mean subtracted): scikit-learn's defaults from the
-        data ``xc`` or from streamed ``moments`` = (n, covariance); MAP-specific defaults and checks."""
-        dim = self._shift.shape[0]
-        ct = self.covariance_type
-        if self.method == "em":
-            return gmm.flat_prior(dim, ct, self.reg_covar)
-        alpha0, nu0 = self.weight_concentration_prior, self.degrees_of_freedom_prior
-        if self.method == "map":
-            alpha0 = 1.0 if alpha0 is None else alpha0
-            nu0 = dim + 1.0 if nu0 is None else nu0
-            if alpha0 < 1 or nu0 <= dim:
-                raise VBayesError(
-                    f"method='map' needs weight_concentration_prior >= 1 and degrees_of_freedom_prior "
-                    f"> n_features = {dim} (below, the posterior mode lies on the boundary); got "
-                    f"{alpha0} and {nu0}"
-                )
-        m0 = None if self.mean_prior is None else np.asarray(self.mean_prior, dtype=np.float64) - self._shift
-        if m0 is not None and m0.shape != (dim,):
-            raise VBayesError(f"mean_prior must have shape ({dim},), got {np.shape(self.mean_prior)}")
-        if moments is None:
-            return gmm.default_prior(
-                xc,
-                self.n_components,
-                ct,
-                weight_concentration_prior=alpha0,
-                mean_precision_prior=self.mean_precision_prior,
-                mean_prior=m0,
-                degrees_of_freedom_prior=nu0,
-                covariance_prior=self.covariance_prior,
-                reg_covar=self.reg_covar,
-            )
-        _, cov = moments
-        var = np.diag(cov)
-        cov_default = {"full": cov, "diag": var, "spherical": np.float64(var.mean())}[ct]
-        return gmm.make_prior(
-            dim,
-            ct,
-            1.0 / self.n_components if alpha0 is None else float(alpha0),
-            1.0 if self.mean_precision_prior is None else float(self.mean_precision_prior),
-            np.zeros(dim) if m0 is None else m0,
-            float(dim) if nu0 is None else float(nu0),
-            cov_default if self.covariance_prior is None else self.covariance_prior,
-            self.reg_covar,
-        )
-
     def _build_model(self, xc, moments=None) -> ConjugateModel:
-        prior = self._prior_values(xc, moments)
+        prior = prior_values(self, xc, moments)
         wtype = "dirichlet_distribution" if self.method == "em" else self.weight_concentration_prior_type
         self._prior = jax.tree.map(np.asarray, prior)
         self._wtype = wtype
@@ -499,14 +382,14 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         """One initialisation and one run (scikit-learn's random stream for the initialisation)."""
         n = X.shape[0]
         if self.method != "svi":
-            resp = _initial_resp(X, self.n_components, self.init_params, rng)
+            resp = initial_resp(X, self.n_components, self.init_params, rng)
             return self._iterate(model, gmm.init_params(model, xc, resp), data)
         batch = int(min(n, self.batch_size or 4096))
         key = int(rng.randint(2**31 - 1))
         order = row_order(n, key)  # SVI's minibatch order; its first rows are uniform random subsets
         xs = xc[order]  # shuffled once for all the runs below
         sub = np.sort(order[: 3 * batch])
-        resp = _initial_resp(X[sub], self.n_components, self.init_params, rng)
+        resp = initial_resp(X[sub], self.n_components, self.init_params, rng)
         params = gmm.init_params(model, xc[sub], resp, scale=n / sub.size)
         run = partial(self._svi, model, xs, key=key, shuffle=False, devices=self.devices)
         if not self.delete_merge:
@@ -525,7 +408,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         return ShardedData(xc, self.devices)
 
     def _move_rows(self, dim: int) -> int:
-        """Rows on which SVI's delete/merge moves are judged: :func:`~vbayes.conjugate.moves.move_rows` of the
+        """Rows on which SVI's delete/merge moves are judged: :func:`~vbayes.conjugate.engine.moves.move_rows` of the
         statistics of q(β), K (1 + D + D(D+1)/2) for full covariances, K (1 + 2D) diagonal, K (2 + D) spherical."""
         second = {"full": dim * (dim + 1) // 2, "diag": dim, "spherical": 1}[self.covariance_type]
         return move_rows(self.n_components * (1 + dim + second))
@@ -551,7 +434,7 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
         self.weights_ = weights
         self.means_ = means + self._shift
         self.covariances_ = cov
-        self.precisions_cholesky_ = _precision_cholesky(cov, self.covariance_type)
+        self.precisions_cholesky_ = precision_cholesky(cov, self.covariance_type)
         self.precisions_ = (
             np.einsum("kij,klj->kil", self.precisions_cholesky_, self.precisions_cholesky_)
             if self.covariance_type == "full"
@@ -581,26 +464,6 @@ class VariationalGaussianMixture(DensityMixin, BaseEstimator):
                 stacklevel=3,
             )
 
-    def _local(self, model):
-        params = jax.tree.map(jax.numpy.asarray, self._params)
-        return call(model, "mode" if self.method in ("em", "map") else "expect", params)
-
-    def _log_joint(self, X) -> np.ndarray:
-        """ρ_nk = E log p(x_n, z_n=k | β) (its point-mass value for em/map), shape (N, K)."""
-        with jax.enable_x64(True):
-            model = self._model()
-            fn = jax.tree_util.Partial(_rows_log_joint, model, self._local(model))
-            return map_rows(fn, X - self._shift)
-
-    def _predictive(self, X) -> np.ndarray:
-        if self.method in ("em", "map"):
-            return _logsumexp(self._log_joint(X))[:, 0]
-        with jax.enable_x64(True):
-            model = self._model()
-            params = jax.tree.map(jax.numpy.asarray, self._params)
-            fn = jax.tree_util.Partial(gmm.predictive_log_density, model, params)
-            return map_rows(fn, X - self._shift)
-
 
 class _Centre:
     """rows ↦ rows − mean (picklable, for the Dask workers)."""
@@ -610,10 +473,6 @@ class _Centre:
 
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         return rows - self.mean
-
-
-def _rows_log_joint(model, local, x):
-    return gmm.log_joint_terms(model, local, x)
 
 
 @partial(jax.jit, static_argnames="mode")
@@ -626,39 +485,3 @@ def _partial_step(model, state, x, n_total, offset, decay, mode: Mode):
         penalty = model.kl(state.params)
     state, info = svi_step(model, state, x, jnp.ones(x.shape[0], x.dtype), n_total, offset, decay, mode)
     return state, info.local_elbo - penalty
-
-
-def _logsumexp(a: np.ndarray) -> np.ndarray:
-    top = np.max(a, axis=1, keepdims=True)
-    return top + np.log(np.sum(np.exp(a - top), axis=1, keepdims=True))
-
-
-def _precision_cholesky(cov: np.ndarray, ctype: str) -> np.ndarray:
-    """scikit-learn's ``precisions_cholesky_``: the upper-triangular P with P Pᵀ = Σ⁻¹ (full), or Σ^{-1/2}."""
-    if ctype != "full":
-        return 1.0 / np.sqrt(cov)
-    chol = np.linalg.cholesky(cov)
-    eye = np.broadcast_to(np.eye(cov.shape[-1]), cov.shape)
-    return np.triu(np.swapaxes(np.linalg.solve(chol, eye), -1, -2))
-
-
-def _initial_resp(X: np.ndarray, k: int, init: str, rng: np.random.RandomState) -> np.ndarray:
-    """Initial responsibilities (N, K), drawing from ``rng`` exactly as scikit-learn's mixtures do, so that
-    the same ``random_state`` gives the same initialisation: one-hot k-means labels (one k-means run),
-    one-hot k-means++ seeds or random data points, or uniform random rows normalised."""
-    from sklearn.cluster import KMeans, kmeans_plusplus
-
-    n = X.shape[0]
-    resp = np.zeros((n, k))
-    if init == "kmeans":
-        labels = KMeans(n_clusters=k, n_init=1, random_state=rng).fit(X).labels_
-        resp[np.arange(n), labels] = 1.0
-    elif init == "random":
-        resp = rng.uniform(size=(n, k))
-        resp /= resp.sum(axis=1, keepdims=True)
-    elif init == "random_from_data":
-        resp[rng.choice(n, size=k, replace=False), np.arange(k)] = 1.0
-    else:
-        _, idx = kmeans_plusplus(X, k, random_state=rng)
-        resp[idx, np.arange(k)] = 1.0
-    return resp

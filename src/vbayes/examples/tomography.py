@@ -28,6 +28,9 @@ the V × V matrix GᵀΣ⁻¹G, and every later evaluation costs O(V²) (the exa
 The data are simulated from a smooth "true" plasma (peaked core density and temperature, a dense cold
 divertor blob, high neutral fraction near the bottom) with seeded random perturbations. The same G
 generates and fits the data.
+
+Longer than 400 lines because it is one synthetic problem built end to end (mesh, cameras, emission tables,
+priors, truth), whose parts are only ever used together.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from vbayes.vae.losses import (
 )
 from vbayes.vae.model import VAE, ModelConfig, build_model, with_data_bias
 from vbayes.vae.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from vbayes.vae.train import TrainResult, build_step, init, train
+from vbayes.vae.trainer import TrainResult, build_step, init, train
 
 __all__ = [
     "VAE",

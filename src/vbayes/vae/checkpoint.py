@@ -63,7 +63,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def load_run(folder: str | Path) -> Run:
-    """Read a training folder written by :func:`~vbayes.vae.train.train`; a clear error when it is missing or
+    """Read a training folder written by :func:`~vbayes.vae.trainer.train`; a clear error when it is missing or
     damaged."""
     folder = Path(folder)
     if not folder.is_dir():

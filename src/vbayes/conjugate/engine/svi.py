@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vbayes.conjugate.cavi import objective, pass_stats
+from vbayes.conjugate.engine.cavi import objective, pass_stats
+from vbayes.conjugate.engine.posterior import conjugate_fit
 from vbayes.conjugate.model import ConjugateModel, Mode, SVIState, as_mode, call, svi_step, svi_update
-from vbayes.conjugate.posterior import conjugate_fit
 from vbayes.data import DataSource, InMemory, Stream, as_source
 from vbayes.data.sources import check_data, next_rows, row_order, tree_add, tree_div, working_dtype
 from vbayes.errors import VBayesError

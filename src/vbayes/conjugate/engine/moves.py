@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vbayes.checks import verify
-from vbayes.conjugate.cavi import cavi, objective, update
+from vbayes.conjugate.engine.cavi import cavi, objective, update
+from vbayes.conjugate.engine.posterior import ConjugatePosterior
 from vbayes.conjugate.model import ConjugateModel, call
-from vbayes.conjugate.posterior import ConjugatePosterior
 from vbayes.data import InMemory, as_source
 from vbayes.errors import VBayesError
 from vbayes.fit import Fit
@@ -166,7 +166,7 @@ def svi_with_moves(
     data,
     checks="default",
 ) -> Fit:
-    """SVI (``run(params, start_step=t, ...)``, a :func:`vbayes.conjugate.svi.svi` with its data and settings
+    """SVI (``run(params, start_step=t, ...)``, a :func:`vbayes.conjugate.engine.svi.svi` with its data and settings
     bound) for at most ``first_epochs`` passes' worth of points, then delete/merge sweeps judged on ``subset``
     (ELBO estimates scaled by N / n; the baseline after ``SVI_TRIAL_STEPS`` CAVI updates, each move after up to
     ``SVI_MAX_TRIAL_STEPS``: after one, SVI's averaged λ refused every move on overlapping clusters where a few

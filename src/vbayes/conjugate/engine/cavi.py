@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vbayes.conjugate.engine.posterior import conjugate_fit
 from vbayes.conjugate.model import (
     BlockPass,
     ConjugateModel,
@@ -32,7 +33,6 @@ from vbayes.conjugate.model import (
     check_model_fits,
 )
 from vbayes.conjugate.model import update as update_state
-from vbayes.conjugate.posterior import conjugate_fit
 from vbayes.data import DataSource, InMemory, as_source
 from vbayes.data.sources import Chunks, working_dtype
 from vbayes.fit import Fit
@@ -148,7 +148,7 @@ def cavi(
     ``scale`` = N / n: ``data`` is a uniform subset of n of N points standing in for all of them (every update is
     global_step(stats, N / n), the ELBO an estimate for the N points, tol per point of N). ``target``: a
     log-density target of the same model (q(β) is then checked against it). Returns a :class:`Fit` whose q is a
-    :class:`~vbayes.conjugate.posterior.ConjugatePosterior` (``fit.q.params`` = λ) and whose
+    :class:`~vbayes.conjugate.engine.posterior.ConjugatePosterior` (``fit.q.params`` = λ) and whose
     ``info.extra["objective"]`` is the final objective in total nats.
     """
     t0 = time.perf_counter()
