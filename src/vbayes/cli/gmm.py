@@ -47,8 +47,8 @@ def gmm(
     ] = None,
 ) -> None:
     """Fit, print the components found, the ELBO and the outcome; write gmm.png and components.csv."""
-    from vbayes.estimators.mixture_params import METHODS as GMM_METHODS
     from vbayes.estimators.mixture import VariationalGaussianMixture
+    from vbayes.estimators.mixture_params import METHODS as GMM_METHODS
     from vbayes.report import plot_mixture
 
     with user_errors():
