@@ -215,12 +215,14 @@ def verdict_summary(results: list[dict[str, Any]]) -> str:
 def summary(results: list[dict[str, Any]]) -> str:
     out = []
     # (a)
-    rec_ok, nuts_rec, misses = 0, 0, []
+    rec_ok, nuts_rec, misses, none = 0, 0, [], []
     for res in results:
         rows = {r["method"]: r for r in res["vbayes"]["methods"]}
         rec = res["vbayes"]["recommended"]
         nuts_rec += rec == "nuts"
-        if rows[rec]["accurate"]:
+        if rec == "none":  # every method flagged, NUTS too: an honest non-answer, not a wrong one
+            none.append(_short(res["posterior"]))
+        elif rows[rec]["accurate"]:
             rec_ok += 1
         else:
             misses.append(f"{res['posterior']} ({rec}, mean W1/sd {_fmt(rows[rec]['w1_mean'])})")
@@ -232,7 +234,10 @@ def summary(results: list[dict[str, Any]]) -> str:
         and any(r["accurate"] for r in res["vbayes"]["methods"] if r["method"] != "nuts")
     ]
     out.append(
-        f"(a) recommended method accurate on {rec_ok} / {n} posteriors; NUTS recommended on {nuts_rec} / {n}."
+        f"(a) recommended method accurate on {rec_ok} / {n} posteriors; NUTS recommended on {nuts_rec} / {n}; "
+        f"none recommended (every method flagged, NUTS too) on {len(none)} / {n}"
+        + (f" ({', '.join(none)})" if none else "")
+        + "."
         + (f" Misses: {'; '.join(misses)}." if misses else "")
         + (
             f" NUTS was recommended although a cheaper (flagged) method was accurate on: {', '.join(lost)}."

@@ -15,8 +15,9 @@ with the posterior's as far as importance sampling from the fit can tell.
                 but its means and sds are right).
 ``reweighting`` the posterior's per-coordinate means and sds, estimated by PSIS from q widened 1.5× about its
                 mean (or, when that proposal's own k̂ ≥ 0.7, from q itself, if reliable), agree with q's by
-                posteriordb's accuracy rule: the mean over coordinates of W₁/sd between Gaussians with q's and the
-                reweighted moments is ≤ 0.1, and every sd ratio lies in [0.8, 1.25]. It sees what k̂ alone misses:
+                posteriordb's accuracy rule with a safety margin: the mean over coordinates of W₁/sd between
+                Gaussians with q's and the reweighted moments is ≤ 0.09 (the rule: 0.1), and every sd ratio lies in
+                [0.85, 1.18] (the rule: [0.8, 1.25]). It sees what k̂ alone misses:
                 a q sitting inside a funnel, a mode that is not the mean, sds that are too small.
 ``restarts``    (opt-in: costs a second fit) a fit from another seed agrees: means within 0.1 sd, sds within 10%.
 ``monotone``    (CAVI, EM) the objective never fell between iterations (beyond rounding).
@@ -53,8 +54,12 @@ DEFAULT = ("convergence", "curvature", "importance", "reweighting", "monotone", 
 
 NUM_DRAWS = 4000
 WIDEN = 1.5
-MAX_W1 = 0.1  # reweighting: largest mean W₁/sd between q's margins and the reweighted ones (posteriordb's rule)
-SD_BAND = (0.8, 1.25)  # ... and the band every sd ratio must lie in
+# reweighting: the largest mean W₁/sd between q's margins and the reweighted ones, and the band every sd ratio must
+# lie in. posteriordb's accuracy rule is 0.1 and [0.8, 1.25]; the margin covers the reweighted moments' pull towards
+# q (a proposal cannot show mass it never reaches: on the shared posteriors the smallest sd ratio of a failed fit
+# was estimated 0.79 where the truth was 0.57, its W₁/sd 0.105 where it was 0.133).
+MAX_W1 = 0.09
+SD_BAND = (0.85, 1.18)
 RESTART_SHIFT = 0.1
 RESTART_SD_CHANGE = 1.1
 RELIABLE_KHAT = 0.7

@@ -141,7 +141,12 @@ def fit(target: Target, method: str, *, key: Any = 0, checks: Any = "default", *
     reason = unavailable(method, target)
     if reason:
         raise VBayesError(reason)
-    return get(method).run(target, key=key, checks=checks, **options)
+    try:
+        return get(method).run(target, key=key, checks=checks, **options)
+    except TypeError as e:  # an option the method does not take
+        if "unexpected keyword" not in str(e) and "_replace" not in str(e):
+            raise
+        raise VBayesError(f"{method} does not take the option(s) given ({', '.join(options)}): {e}") from None
 
 
 def available(target: Target) -> list[str]:

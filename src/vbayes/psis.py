@@ -82,6 +82,15 @@ def importance_check(target: Target, q: Family, num_draws: int = 4000, key: Arra
     return importance_from_ratios(r)
 
 
+def _std(r: np.ndarray) -> float:
+    """The sample sd (ddof 1) of finite ``r`` ``(S,)``, scaled first so that ratios near 1e200 do not overflow."""
+    centred = r - r.mean()
+    scale = float(np.max(np.abs(centred))) if r.size else 0.0
+    if scale == 0.0 or r.size < 2:
+        return 0.0
+    return scale * float(np.std(centred / scale, ddof=1))
+
+
 def importance_from_ratios(log_ratios: np.ndarray) -> ImportanceCheck:
     """The :class:`ImportanceCheck` of log ratios r_s = log p̃(z_s) − log q(z_s) ``(S,)``, z_s ~ q."""
     r = np.asarray(log_ratios, dtype=np.float64)
@@ -94,7 +103,7 @@ def importance_from_ratios(log_ratios: np.ndarray) -> ImportanceCheck:
         ess=ess,
         log_evidence=float(logsumexp(r) - math.log(r.size)) if finite.size == r.size else math.nan,
         elbo=float(r.mean()) if finite.size == r.size else math.nan,
-        elbo_se=float(r.std(ddof=1) / math.sqrt(r.size)) if finite.size == r.size else math.nan,
+        elbo_se=_std(r) / math.sqrt(r.size) if finite.size == r.size else math.nan,
         num_draws=r.size,
         log_weights=lw,
     )

@@ -55,7 +55,7 @@ QUESTIONS: tuple[Question, ...] = (
         1,
         "vi_or_mcmc",
         "Variational inference or MCMC: which should I choose?",
-        "Per model: ADVI when its own checks pass (k̂, restarts, widened reweighting), at a fraction of NUTS's "
+        "Per model: ADVI when its own checks pass (k̂, reweighting from a widened q, restarts), at a fraction of NUTS's "
         "cost; full-rank or NUTS when mean-field is too narrow; NUTS when k̂ flags the fit.",
     ),
     Question(
