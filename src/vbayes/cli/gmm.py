@@ -24,6 +24,14 @@ HELP = "Fit a Bayesian Gaussian mixture to DATA (.npy or numeric .csv) by CAVI, 
 
 def gmm(
     data: Annotated[Path, typer.Argument(help="An (N, D) .npy file or a numeric CSV.", show_default=False)],
+    header: Annotated[
+        bool | None,
+        typer.Option(
+            "--header/--no-header",
+            help="Whether a CSV's first line names the columns (default: it does when a field of it is not a number).",
+            show_default=False,
+        ),
+    ] = None,
     components: Annotated[
         int, typer.Option(min=1, help="Number of components K (an upper bound with the DP prior).")
     ] = 10,
@@ -38,7 +46,8 @@ def gmm(
             "--dask",
             metavar="SCHEDULER_ADDRESS|local[:WORKERS]",
             help="Fit on a Dask cluster: statistics computed on the workers partition by partition (DATA: .npy, "
-            ".zarr or .parquet, read by the workers: the path must be visible to them).",
+            ".zarr or .parquet, read by the workers: the path must be visible to them). Connect only to a "
+            "scheduler you trust: Dask exchanges pickled Python objects, which run code when loaded.",
         ),
     ] = None,
     devices: Annotated[
@@ -63,11 +72,11 @@ def gmm(
             from vbayes.data.dask import connect
 
             client = connect(dask)  # fails early, with the address, if the scheduler cannot be reached
-            full = load_dask(data)
+            full = load_dask(data, header)
             X = np.asarray(full[: min(full.shape[0], 200_000)].compute(), dtype=np.float64)  # for the picture
             n, where = full.shape[0], f"  dask {len(client.scheduler_info()['workers'])} workers"
         else:
-            X = full = load_matrix(data)
+            X = full = load_matrix(data, header)
             n, where = X.shape[0], ""
         use = parse_devices(devices, console)
         folder = output_folder(out if out is not None else Path("vbayes-out") / f"gmm-{safe_name(data.stem)}")

@@ -17,10 +17,10 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-import pandas as pd
 
 from vbayes import Target, from_numpyro
 from vbayes.cli.common import warn
+from vbayes.data.files import existing_file, read_matrix
 from vbayes.errors import VBayesError
 from vbayes.examples import EXAMPLES, load
 
@@ -36,7 +36,9 @@ def resolve_target(spec: str) -> Target:
 
 
 def load_module(path: Path) -> ModuleType:
-    """Import the Python file at ``path`` as a fresh module; its own directory is importable from it."""
+    """Run the Python file at ``path`` as a fresh module (it is executed: it must be trusted). Modules in its
+    folder are importable while it runs, after every installed package, and the folder leaves ``sys.path``
+    afterwards, so a file there named like a dependency (``arviz.py``) is never run in its place."""
     if not path.exists():
         raise VBayesError(f"model file not found: {path}")
     if not path.is_file():
@@ -48,8 +50,9 @@ def load_module(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    added = folder not in sys.path
+    if added:  # at the end, and only while the file runs: nothing in its folder can shadow a package
+        sys.path.append(folder)
     try:
         spec.loader.exec_module(module)
     except SyntaxError as e:
@@ -57,6 +60,9 @@ def load_module(path: Path) -> ModuleType:
         raise VBayesError(f"syntax error in {e.filename or path}, line {e.lineno}: {e.msg}{line}") from None
     except Exception as e:
         raise VBayesError(f"{path}{_line_in(e, path)} raised {type(e).__name__}: {e}") from None
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
     return module
 
 
@@ -149,32 +155,13 @@ def resolve_mesh(spec: str) -> tuple[np.ndarray, np.ndarray] | None:
     return example.mesh() if example is not None and example.mesh is not None else None
 
 
-def load_matrix(path: Path) -> np.ndarray:
-    """An (N, D) float array from a ``.npy`` file or a numeric CSV (a header row is allowed)."""
-    if not path.exists():
-        raise FileNotFoundError(2, "No such file", str(path))
-    if path.suffix == ".npy":
-        X = np.load(path, allow_pickle=False)
-    elif path.suffix in (".csv", ".txt"):
-        try:
-            frame = pd.read_csv(path, header="infer")
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise VBayesError(f"malformed CSV {path}: {e}") from None
-        bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-        if bad:
-            raise VBayesError(f"malformed CSV {path}: column(s) {bad[:5]} are not numeric")
-        X = frame.to_numpy(dtype=np.float64)
-    else:
-        raise VBayesError(f"data must be a .npy or .csv file, got {path.name}")
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim == 1:
-        X = X[:, None]
-    if X.ndim != 2 or X.size == 0:
-        raise VBayesError(f"data in {path} must be a non-empty (N, D) matrix, got shape {X.shape}")
-    return X
+def load_matrix(path: Path, header: bool | None = None) -> np.ndarray:
+    """An (N, D) float array from a ``.npy`` file or a numeric CSV, checked (:func:`vbayes.data.files.read_matrix`:
+    ``header`` None detects a CSV's header line)."""
+    return read_matrix(path, header)
 
 
-def load_dask(path: Path):
+def load_dask(path: Path, header: bool | None = None):
     """A Dask array over DATA without reading it here: ``.npy`` (rows read by the workers), a ``.zarr``
     store, ``.parquet`` (file or folder; needs pyarrow), or a CSV (read here, then partitioned)."""
     import dask.array as da
@@ -182,7 +169,9 @@ def load_dask(path: Path):
     from vbayes.data.dask import from_npy
 
     if not path.exists():
-        raise FileNotFoundError(2, "No such file", str(path))
+        raise VBayesError(f"data file not found: {path}")
+    if path.suffix not in (".zarr", ".parquet"):
+        existing_file(path)
     if path.suffix == ".npy":
         return from_npy(path)
     if path.suffix == ".zarr":
@@ -191,7 +180,7 @@ def load_dask(path: Path):
         import dask.dataframe as dd
 
         return dd.read_parquet(str(path)).to_dask_array(lengths=True)
-    X = load_matrix(path)
+    X = load_matrix(path, header)
     return da.from_array(X, chunks=(max(1, -(-X.shape[0] // 8)), X.shape[1]))
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from vbayes.data.files import npy_header
 from vbayes.data.sources import DataSource, InMemory, default_threads
 from vbayes.errors import VBayesError
 
@@ -121,16 +122,9 @@ def from_npy(path: str | os.PathLike, rows_per_partition: int = 1 << 20):
     from dask import delayed
 
     path = Path(path)
-    if not path.exists():
-        raise VBayesError(f"data file {str(path)!r} does not exist")
-    try:
-        header = np.load(path, mmap_mode="r")
-    except ValueError as e:
-        raise VBayesError(f"{str(path)!r} is not a .npy file: {e}") from e
-    if header.ndim != 2 or not header.flags.c_contiguous or header.dtype.hasobject:
-        raise VBayesError(f"{str(path)!r} must hold a 2-D C-ordered numeric array, got shape {header.shape}")
-    (n, dim), dtype, offset = header.shape, header.dtype, header.offset
-    del header
+    header = npy_header(path)
+    (n, dim) = header.shape if len(header.shape) == 2 else (header.shape[0], 1)
+    dtype, offset = header.dtype, header.offset
     parts = []
     for start in range(0, n, rows_per_partition):
         stop = min(n, start + rows_per_partition)

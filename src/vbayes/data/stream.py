@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from vbayes.data.files import npy_header
 from vbayes.data.sources import (
     Chunks,
     DataSource,
@@ -131,8 +132,7 @@ def _reader(source) -> Callable[[], Iterable[np.ndarray]]:
     rows = 1 << 16
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        if not path.exists():
-            raise VBayesError(f"data file {str(path)!r} does not exist")
+        npy_header(path)  # a missing, empty, truncated or non-numeric file fails here, before any pass
         return partial(_read_npy, path, rows)
     if (
         isinstance(source, np.memmap)
@@ -161,22 +161,9 @@ def _reader(source) -> Callable[[], Iterable[np.ndarray]]:
 
 
 def _read_npy(path: Path, rows: int) -> Iterator[np.ndarray]:
-    with open(path, "rb") as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            header = (
-                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            )(f)
-        except ValueError as e:
-            raise VBayesError(f"{str(path)!r} is not a .npy file: {e}") from e
-        shape, fortran, dtype = header
-        if fortran or len(shape) != 2 or dtype.hasobject:
-            raise VBayesError(
-                f"{str(path)!r} must hold a 2-D C-ordered numeric array, got shape {shape}, "
-                f"fortran_order={fortran}, dtype {dtype}"
-            )
-        offset = f.tell()
-    return _read_raw(path, offset, dtype, shape, rows)
+    header = npy_header(path)
+    shape = header.shape if len(header.shape) == 2 else (header.shape[0], 1)
+    return _read_raw(path, header.offset, header.dtype, shape, rows)
 
 
 def _read_raw(path: Path, offset: int, dtype, shape, rows: int) -> Iterator[np.ndarray]:

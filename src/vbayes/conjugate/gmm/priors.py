@@ -38,8 +38,14 @@ def default_prior(
     if covariance_prior is None:
         if n < 2:
             raise VBayesError("the default covariance_prior (the data's covariance) needs at least 2 points")
-        d = x - column_mean(x)
-        full = (d.T @ d) / (n - 1)  # np.cov(x.T), as one matrix product (a third of its time at N = 1e6)
+        with np.errstate(over="ignore", invalid="ignore"):
+            d = x - column_mean(x)
+            full = (d.T @ d) / (n - 1)  # np.cov(x.T), as one matrix product (a third of its time at N = 1e6)
+        if not np.all(np.isfinite(full)):
+            raise VBayesError(
+                f"the data overflow float64: values as large as {np.abs(x).max():.3g} make their mean or covariance "
+                "(the default mean_prior and covariance_prior) infinite; rescale the data"
+            )
         var = np.diag(full).copy()
         cov = {"full": full, "diag": var, "spherical": np.float64(var.mean())}[covariance_type]
     else:
