@@ -4,6 +4,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -172,6 +173,32 @@ def test_diverged_fit_writes_report_and_exits_1(tmp_path):
     assert "diverged: 20 steps in a row" in result.stdout
     _, info = read_outputs(out)
     assert info["outcome"] == "diverged" and info["skipped_steps"] >= 20 and info["elbo"] is None
+
+
+def test_an_interrupted_fit_writes_what_it_has_and_exits_130(tmp_path, monkeypatch):
+    """Ctrl-C ends a fit with outcome `interrupted` (the drivers catch it): the command writes the report of the
+    fit so far and exits 130, as `vbayes vae train` does, not 0."""
+    from vbayes import methods
+
+    real = methods.fit
+
+    def interrupted(*args, **kwargs):
+        fit = real(*args, **kwargs)
+        return dataclasses.replace(fit, info=dataclasses.replace(fit.info, outcome="interrupted"))
+
+    monkeypatch.setattr(methods, "fit", interrupted)
+    out = tmp_path / "int"
+    result = invoke("fit", "linear_regression", "--method", "laplace", "--out", out)
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.stdout.splitlines()[-1]
+    _, info = read_outputs(out)
+    assert info["outcome"] == "interrupted"
+
+
+def test_usage_errors_exit_2_as_documented():
+    result = invoke("fit", "linear_regression", "--no-such-option")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "2 on a usage error" in " ".join(invoke("fit", "--help").stdout.split())
 
 
 # ----------------------------------------------------------------------------------------------

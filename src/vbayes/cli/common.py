@@ -119,6 +119,8 @@ def print_outcome(console: Console, result: Fit) -> None:
 VERDICT_STYLE = {"trusted": "bold green", "flagged": "bold red", "unchecked": "bold yellow"}
 FLAGGED_EXIT = 3
 """Exit status of a command whose fit finished but is flagged by its own checks."""
+INTERRUPTED_EXIT = 130
+"""Exit status of a command stopped by Ctrl-C after writing what it had (128 + SIGINT, as a shell reports it)."""
 
 
 def print_verdict(console: Console, result: Fit) -> None:

@@ -20,6 +20,7 @@ from vbayes import methods as registry
 from vbayes.cli.common import (
     FIRST_ROWS,
     FLAGGED_EXIT,
+    INTERRUPTED_EXIT,
     MAX_SUMMARY_ROWS,
     enable_x64,
     fail,
@@ -57,7 +58,8 @@ HELP = (
     "Fit an approximation to TARGET's posterior with a method, print it with the verdict of its own checks, and "
     "write a report.\n\n" + TARGET_HELP + "\n\nExit status: 0 when the fit's own checks vouch for it (or none could "
     f"run), {FLAGGED_EXIT} when the fit finished but its checks flag it (do not use it as the posterior), 1 on bad "
-    "input or a fit that diverged."
+    f"input or a fit that diverged, 2 on a usage error (an unknown option, a missing argument), {INTERRUPTED_EXIT} "
+    "when interrupted (Ctrl-C; the fit so far is written)."
 )
 """Help text of ``vbayes fit``."""
 
@@ -119,6 +121,9 @@ def fit(
         if mesh is not None:
             written.append(write_mesh_picture(result, summary, mesh, folder))
         console.print(f"wrote {', '.join(p.name for p in written)} to {folder}", soft_wrap=True)
+    if result.info.outcome == "interrupted":  # the result so far is written; the shell sees the interruption
+        console.print(f"[yellow]interrupted[/yellow]: the fit so far is in {folder}", soft_wrap=True)
+        raise typer.Exit(code=INTERRUPTED_EXIT)
     if result.info.outcome == "diverged":
         raise fail(f"the fit diverged (see the message above); its trace and summary are in {folder}")
     if result.verdict.status == "flagged":

@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vbayes.cli.common import stdout, user_errors
+from vbayes.cli.common import INTERRUPTED_EXIT, stdout, user_errors
 from vbayes.errors import VBayesError
 
 vae_app = typer.Typer(
@@ -135,7 +135,7 @@ def train_cmd(
         )
         if result.outcome == "interrupted":
             console.print(f"checkpoint saved in {folder}; continue with --resume --out {folder}", soft_wrap=True)
-            raise typer.Exit(code=130)
+            raise typer.Exit(code=INTERRUPTED_EXIT)
         x_check = dataset.val if len(dataset.val) else dataset.train
         if model != "ae":
             act = activity(result.model, x_check)
