@@ -15,7 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from vbayes.cli.common import FLAGGED_EXIT, output_folder, print_verdict, safe_name, stdout, user_errors
-from vbayes.cli.loading import load_dask, load_matrix, parse_devices
+from vbayes.cli.loading import load_dask, parse_devices
+from vbayes.data.files import read_matrix
 from vbayes.errors import VBayesError
 
 HELP = "Fit a Bayesian Gaussian mixture to DATA (.npy or numeric .csv) by CAVI, SVI, EM or MAP-EM."
@@ -76,7 +77,7 @@ def gmm(
             X = np.asarray(full[: min(full.shape[0], 200_000)].compute(), dtype=np.float64)  # for the picture
             n, where = full.shape[0], f"  dask {len(client.scheduler_info()['workers'])} workers"
         else:
-            X = full = load_matrix(data, header)
+            X = full = read_matrix(data, header)
             n, where = X.shape[0], ""
         use = parse_devices(devices, console)
         folder = output_folder(out if out is not None else Path("vbayes-out") / f"gmm-{safe_name(data.stem)}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from vbayes import Target, from_numpyro
 from vbayes.cli.common import warn
-from vbayes.data.files import existing_file, read_matrix
+from vbayes.data.files import read_matrix
 from vbayes.errors import VBayesError
 from vbayes.examples import EXAMPLES, load
 
@@ -155,12 +155,6 @@ def resolve_mesh(spec: str) -> tuple[np.ndarray, np.ndarray] | None:
     return example.mesh() if example is not None and example.mesh is not None else None
 
 
-def load_matrix(path: Path, header: bool | None = None) -> np.ndarray:
-    """An (N, D) float array from a ``.npy`` file or a numeric CSV, checked (:func:`vbayes.data.files.read_matrix`:
-    ``header`` None detects a CSV's header line)."""
-    return read_matrix(path, header)
-
-
 def load_dask(path: Path, header: bool | None = None):
     """A Dask array over DATA without reading it here: ``.npy`` (rows read by the workers), a ``.zarr``
     store, ``.parquet`` (file or folder; needs pyarrow), or a CSV (read here, then partitioned)."""
@@ -168,10 +162,8 @@ def load_dask(path: Path, header: bool | None = None):
 
     from vbayes.data.dask import from_npy
 
-    if not path.exists():
+    if not path.exists():  # (from_npy and read_matrix check the rest: empty, truncated, dtype, values)
         raise VBayesError(f"data file not found: {path}")
-    if path.suffix not in (".zarr", ".parquet"):
-        existing_file(path)
     if path.suffix == ".npy":
         return from_npy(path)
     if path.suffix == ".zarr":
@@ -180,7 +172,7 @@ def load_dask(path: Path, header: bool | None = None):
         import dask.dataframe as dd
 
         return dd.read_parquet(str(path)).to_dask_array(lengths=True)
-    X = load_matrix(path, header)
+    X = read_matrix(path, header)
     return da.from_array(X, chunks=(max(1, -(-X.shape[0] // 8)), X.shape[1]))
 
 

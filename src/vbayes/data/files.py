@@ -30,19 +30,15 @@ class NpyHeader(NamedTuple):
     offset: int
 
 
-def _name(path: Path) -> str:
-    return str(path)
-
-
 def existing_file(path: str | os.PathLike) -> Path:
     """``path`` as a :class:`Path`, or a :class:`VBayesError` if it is missing, a folder, or empty (0 bytes)."""
     path = Path(path)
     if not path.exists():
-        raise VBayesError(f"data file not found: {_name(path)} (it does not exist, or not at this path)")
+        raise VBayesError(f"data file not found: {path} (it does not exist, or not at this path)")
     if path.is_dir():
-        raise VBayesError(f"{_name(path)} is a folder, not a data file")
+        raise VBayesError(f"{path} is a folder, not a data file")
     if path.stat().st_size == 0:
-        raise VBayesError(f"{_name(path)} is empty (0 bytes)")
+        raise VBayesError(f"{path} is empty (0 bytes)")
     return path
 
 
@@ -56,27 +52,27 @@ def npy_header(path: str | os.PathLike, ndim: int | None = 2) -> NpyHeader:
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, fortran, dtype = read(f)
         except (ValueError, EOFError, SyntaxError, TypeError) as e:
-            raise VBayesError(f"{_name(path)} is not a readable .npy file ({_first_line(e)})") from None
+            raise VBayesError(f"{path} is not a readable .npy file ({_first_line(e)})") from None
         offset = f.tell()
     dtype = np.dtype(dtype)
     if dtype.hasobject:
-        raise VBayesError(f"{_name(path)} holds Python objects (dtype object): vbayes reads numbers only")
+        raise VBayesError(f"{path} holds Python objects (dtype object): vbayes reads numbers only")
     if dtype.kind not in REAL_KINDS:
         what = {"c": "complex numbers", "U": "strings", "S": "bytes", "V": "records", "M": "dates", "m": "durations"}
         raise VBayesError(
-            f"{_name(path)} holds {what.get(dtype.kind, 'values of dtype ' + str(dtype))} (dtype {dtype}); "
+            f"{path} holds {what.get(dtype.kind, 'values of dtype ' + str(dtype))} (dtype {dtype}); "
             "vbayes reads real numbers only"
             + ("; keep the real part yourself if that is what you mean" if dtype.kind == "c" else "")
         )
     if fortran and len(shape) > 1:
-        raise VBayesError(f"{_name(path)} is in Fortran order; save it with np.save(path, np.ascontiguousarray(x))")
+        raise VBayesError(f"{path} is in Fortran order; save it with np.save(path, np.ascontiguousarray(x))")
     if ndim is not None and len(shape) != ndim and not (ndim == 2 and len(shape) == 1):
-        raise VBayesError(f"{_name(path)} must hold an (N, D) matrix, got shape {shape}")
+        raise VBayesError(f"{path} must hold an (N, D) matrix, got shape {shape}")
     needed = offset + math.prod(shape) * dtype.itemsize
     size = path.stat().st_size
     if size < needed:
         raise VBayesError(
-            f"{_name(path)} is truncated: its header promises shape {shape} of {dtype} ({needed:,} bytes), "
+            f"{path} is truncated: its header promises shape {shape} of {dtype} ({needed:,} bytes), "
             f"the file has {size:,}"
         )
     return NpyHeader(tuple(shape), dtype, offset)
@@ -119,7 +115,7 @@ def read_csv(path: str | os.PathLike, header: bool | None = None) -> np.ndarray:
         has_header = csv_has_header(path) if header is None else header
         frame = pd.read_csv(path, header=0 if has_header else None, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as e:
-        raise VBayesError(f"malformed CSV {_name(path)}: {_first_line(e)}") from None
+        raise VBayesError(f"malformed CSV {path}: {_first_line(e)}") from None
     first_line = 2 if has_header else 1
     values = np.empty(frame.shape, dtype=np.float64)
     for j, column in enumerate(frame.columns):
@@ -130,7 +126,7 @@ def read_csv(path: str | os.PathLike, header: bool | None = None) -> np.ndarray:
             i = int(bad[0])
             shown = repr(text[i]) if text[i].strip() else "an empty field"
             raise VBayesError(
-                f"{_name(path)}, line {i + first_line}, column {j + 1}"
+                f"{path}, line {i + first_line}, column {j + 1}"
                 + (f" ({column})" if has_header else "")
                 + f": {shown} is not numeric"
                 + (f" ({bad.size} such values in this column)" if bad.size > 1 else "")
@@ -138,7 +134,7 @@ def read_csv(path: str | os.PathLike, header: bool | None = None) -> np.ndarray:
             )
         values[:, j] = numbers
     if frame.shape[0] == 0:
-        raise VBayesError(f"{_name(path)} has no data rows" + (" (only a header line)" if has_header else ""))
+        raise VBayesError(f"{path} has no data rows" + (" (only a header line)" if has_header else ""))
     return check_finite(values, path, first_line=first_line, unit="line")
 
 
@@ -152,7 +148,7 @@ def check_finite(x: np.ndarray, path: str | os.PathLike, first_line: int = 1, un
     i = int(rows[0])
     j = int(np.flatnonzero(~finite[i])[0])
     raise VBayesError(
-        f"{_name(Path(path))}, {unit} {i + first_line}, column {j + 1}: {x[i, j]} "
+        f"{str(path)}, {unit} {i + first_line}, column {j + 1}: {x[i, j]} "
         f"({rows.size} row{'s' if rows.size > 1 else ''} with NaN or inf values); remove or impute them"
     )
 
@@ -171,5 +167,5 @@ def read_matrix(path: str | os.PathLike, header: bool | None = None) -> np.ndarr
     else:
         raise VBayesError(f"data must be a .npy or .csv file, got {path.name}")
     if x.ndim != 2 or x.size == 0:
-        raise VBayesError(f"{_name(path)} must hold a non-empty (N, D) matrix, got shape {x.shape}")
+        raise VBayesError(f"{path} must hold a non-empty (N, D) matrix, got shape {x.shape}")
     return x
