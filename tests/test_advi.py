@@ -8,7 +8,7 @@ import pytest
 from jax.scipy.stats import multivariate_normal, norm
 
 import vbayes
-from vbayes import VBayesError, advi, checks, from_logdensity
+from vbayes import VBayesError, advi, checks, from_logdensity, methods
 from vbayes.examples import diabetes_data, linear_regression, linear_regression_exact
 from vbayes.families import FullRankGaussian, MeanFieldGaussian, kl
 from vbayes.infer import advi as advi_module
@@ -121,6 +121,24 @@ def test_nan_everywhere_but_the_start_stops_with_the_cause():
     assert fit.info.outcome == "diverged"
     assert "non-finite" in fit.info.message and "NaN" in fit.info.message
     assert fit.info.steps < 1000
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("method", ["advi", "laplace"])
+def test_a_region_of_minus_inf_log_density_flags_the_fit_and_names_the_cause(method):
+    """A N(0, I₂) cut off at x₀ = −0.5 and written as −inf beyond, without declaring the bound: q (unbounded)
+    puts mass where the target has none. The ELBO is −inf, the verdict flags the fit with that cause and its
+    remedy, and no NumPy warning leaks (it did from the driver's stopping rule)."""
+    t = from_logdensity(
+        lambda p: jnp.where(p["x"][0] > -0.5, jnp.sum(norm.logpdf(p["x"])), -jnp.inf), {"x": jnp.zeros(2)}
+    )
+    fit = methods.fit(t, method, **({"progress": False} if method == "advi" else {}))
+    assert not fit.trusted
+    reason = " ".join(fit.verdict.flags)
+    assert "−inf at" in reason and "Declare the support" in reason
+    assert fit.elbo == -np.inf
+    if method == "advi":
+        assert "−inf at" in fit.info.message
 
 
 def test_nan_at_the_start_is_a_clear_error():

@@ -348,3 +348,34 @@ def test_laplace_bad_choices_are_one_line_errors():
 def test_examples_lists_the_tomography_example_without_generating_it():
     result = invoke("examples")
     assert result.exit_code == 0 and "plasma_tomography" in result.stdout and "2055" in result.stdout
+
+
+def test_normal_runs_let_no_python_warning_reach_the_user(tmp_path):
+    """Warnings that matter are part of the verdict: a normal `fit`, a flagged `fit` whose log density is −inf
+    where q puts mass (a NumPy RuntimeWarning from the stopping rule leaked there) and a `gmm` run print none."""
+    import warnings
+
+    model = tmp_path / "cut.py"
+    model.write_text(
+        "import jax.numpy as jnp\nimport vbayes\n"
+        "def logp(p):\n"
+        "    return jnp.where(p['x'][0] > -0.5, -0.5 * jnp.sum(p['x'] ** 2), -jnp.inf)\n"
+        "target = vbayes.from_logdensity(logp, {'x': jnp.zeros(2)}, name='cut')\n"
+    )
+    data = tmp_path / "blobs.npy"
+    rng = np.random.default_rng(0)
+    np.save(data, np.concatenate([rng.normal(-3, 1, (100, 2)), rng.normal(3, 1, (100, 2))]))
+    runs = [
+        (["fit", "linear_regression", "--method", "laplace", "--out", tmp_path / "a"], 0),
+        (["fit", f"{model}:target", "--out", tmp_path / "b"], 3),
+        (["gmm", data, "--components", "3", "--out", tmp_path / "c"], 0),
+    ]
+    for args, status in runs:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = invoke(*args)
+        assert result.exit_code == status, result.output
+        assert not caught, [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in caught]
+        assert "Warning" not in result.stderr, result.stderr
+        if status == 3:
+            assert "−inf at" in result.stdout and "Declare the support" in result.stdout

@@ -302,6 +302,54 @@ def test_indefinite_hessian_at_a_saddle_is_reported_and_clipped():
     assert good.verdict.check("curvature").status == "pass"
 
 
+_FLOAT32_SADDLE = """
+import dataclasses, json, sys, warnings
+warnings.simplefilter("error")
+import jax, jax.numpy as jnp, numpy as np
+from jax.scipy.special import logsumexp
+import vbayes
+assert not jax.config.jax_enable_x64
+
+def log_density(p):
+    x = p["x"]
+    return logsumexp(jnp.stack([-0.5 * jnp.sum((x - 3) ** 2), -0.5 * jnp.sum((x + 3) ** 2)]))
+
+fit = vbayes.laplace(vbayes.from_logdensity(log_density, {"x": jnp.zeros(2)}), "dense")
+broken = dataclasses.replace(fit, q=fit.q._replace(loc=jnp.full(2, jnp.nan)))
+nan_verdict = vbayes.checks.verify(broken).verdict
+print(json.dumps({
+    "dtype": str(fit.q.loc.dtype),
+    "sd": np.asarray(fit.q.marginal_sd()).tolist(),
+    "summary_finite": bool(np.all(np.isfinite(fit.summary().to_numpy()))),
+    "curvature": fit.verdict.check("curvature").status,
+    "trusted": fit.trusted,
+    "nan_convergence": [nan_verdict.check("convergence").status, nan_verdict.check("convergence").message],
+    "nan_importance": nan_verdict.check("importance").status,
+}))
+"""
+
+
+def test_float32_saddle_gives_a_finite_flagged_q_not_nans():
+    """Between the two modes of a float32 mixture (JAX's default precision, so in a fresh process) the Hessian is
+    indefinite; clipping its eigenvalue to a floor relative to float64's precision made q's covariance too
+    ill-conditioned for a float32 Cholesky: all-NaN sds, draws and summary. The floor now follows the working
+    precision, and a q with non-finite parameters is flagged by its convergence check whatever produced it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JAX_ENABLE_X64": "0"}
+    run = subprocess.run([sys.executable, "-c", _FLOAT32_SADDLE], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["dtype"] == "float32"
+    assert all(np.isfinite(out["sd"])) and min(out["sd"]) > 10.0  # clipped: very wide along the saddle direction
+    assert out["summary_finite"] and out["curvature"] == "flag" and not out["trusted"]
+    assert out["nan_convergence"][0] == "flag" and "not finite" in out["nan_convergence"][1]
+    assert out["nan_importance"] == "skip"
+
+
 def test_max_iter_stop_is_reported():
     target, mean, _, _ = linear_problem(d=30, decay=0.97)
     fit = laplace(target, "dense", max_iter=3)

@@ -177,8 +177,13 @@ def test_bad_input_errors(blobs):
         VariationalGaussianMixture(method="gibbs").fit(blobs)
     with pytest.raises(VBayesError, match="weight_concentration_prior >= 1"):
         VariationalGaussianMixture(K, method="map", weight_concentration_prior=0.1).fit(blobs)
-    with pytest.raises(VBayesError, match="covariance_prior must be symmetric positive definite"):
+    # a singular default prior blames the data's columns and names a remedy the CLI user has (not only the API's)
+    with pytest.raises(VBayesError, match="columns are collinear.*--covariance diag.*covariance_prior="):
         VariationalGaussianMixture(K).fit(np.column_stack([blobs, blobs[:, 0]]))
+    with pytest.raises(VBayesError, match=r"column\(s\) 4 of the data are constant"):
+        VariationalGaussianMixture(K, covariance_type="diag").fit(np.column_stack([blobs, np.ones(len(blobs))]))
+    with pytest.raises(VBayesError, match="covariance_prior must be symmetric positive definite"):
+        VariationalGaussianMixture(K, covariance_prior=-np.eye(3)).fit(blobs)
     est.fit(blobs)
     with pytest.raises(VBayesError, match="expecting 3 features"):
         est.predict(blobs[:, :2])

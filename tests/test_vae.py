@@ -3,6 +3,8 @@ exact resumption, diagnostics on models whose answer is known, and clear errors 
 
 import json
 import math
+import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from scipy import integrate, stats
 
 from vbayes.errors import VBayesError
 from vbayes.families import MeanFieldGaussian, kl, kl_to_standard_normal
+from vbayes.outputs import sha256
 from vbayes.vae import (
     ModelConfig,
     PosteriorCollapseWarning,
@@ -24,6 +27,7 @@ from vbayes.vae import (
     activity,
     autoencoder_loss,
     build_model,
+    checkpoint,
     elbo,
     evaluate,
     iwae_bound,
@@ -193,9 +197,10 @@ def test_data_bias_is_the_pixelwise_maximum_likelihood_fit(likelihood):
 
 
 def test_a_new_training_run_starts_from_the_data_bias(digits):
-    """0 epochs: the initial model comes back, its output bias the logit of the training pixels' means."""
+    """One epoch at a negligible learning rate: the initial model comes back, its output bias the logit of the
+    training pixels' means."""
     mc = ModelConfig((8, 8), latent=2, width=8, depth=1)
-    result = train(digits, mc, TrainConfig(epochs=0), progress=False)
+    result = train(digits, mc, TrainConfig(epochs=1, learning_rate=1e-12), progress=False)
     p = np.clip(digits.train.mean(0), 1e-3, 1 - 1e-3)
     np.testing.assert_allclose(result.model.decoder.mlp.layers[-1].bias, np.log(p / (1 - p)).reshape(-1), rtol=1e-5)
     # a convolution has one bias per channel: the pixels' mean logit
@@ -565,6 +570,243 @@ def test_early_stopping_returns_the_best_validation_model(digits):
 
 
 # ----------------------------------------------------------------------------------------------
+# checkpoints: integrity, crash safety, the resume rule
+
+
+@pytest.fixture(scope="module")
+def saved_run(digits, tmp_path_factory):
+    """A one-epoch run saved to a folder (copy it before changing anything)."""
+    mc, tc = _small()
+    out = tmp_path_factory.mktemp("saved") / "run"
+    train(digits, mc, TrainConfig(**{**tc.to_dict(), "epochs": 1}), out=out, progress=False)
+    return out
+
+
+def _copy(folder, tmp_path):
+    return Path(shutil.copytree(folder, tmp_path / "copy"))
+
+
+def _state(folder):
+    return json.loads((folder / "state.json").read_text())
+
+
+def _overwrite_tail(path, n=40):
+    """Part of a file's float data replaced by 0xFF bytes (NaN in float32 and float64)."""
+    data = bytearray(path.read_bytes())
+    data[-n:] = b"\xff" * n
+    path.write_bytes(bytes(data))
+
+
+def test_save_records_the_checksum_of_every_file_it_names_and_keeps_no_other(saved_run):
+    state = _state(saved_run)
+    named = {state["checkpoint"], state["best"]}
+    assert named == {"checkpoint-00001-00000.eqx", "best-00001-00000.eqx"}
+    assert set(state["checksums"]) == named and {p.name for p in saved_run.glob("*.eqx")} == named
+    for name in named:
+        assert state["checksums"][name] == sha256(saved_run / name)
+    assert state["format"] == json.loads((saved_run / "config.json").read_text())["format"] == 2
+
+
+@pytest.mark.parametrize("which", ["checkpoint", "best"])
+def test_a_parameter_file_changed_after_it_was_written_is_refused_by_name(digits, saved_run, tmp_path, which):
+    folder = _copy(saved_run, tmp_path)
+    name = _state(folder)[which]
+    _overwrite_tail(folder / name)
+    message = re.escape(str(folder / name)) + " is damaged or was changed since it was written"
+    with pytest.raises(VBayesError, match=message):
+        load_run(folder)
+    with pytest.raises(VBayesError, match=message):
+        train(digits, None, None, out=folder, resume=True, progress=False)
+
+
+def _as_first_format(folder):
+    """A run folder as the previous vbayes wrote it: best.eqx, no checksums, format 1."""
+    state = _state(folder)
+    (folder / state["best"]).rename(folder / "best.eqx")
+    for key in ("format", "best", "checksums"):
+        state.pop(key)
+    (folder / "state.json").write_text(json.dumps(state))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "format": 1}))
+    return folder
+
+
+def test_a_folder_in_the_first_format_loads_resumes_and_is_checked_for_finite_parameters(digits, saved_run, tmp_path):
+    new = load_run(saved_run)
+    old = _as_first_format(_copy(saved_run, tmp_path))
+    loaded = load_run(old)
+    _assert_same_params(loaded.model, new.model, atol=0)
+    _assert_same_params(loaded.last_model, new.last_model, atol=0)
+    damaged = _as_first_format(Path(shutil.copytree(saved_run, tmp_path / "damaged")))
+    _overwrite_tail(damaged / "best.eqx")
+    with pytest.raises(VBayesError, match=re.escape(str(damaged / "best.eqx")) + r" is damaged: .*non-finite"):
+        load_run(damaged)
+    mc, tc = _small()
+    resumed = train(digits, None, TrainConfig(**{**tc.to_dict(), "epochs": 2}), out=old, resume=True, progress=False)
+    assert resumed.epochs == 2 and not (old / "best.eqx").exists()
+    state = _state(old)
+    assert state["format"] == 2 and set(state["checksums"]) == {p.name for p in old.glob("*.eqx")}
+
+
+_DELETE = object()
+_DAMAGED_JSON = [
+    ("config.json", ("model",), _DELETE),
+    ("config.json", ("train",), [1, 2]),
+    ("config.json", ("model", "data_shape"), 8),
+    ("config.json", ("model", "latent"), -1),
+    ("config.json", ("model", "sd"), "wide"),
+    ("config.json", ("train", "learning_rate"), "fast"),
+    ("config.json", ("format",), 99),
+    ("state.json", (), []),
+    ("state.json", ("epoch",), _DELETE),
+    ("state.json", ("bad_epochs",), "2"),
+    ("state.json", ("history",), {"epoch": 1}),
+    ("state.json", ("checkpoint",), "../elsewhere.eqx"),
+    ("state.json", ("checksums",), None),
+    ("state.json", ("running",), {"sum": 1.0}),
+]
+
+
+def _edit(record, keys, value):
+    if not keys:
+        return value
+    inner = record
+    for key in keys[:-1]:
+        inner = inner[key]
+    if value is _DELETE:
+        del inner[keys[-1]]
+    else:
+        inner[keys[-1]] = value
+    return record
+
+
+@pytest.mark.parametrize(
+    ("name", "keys", "value"),
+    _DAMAGED_JSON,
+    ids=[f"{n}:{'.'.join(k) or 'all'}={'deleted' if v is _DELETE else v!r}" for n, k, v in _DAMAGED_JSON],
+)
+def test_json_that_parses_but_lacks_a_key_or_holds_a_wrong_value_is_refused_by_name(
+    saved_run, tmp_path, name, keys, value
+):
+    folder = _copy(saved_run, tmp_path)
+    path = folder / name
+    path.write_text(json.dumps(_edit(json.loads(path.read_text()), keys, value)))
+    with pytest.raises(VBayesError, match=re.escape(str(path)) + " is damaged"):
+        load_run(folder)
+
+
+class _Killed(BaseException):
+    """A kill: nothing after it runs."""
+
+
+def test_a_save_killed_at_any_moment_leaves_a_folder_that_loads_as_before_or_after(saved_run, tmp_path, monkeypatch):
+    """save writes two parameter files, then state.json (three renames), then removes the old files: killed before
+    each rename or during the removal, the folder loads, checksums verified, as the old or the new save."""
+    import os
+
+    from vbayes.vae.config import split_model
+
+    run = load_run(saved_run)
+    state = run.meta["_state"]
+    meta = {k: v for k, v in run.meta.items() if k not in (*checkpoint.FILE_KEYS, "_state")}
+    moved = jax.tree_util.tree_map(lambda a: a + 1 if eqx.is_inexact_array(a) else a, state)
+    new_model = eqx.combine(moved.params, split_model(run.model)[1])
+    real_replace, real_unlink = os.replace, Path.unlink
+
+    def unlink(path, missing_ok=False):  # a temporary file is cleaned up; removing an old file is the kill
+        if not path.name.startswith("."):
+            raise _Killed
+        real_unlink(path, missing_ok=missing_ok)
+
+    for kill_at in range(4):  # before rename 1, 2 or 3; after them all, at the first removal
+        folder = Path(shutil.copytree(saved_run, tmp_path / f"kill{kill_at}"))
+        calls = []
+
+        def replace(src, dst, kill_at=kill_at, calls=calls):
+            calls.append(dst)
+            if len(calls) > kill_at:
+                raise _Killed
+            real_replace(src, dst)
+
+        with monkeypatch.context() as m:
+            m.setattr(os, "replace", replace)
+            m.setattr(Path, "unlink", unlink)
+            with pytest.raises(_Killed):
+                checkpoint.save(folder, moved, {**meta, "epoch": 2}, moved.params)
+        loaded = load_run(folder)
+        before = kill_at < 3  # state.json not yet replaced: the old save
+        assert _state(folder)["epoch"] == (1 if before else 2)
+        _assert_same_params(loaded.last_model, run.last_model if before else new_model, atol=0)
+        _assert_same_params(loaded.model, run.model if before else new_model, atol=0)
+
+
+def test_resume_sets_epochs_and_patience_and_refuses_any_other_change_giving_both_values(digits, saved_run, tmp_path):
+    folder = _copy(saved_run, tmp_path)
+    mc, tc = _small()
+    with pytest.raises(VBayesError, match=r"different latent \(saved 3, given 4\)"):
+        train(digits, ModelConfig((8, 8), latent=4, width=16, depth=1), None, out=folder, resume=True, progress=False)
+    changed = TrainConfig(**{**tc.to_dict(), "learning_rate": 0.01, "seed": 4})
+    with pytest.raises(VBayesError, match=r"learning_rate \(saved 0.001, given 0.01\); seed \(saved 3, given 4\)"):
+        train(digits, mc, changed, out=folder, resume=True, progress=False)
+    assert _state(folder) == _state(saved_run)  # nothing written
+    more = TrainConfig(**{**tc.to_dict(), "epochs": 2, "patience": 7})
+    resumed = train(digits, mc, more, out=folder, resume=True, progress=False)
+    assert resumed.epochs == 2 and load_run(folder).train_config == more
+
+
+_BAD_ARGUMENTS = [
+    (lambda: TrainConfig(epochs=0), "epochs"),
+    (lambda: TrainConfig(epochs=2.5), "epochs"),
+    (lambda: TrainConfig(k=0), "k"),
+    (lambda: TrainConfig(batch_size=True), "batch_size"),
+    (lambda: TrainConfig(chunk=0), "chunk"),
+    (lambda: TrainConfig(patience=-1), "patience"),
+    (lambda: TrainConfig(anneal_steps=-5), "anneal_steps"),
+    (lambda: TrainConfig(seed=-1), "seed"),
+    (lambda: TrainConfig(seed=2**32), "seed"),
+    (lambda: TrainConfig(learning_rate=0.0), "learning_rate"),
+    (lambda: TrainConfig(learning_rate=float("nan")), "learning_rate"),
+    (lambda: TrainConfig(learning_rate=float("inf")), "learning_rate"),
+    (lambda: TrainConfig(beta=-1.0), "beta"),
+    (lambda: TrainConfig(beta=float("nan")), "beta"),
+    (lambda: TrainConfig(free_bits=float("inf")), "free_bits"),
+    (lambda: TrainConfig(adam_b1=1.0), "adam_b1"),
+    (lambda: TrainConfig(adam_eps=0.0), "adam_eps"),
+    (lambda: TrainConfig(binarize="yes"), "binarize"),
+    (lambda: TrainConfig(kind="gan"), "model kind"),
+    (lambda: TrainConfig(lr_schedule="cosine"), "lr_schedule"),
+    (lambda: TrainConfig(kind="iwae", iwae_gradient="stl"), "iwae_gradient"),
+    (lambda: ModelConfig((8, 8), activation="swish"), "activation"),
+    (lambda: ModelConfig((8, 8), network="rnn"), "network"),
+    (lambda: ModelConfig((8, 8), sd_mode="learned"), "sd mode"),
+    (lambda: ModelConfig((8, 8), latent=0), "latent"),
+    (lambda: ModelConfig((), latent=2), "data_shape"),
+    (lambda: train(np.zeros((4, 8, 8)), ModelConfig((8, 8), sd=0.0), progress=False), "sd"),
+    (lambda: train(np.zeros((4, 8, 8)), ModelConfig((8, 8), latent=2.5), progress=False), "latent"),
+    (lambda: train(np.zeros((4, 8, 8)), ModelConfig((8, 8), width=0.5), progress=False), "width"),
+    (lambda: train(np.zeros((4, 8, 8)), ModelConfig((8, 8), likelihood="categorical", levels=1)), "levels"),
+    (lambda: evaluate(build_model(ModelConfig((8, 8))), np.zeros((4, 8, 8)), k=0), "k"),
+    (lambda: evaluate(build_model(ModelConfig((8, 8))), np.zeros((4, 8, 8)), chunk=0), "chunk"),
+    (lambda: evaluate(build_model(ModelConfig((8, 8))), np.zeros((4, 8, 8)), batch_size=-1), "batch_size"),
+    (lambda: evaluate(build_model(ModelConfig((8, 8))), np.zeros((4, 8, 8)), kind="gan"), "model kind"),
+    (lambda: evaluate(build_model(ModelConfig((8, 8))), np.zeros((4, 8, 8)), key=-3), "key"),
+]
+
+
+@pytest.mark.parametrize(("call", "name"), _BAD_ARGUMENTS, ids=[f"{i}-{n}" for i, (_, n) in enumerate(_BAD_ARGUMENTS)])
+def test_public_functions_refuse_a_bad_argument_naming_it(call, name):
+    with pytest.raises(VBayesError, match=re.escape(name)):
+        call()
+
+
+def test_evaluation_of_one_image_claims_no_collapse(digits_vae, digits):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PosteriorCollapseWarning)
+        report = evaluate(digits_vae, digits.test[:1], k=5)
+    assert report.warnings and "one image" in report.warnings[0] and "collapse" not in report.warnings[0][:40]
+
+
+# ----------------------------------------------------------------------------------------------
 # data
 
 
@@ -644,7 +886,7 @@ def test_bad_input_gives_clear_errors(digits, tmp_path):
     train(digits, mc, tc, out=run, progress=False)
     with pytest.raises(VBayesError, match="already holds a training run"):
         train(digits, mc, tc, out=run, progress=False)
-    with pytest.raises(VBayesError, match="different batch_size"):
+    with pytest.raises(VBayesError, match=r"different batch_size \(saved 100, given 7\)"):
         train(digits, None, TrainConfig(epochs=2, batch_size=7), out=run, resume=True, progress=False)
     (run / "state.json").write_text("{")
     with pytest.raises(VBayesError, match="damaged"):

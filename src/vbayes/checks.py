@@ -124,9 +124,17 @@ def verify(
 
 def _convergence(fit: Fit) -> Check:
     i = fit.info
+    if not _finite_q(fit.q):
+        return Check("convergence", "flag", f"{i.outcome}, but q's parameters are not finite (NaN or inf)")
     if i.outcome in ("converged", "completed"):
         return Check("convergence", "pass", f"{i.outcome}")
     return Check("convergence", "flag", f"{i.outcome}: {i.message}")
+
+
+def _finite_q(q: Any) -> bool:
+    """Every floating-point array in q's pytree is finite."""
+    leaves = (np.asarray(x) for x in jax.tree_util.tree_leaves(q))
+    return all(np.all(np.isfinite(x)) for x in leaves if np.issubdtype(x.dtype, np.inexact))
 
 
 def _cleared_by_reweighting(found: list[Check]) -> list[Check]:
@@ -178,6 +186,8 @@ def _no_density_reason(fit: Fit) -> str | None:
         return "q is a point mass: it claims no uncertainty to check"
     if fit.info.outcome == "diverged":
         return "the fit diverged"
+    if not _finite_q(fit.q):
+        return "q's parameters are not finite"
     return None
 
 
@@ -208,6 +218,8 @@ def _reweighting(fit: Fit, wants: list[str], key: Array) -> tuple[list[Check], A
                 f"sampling from q is unreliable), but {proposal} confirms its means and sds"
             )
             out.append(Check("importance", "note", message, value))
+        elif not np.all(np.isfinite(r_q)):
+            out.append(Check("importance", "flag", support_message(target.name, r_q), value))
         else:
             message = (
                 f"k̂ = {value:.2f} ≥ {imp.khat_threshold:.2f}: importance sampling from q does not reach the "
@@ -230,6 +242,22 @@ def _reweighting(fit: Fit, wants: list[str], key: Array) -> tuple[list[Check], A
     share = seconds / max(len(out), 1)
     out = [dataclasses.replace(c, seconds=share, evaluations=2 * NUM_DRAWS // len(out)) for c in out]
     return out, imp
+
+
+def support_message(name: str, log_ratios: np.ndarray) -> str:
+    """Why log p̃ − log q ``(S,)`` at draws of q is not finite everywhere: where, and what to do about it."""
+    n_bad = int(np.sum(~np.isfinite(log_ratios)))
+    if np.any(np.isnan(log_ratios)):
+        return (
+            f"log p̃ of {name!r} is NaN at {n_bad} of {log_ratios.size} draws of q: the model's log density fails "
+            "there (an overflow, an invalid argument); check the model"
+        )
+    return (
+        f"log p̃ of {name!r} is −inf at {n_bad} of {log_ratios.size} draws of q: q puts mass where the target has "
+        "none, so its support is bounded in a way its parameterisation does not express. Declare the support "
+        "(constraints= in from_logdensity, a constrained distribution in a NumPyro model) so that the fit runs in "
+        "unconstrained coordinates"
+    )
 
 
 def _within(ratios: np.ndarray) -> bool:

@@ -7,12 +7,29 @@ the end of every VI fit (``fit.info.importance``).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import logging
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.stats import wasserstein_distance
 
 from vbayes.errors import VBayesError
+
+
+def rhat_ess(chains: dict[str, np.ndarray]) -> tuple[Any, Any]:
+    """ArviZ's rank-normalised split R-hat and bulk ESS of MCMC draws ``{name: (chains, draws, *shape)}``, as
+    datasets by name. With one chain R-hat compares its two halves; ArviZ's log message that it wants two chains
+    is kept from the user's terminal."""
+    import arviz as az
+
+    log = getattr(az, "_log", None) or logging.getLogger("arviz")  # ArviZ 0.x keeps its logger out of logging's tree
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        data = az.convert_to_dataset(chains)
+        return az.rhat(data), az.ess(data)
+    finally:
+        log.setLevel(level)
 
 
 class DrawComparison(NamedTuple):

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from vbayes.errors import VBayesError
 from vbayes.families import Empirical
 from vbayes.psis import ImportanceCheck
 from vbayes.targets import Target
@@ -187,11 +188,11 @@ class Fit:
             return summarize(self.draws(n, key))
         chains = self.draws_by_chain()
         table = summarize({k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()})
-        import arviz as az
+        from vbayes.diagnostics import rhat_ess
 
-        data = az.convert_to_dataset(chains)
-        table["r_hat"] = _flatten_stat(az.rhat(data), chains)
-        table["ess_bulk"] = _flatten_stat(az.ess(data), chains)
+        rhat, ess = rhat_ess(chains)
+        table["r_hat"] = _flatten_stat(rhat, chains)
+        table["ess_bulk"] = _flatten_stat(ess, chains)
         return table
 
     def draws_by_chain(self) -> dict[str, np.ndarray]:
@@ -253,4 +254,12 @@ def as_key(key: Array | int | None) -> Array:
     """A PRNG key from an int seed, a key, or None (seed 0)."""
     if key is None:
         return jax.random.PRNGKey(0)
-    return jax.random.PRNGKey(key) if isinstance(key, int) else jnp.asarray(key)
+    if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        if not -(2**63) <= int(key) < 2**64:
+            raise VBayesError(f"key must be an integer seed that fits in 64 bits or a JAX PRNG key, got {key}")
+        return jax.random.PRNGKey(int(key))
+    if isinstance(key, jax.Array | np.ndarray) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if isinstance(key, jax.Array | np.ndarray) and key.shape[-1:] == (2,) and key.dtype == np.uint32:
+        return jnp.asarray(key)
+    raise VBayesError(f"key must be an integer seed or a JAX PRNG key, got {type(key).__name__} {key!r}")

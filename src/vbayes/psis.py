@@ -27,7 +27,7 @@ class ImportanceCheck(NamedTuple):
     ``khat``: Pareto shape of the ratios' upper tail; ``khat_threshold``: min(1 − 1/log10 S, 0.7), below
     which importance sampling from q is reliable; ``ess``: PSIS effective sample size 1/Σw̃²;
     ``log_evidence``: log (1/S) Σ exp(r_s), an importance-sampling estimate of log Z (a lower bound in
-    expectation); ``elbo`` and ``elbo_se``: mean of r_s and its Monte Carlo standard error;
+    expectation); ``elbo`` and ``elbo_se``: mean of r_s (−inf when some r_s is −inf) and its Monte Carlo standard error;
     ``log_weights``: the smoothed, normalised log weights ``(S,)``.
     """
 
@@ -95,15 +95,17 @@ def importance_from_ratios(log_ratios: np.ndarray) -> ImportanceCheck:
     """The :class:`ImportanceCheck` of log ratios r_s = log p̃(z_s) − log q(z_s) ``(S,)``, z_s ~ q."""
     r = np.asarray(log_ratios, dtype=np.float64)
     khat, lw = psis(r)
-    finite = r[np.isfinite(r)]  # any non-finite ratio leaves the ELBO and evidence undefined
+    finite = bool(np.all(np.isfinite(r)))
+    # a −inf ratio (q puts mass where p̃ has none) makes the ELBO −inf; a NaN or +inf one leaves it undefined
+    elbo = float(r.mean()) if finite else -math.inf if np.all(np.isfinite(r) | (r == -math.inf)) else math.nan
     ess = float(1.0 / np.sum(np.exp(2 * lw))) if np.all(np.isfinite(lw)) else 0.0
     return ImportanceCheck(
         khat=khat,
         khat_threshold=khat_threshold(r.size),
         ess=ess,
-        log_evidence=float(logsumexp(r) - math.log(r.size)) if finite.size == r.size else math.nan,
-        elbo=float(r.mean()) if finite.size == r.size else math.nan,
-        elbo_se=_std(r) / math.sqrt(r.size) if finite.size == r.size else math.nan,
+        log_evidence=float(logsumexp(r) - math.log(r.size)) if finite else math.nan,
+        elbo=elbo,
+        elbo_se=_std(r) / math.sqrt(r.size) if finite else math.nan,
         num_draws=r.size,
         log_weights=lw,
     )

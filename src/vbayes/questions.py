@@ -20,6 +20,8 @@ from typing import NamedTuple
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from vbayes import outputs
+
 REPO = Path(__file__).resolve().parents[2]
 """The source checkout (``examples/`` and ``docs/`` live there, not in the installed package)."""
 
@@ -187,9 +189,7 @@ def new_figure(width: float = 9.0, height: float = 3.6) -> Figure:
 
 def save_figure(fig: Figure, out: Path, name: str) -> Path:
     """Write ``fig`` to ``out/name`` (PNG, 100 dpi: small enough to commit) and say where."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / name
-    fig.savefig(path, dpi=100)
+    path = outputs.save_figure(fig, out / name, dpi=100)
     print(f"wrote {path}")
     return path
 

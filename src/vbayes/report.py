@@ -8,6 +8,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from vbayes.outputs import save_figure, write_text
+
 
 def running_mean(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean of the finite values among the last ``window`` entries: ``(n,) -> (n,)``, NaN where none."""
@@ -61,9 +63,7 @@ def plot_trace(trace: np.ndarray, path: str | Path, title: str) -> Path:
     ax.set_ylabel("ELBO (nats)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def plot_marginals(comparison, reference: np.ndarray | None, path: str | Path, m
         ax.set_visible(False)
     axes[0].legend(fontsize=6, loc="upper right")
     fig.suptitle(f"{comparison.target.name}: marginals in the unconstrained space (worst first)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_traces(comparison, path: str | Path) -> Path:
@@ -131,7 +131,7 @@ def plot_traces(comparison, path: str | Path) -> Path:
     ax.set_ylabel("objective (running mean)")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pair(comparison, reference: np.ndarray | None, path: str | Path) -> Path:
@@ -149,7 +149,7 @@ def plot_pair(comparison, reference: np.ndarray | None, path: str | Path) -> Pat
     ax.set_ylabel(names[j])
     ax.legend(markerscale=4, fontsize=8)
     ax.set_title("the two worst coordinates")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _worst_first(comparison, d: int) -> list[int]:
@@ -159,13 +159,6 @@ def _worst_first(comparison, d: int) -> list[int]:
         if r.accuracy is not None:
             scores = np.maximum(scores, r.accuracy.w1)
     return [int(k) for k in np.argsort(-scores)]
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
 
 
 def write_compare_report(comparison, directory: str | Path) -> Path:
@@ -192,9 +185,7 @@ from a widened q, the curvature of Laplace, NUTS's divergences and R-hat) raises
 {table}
 <h2>Marginals</h2><img src="marginals.png"><h2>Objective traces</h2><img src="traces.png">
 <h2>Pair plot</h2><img src="pair.png"></body></html>"""
-    path = directory / "index.html"
-    path.write_text(page)
-    return path
+    return write_text(directory / "index.html", page)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,10 +214,7 @@ def plot_mesh_fields(
         ax.set_xlabel("R")
         ax.set_ylabel("Z")
     fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,4 +261,4 @@ def plot_mixture(X: np.ndarray, weights: np.ndarray, means: np.ndarray, covarian
     ax2.set_ylabel("objective per point (nats)")
     ax2.set_title("ELBO per point" if trace.size else "no trace")
     ax2.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

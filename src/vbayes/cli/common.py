@@ -11,7 +11,6 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -60,15 +59,6 @@ def warn(message: str) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[yellow]warning: {escape(message)}[/yellow]")
 
 
-def output_folder(folder: Path) -> Path:
-    """``folder``, created now so that an unwritable one fails before the fit rather than after."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise VBayesError(f"cannot create the output folder {folder}: {e.strerror or e}") from None
-    return folder
-
-
 def safe_name(name: str) -> str:
     """``name`` usable as one folder name."""
     return re.sub(r"[^\w.-]", "_", name) or "target"
@@ -115,6 +105,9 @@ def print_outcome(console: Console, result: Fit) -> None:
         soft_wrap=True,
     )
 
+
+MAX_SEED = 2**32 - 1
+"""Seeds are integers in [0, MAX_SEED] (NumPy's and scikit-learn's range; JAX takes any of them)."""
 
 VERDICT_STYLE = {"trusted": "bold green", "flagged": "bold red", "unchecked": "bold yellow"}
 FLAGGED_EXIT = 3

@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vbayes.cli.common import FLAGGED_EXIT, VERDICT_STYLE, enable_x64, output_folder, safe_name, stdout, user_errors
+from vbayes.cli.common import FLAGGED_EXIT, MAX_SEED, VERDICT_STYLE, enable_x64, safe_name, stdout, user_errors
 from vbayes.cli.loading import resolve_target
 from vbayes.errors import VBayesError
+from vbayes.outputs import check_writable
 
 COMPARE_COLUMNS = (
     ("wall_s", "wall s", "{:.1f}"),
@@ -52,7 +53,7 @@ def compare(
     report: Annotated[
         Path | None, typer.Option(help="Folder for the HTML report (default: vbayes-out/compare-<target>).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Random seed.")] = 0,
 ) -> None:
     """Compare methods on one target; print the table and the recommendation; write the HTML report."""
     enable_x64()
@@ -64,7 +65,7 @@ def compare(
             raise VBayesError(f"unknown reference {reference!r}; use nuts, posteriordb or none")
         names = None if methods is None else tuple(m.strip() for m in methods.split(",") if m.strip())
         resolved = resolve_target(target)
-        folder = output_folder(
+        folder = check_writable(
             report if report is not None else Path("vbayes-out") / f"compare-{safe_name(resolved.name)}"
         )
         console = stdout()

@@ -6,7 +6,6 @@ Registered on the app in :mod:`vbayes.cli`."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -21,11 +20,11 @@ from vbayes.cli.common import (
     FIRST_ROWS,
     FLAGGED_EXIT,
     INTERRUPTED_EXIT,
+    MAX_SEED,
     MAX_SUMMARY_ROWS,
     enable_x64,
     fail,
     jsonable,
-    output_folder,
     print_outcome,
     print_verdict,
     safe_name,
@@ -37,6 +36,7 @@ from vbayes.cli.common import (
 from vbayes.cli.loading import resolve_mesh, resolve_target
 from vbayes.errors import VBayesError
 from vbayes.fit import Fit
+from vbayes.outputs import check_writable, write_atomic, write_json
 from vbayes.report import plot_mesh_fields, plot_trace
 
 TARGET_HELP = (
@@ -78,7 +78,7 @@ def fit(
     checks: Annotated[
         str, typer.Option(help="The verdict's checks: default, all (adds restarts: a second fit), none.")
     ] = "default",
-    seed: Annotated[int, typer.Option(help="Random seed (fit and summary draws).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Random seed (fit and summary draws).")] = 0,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: vbayes-out/<target name>).", show_default=False)
     ] = None,
@@ -103,7 +103,7 @@ def fit(
             console_err = Console(stderr=True, highlight=False, soft_wrap=True)
             options["log"] = lambda m: console_err.print(f"[dim]{escape(m)}[/dim]")
         resolved = resolve_target(target)
-        folder = output_folder(out if out is not None else Path("vbayes-out") / safe_name(resolved.name))
+        folder = check_writable(out if out is not None else Path("vbayes-out") / safe_name(resolved.name))
         console = stdout()
         console.print(f"[bold]{escape(resolved.name)}[/bold]  dim {resolved.dim}  method {method}")
         result = registry.fit(resolved, method, key=seed, checks=checks, **options)
@@ -136,17 +136,15 @@ def fit(
 
 
 def write_outputs(result: Fit, summary: pd.DataFrame, folder: Path) -> list[Path]:
-    """Write ``trace.png``, ``summary.csv`` and ``info.json`` into ``folder``; return their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write ``trace.png``, ``summary.csv`` and ``info.json`` (last: the record of the run) into ``folder``, each
+    atomically; return their paths."""
     title = f"{result.target.name}: {result.info.method} ({result.info.outcome})"
     png = plot_trace(result.trace, folder / "trace.png", title)
-    csv = folder / "summary.csv"
-    summary.to_csv(csv, index_label="parameter")
-    info = folder / "info.json"
+    csv = write_atomic(folder / "summary.csv", lambda p: summary.to_csv(p, index_label="parameter"))
     record = {"target": result.target.name, "dim": result.target.dim, **dataclasses.asdict(result.info)}
     record["elbo"] = result.elbo
     record["trusted"] = result.trusted
-    info.write_text(json.dumps(jsonable(record), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    info = write_json(folder / "info.json", jsonable(record))
     return [png, csv, info]
 
 

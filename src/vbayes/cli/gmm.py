@@ -14,10 +14,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vbayes.cli.common import FLAGGED_EXIT, output_folder, print_verdict, safe_name, stdout, user_errors
+from vbayes.cli.common import FLAGGED_EXIT, MAX_SEED, print_verdict, safe_name, stdout, user_errors
 from vbayes.cli.loading import load_dask, parse_devices
 from vbayes.data.files import read_matrix
 from vbayes.errors import VBayesError
+from vbayes.outputs import check_writable, staged
 
 HELP = "Fit a Bayesian Gaussian mixture to DATA (.npy or numeric .csv) by CAVI, SVI, EM or MAP-EM."
 """Help text of ``vbayes gmm``."""
@@ -39,7 +40,7 @@ def gmm(
     method: Annotated[str, typer.Option(help="cavi, svi, em or map.")] = "cavi",
     covariance: Annotated[str, typer.Option(help="full, diag or spherical.")] = "full",
     weights: Annotated[str, typer.Option(help="dirichlet_process or dirichlet_distribution.")] = "dirichlet_process",
-    seed: Annotated[int, typer.Option(help="Random seed of the initialisation.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Random seed of the initialisation.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: vbayes-out/gmm-<data>).")] = None,
     dask: Annotated[
         str | None,
@@ -80,7 +81,7 @@ def gmm(
             X = full = read_matrix(data, header)
             n, where = X.shape[0], ""
         use = parse_devices(devices, console)
-        folder = output_folder(out if out is not None else Path("vbayes-out") / f"gmm-{safe_name(data.stem)}")
+        folder = check_writable(out if out is not None else Path("vbayes-out") / f"gmm-{safe_name(data.stem)}")
         console.print(
             f"[bold]{escape(data.name)}[/bold]  N {n}  D {X.shape[1]}  K {components}  {method}{where}", soft_wrap=True
         )
@@ -124,8 +125,11 @@ def gmm(
                 {"k": int(k), "weight": model.weights_[k], **{f"mean{j}": m for j, m in enumerate(model.means_[k])}}
             )
         console.print(table)
-        pd.DataFrame(rows).to_csv(folder / "components.csv", index=False)
-        picture = plot_mixture(X, model.weights_, model.means_, covs, model.lower_bounds_, folder / "gmm.png")
+        # both files are made under temporary names first, then renamed together: a kill leaves one run's pair
+        with staged(folder, ("components.csv", "gmm.png")) as tmp:
+            pd.DataFrame(rows).to_csv(tmp["components.csv"], index=False)
+            plot_mixture(X, model.weights_, model.means_, covs, model.lower_bounds_, tmp["gmm.png"])
+        picture = folder / "gmm.png"
         console.print(f"wrote {picture.name}, components.csv to {folder}", soft_wrap=True)
     if model.result_.verdict.status == "flagged":
         raise typer.Exit(code=FLAGGED_EXIT)

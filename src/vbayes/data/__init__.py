@@ -10,6 +10,7 @@ import numpy as np
 
 from vbayes.data.sources import Chunks, DataSource, InMemory, check_data
 from vbayes.data.stream import Stream
+from vbayes.errors import is_count, require
 
 
 def as_source(data, chunk_size: int = 1024, n_threads: int | None = None) -> DataSource:
@@ -18,6 +19,12 @@ def as_source(data, chunk_size: int = 1024, n_threads: int | None = None) -> Dat
     :class:`~vbayes.data.dask.DaskData` for a Dask array or DataFrame (partitions reduced on the workers)."""
     if isinstance(data, DataSource):
         return data
+    require(
+        [
+            ("chunk_size", chunk_size, is_count(chunk_size), "an integer ≥ 1"),
+            ("n_threads", n_threads, n_threads is None or is_count(n_threads), "None or an integer ≥ 1"),
+        ]
+    )
     if hasattr(data, "__dask_graph__"):
         from vbayes.data.dask import DaskData
 

@@ -4,12 +4,10 @@ stream) and scikit-learn's read-out of the precisions."""
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import numpy as np
 
 from vbayes.conjugate import gmm
-from vbayes.errors import VBayesError
+from vbayes.errors import VBayesError, is_count, is_positive, is_real, require
 
 METHODS = ("cavi", "svi", "em", "map")
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -18,8 +16,9 @@ INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 def check_params(est) -> None:
     """Every constructor argument of the estimator ``est`` checked, a :class:`VBayesError` naming the first that is
     wrong."""
-    integer = lambda v, low: isinstance(v, Integral) and not isinstance(v, bool) and v >= low
-    real = lambda v, low: isinstance(v, Real) and not isinstance(v, bool) and v >= low
+    integer = lambda v, low: is_count(v, low)
+    real = lambda v, low: is_real(v) and v >= low
+    optional_positive = lambda v: v is None or is_positive(v)
     rules = [
         ("n_components", integer(est.n_components, 1), "an integer >= 1"),
         ("covariance_type", est.covariance_type in gmm.COVARIANCE_TYPES, f"one of {gmm.COVARIANCE_TYPES}"),
@@ -38,19 +37,28 @@ def check_params(est) -> None:
         ("batch_size", est.batch_size is None or integer(est.batch_size, 1), "None or an integer >= 1"),
         (
             "learning_decay",
-            real(est.learning_decay, 0) and 0.5 < est.learning_decay <= 1.0,
-            "in (0.5, 1] (Robbins-Monro)",
+            real(est.learning_decay, 0) and est.learning_decay > 0.5 and est.learning_decay <= 1,
+            "in (0.5, 1]",
         ),
         ("learning_offset", real(est.learning_offset, 1.0), ">= 1"),
+        ("total_samples", optional_positive(est.total_samples), "None or > 0"),
+        ("weight_concentration_prior", optional_positive(est.weight_concentration_prior), "None or > 0"),
+        ("mean_precision_prior", optional_positive(est.mean_precision_prior), "None or > 0"),
         (
-            "total_samples",
-            est.total_samples is None or (real(est.total_samples, 0) and est.total_samples > 0),
-            "None or > 0",
+            "degrees_of_freedom_prior",
+            est.degrees_of_freedom_prior is None or is_real(est.degrees_of_freedom_prior),
+            "None or a finite number",
         ),
+        ("random_state", _is_seed(est.random_state), "None, an integer in [0, 2**32 - 1] or a NumPy RandomState"),
     ]
-    for name, ok, requirement in rules:
-        if not ok:
-            raise VBayesError(f"{name} must be {requirement}, got {getattr(est, name)!r}")
+    require((name, getattr(est, name), ok, requirement) for name, ok, requirement in rules)
+
+
+def _is_seed(value) -> bool:
+    """What scikit-learn's ``check_random_state`` accepts."""
+    if value is None or isinstance(value, np.random.RandomState):
+        return True
+    return is_count(value, 0) and value <= 2**32 - 1
 
 
 def prior_values(est, xc, moments=None) -> gmm.GMMPrior:

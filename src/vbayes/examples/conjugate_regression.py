@@ -16,7 +16,7 @@ from scipy.linalg import cho_factor, cho_solve
 
 from vbayes.conjugate.linreg import linear_regression_model, prior_params
 from vbayes.conjugate.model import ConjugateForm
-from vbayes.errors import VBayesError
+from vbayes.errors import VBayesError, is_positive, require
 from vbayes.targets import Target, from_logdensity
 
 PRIOR_SD = 1.0
@@ -73,8 +73,13 @@ def conjugate_form(X: np.ndarray, y: np.ndarray, prior_sd: float, noise_sd: floa
 
 
 def _check_scales(prior_sd: float, noise_sd: float) -> None:
-    if not (np.isfinite(prior_sd) and prior_sd > 0 and np.isfinite(noise_sd) and noise_sd > 0):
-        raise VBayesError(f"prior_sd and noise_sd must be positive and finite, got {prior_sd!r} and {noise_sd!r}")
+    require(
+        [
+            ("prior_sd", prior_sd, is_positive(prior_sd), "a positive, finite number"),
+            ("noise_sd", noise_sd, is_positive(noise_sd), "a positive, finite number"),
+        ],
+        "linear_regression",
+    )
 
 
 def _posterior_factor(X: np.ndarray, y: np.ndarray, prior_sd: float, noise_sd: float):

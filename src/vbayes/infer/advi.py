@@ -28,8 +28,8 @@ import numpy as np
 import optax
 
 from vbayes.checks import resolve as resolve_checks
-from vbayes.checks import verify
-from vbayes.errors import VBayesError
+from vbayes.checks import support_message, verify
+from vbayes.errors import VBayesError, is_count, is_positive, is_real, require
 from vbayes.families import FAMILIES, Family
 from vbayes.fit import Fit, FitInfo, as_key
 from vbayes.infer.initial import initial_q
@@ -186,25 +186,22 @@ class ADVIConfig(NamedTuple):
     def checked(self, family: str, dim: int) -> ADVIConfig:
         """The settings validated for ``family`` on a target of dimension ``dim`` (a :class:`VBayesError` naming
         the first that is wrong), with ``num_samples`` filled in."""
-        positive_int = lambda v: isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1
         if self.objective not in OBJECTIVES:
             raise VBayesError(f"unknown objective {self.objective!r}; choose one of {sorted(OBJECTIVES)}")
         rules = [
-            ("max_steps", positive_int(self.max_steps), "an integer ≥ 1"),
-            ("learning_rate", np.isfinite(self.learning_rate) and self.learning_rate > 0, "positive and finite"),
-            ("chunk_size", positive_int(self.chunk_size), "an integer ≥ 1"),
-            ("max_decays", isinstance(self.max_decays, int) and self.max_decays >= 0, "an integer ≥ 0"),
-            ("tol", np.isfinite(self.tol) and self.tol >= 0, "≥ 0"),
-            ("num_check", positive_int(self.num_check) and self.num_check >= 4, "an integer ≥ 4"),
-            ("max_bad_in_row", positive_int(self.max_bad_in_row), "an integer ≥ 1"),
-            ("num_samples", self.num_samples is None or positive_int(self.num_samples), "None or an integer ≥ 1"),
-            ("batch_size", self.batch_size is None or positive_int(self.batch_size), "None or a positive integer"),
+            ("max_steps", self.max_steps, is_count(self.max_steps), "an integer ≥ 1"),
+            ("learning_rate", self.learning_rate, is_positive(self.learning_rate), "positive and finite"),
+            ("chunk_size", self.chunk_size, is_count(self.chunk_size), "an integer ≥ 1"),
+            ("max_decays", self.max_decays, is_count(self.max_decays, 0), "an integer ≥ 0"),
+            ("tol", self.tol, is_real(self.tol) and self.tol >= 0, "≥ 0 and finite"),
+            ("num_check", self.num_check, is_count(self.num_check, 4), "an integer ≥ 4"),
+            ("max_bad_in_row", self.max_bad_in_row, is_count(self.max_bad_in_row), "an integer ≥ 1"),
+            ("num_samples", self.num_samples, self.num_samples is None or is_count(self.num_samples), "None or ≥ 1"),
+            ("batch_size", self.batch_size, self.batch_size is None or is_count(self.batch_size), "None or ≥ 1"),
         ]
         if family == "lowrank":
-            rules.append(("rank", positive_int(self.rank) and self.rank <= dim, f"between 1 and the dimension {dim}"))
-        for name, ok, requirement in rules:
-            if not ok:
-                raise VBayesError(f"{name} must be {requirement}, got {getattr(self, name)!r}")
+            rules.append(("rank", self.rank, is_count(self.rank) and self.rank <= dim, f"between 1 and {dim} (d)"))
+        require(rules, "advi")
         samples = self.num_samples or (8 if self.objective in ("score", "iwelbo") else 1)
         return self._replace(num_samples=samples)
 
@@ -279,7 +276,8 @@ def advi(
             if bad_in_row >= c.max_bad_in_row:
                 outcome, message = "diverged", _divergence_message(target, state, c.max_bad_in_row)
                 break
-            diff = None if prev is None else (check - prev)[np.isfinite(check - prev)]
+            both = np.isfinite(check) & (np.isfinite(prev) if prev is not None else False)  # no NaN arithmetic
+            diff = None if prev is None else check[both] - prev[both]
             if diff is not None and diff.size >= c.num_check // 2:
                 gain, se = diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)
                 if gain <= max(2.0 * se, c.tol):
@@ -299,6 +297,9 @@ def advi(
         bar.close()
     if outcome == "max_steps":
         message = f"reached max_steps={c.max_steps} before the objective levelled off ({decays} halvings)"
+    if prev is not None and outcome != "diverged" and not np.all(np.isfinite(prev)):
+        message += "; but the ELBO of q is not finite: " + support_message(target.name, prev)
+        note = {**note, "elbo": -np.inf if np.all(np.isfinite(prev) | (prev == -np.inf)) else np.nan}
 
     q = polyak_average(state, chunk) if steps else state.q
     trace = np.concatenate(traces) if traces else np.zeros(0)
@@ -335,7 +336,8 @@ def _minibatch_mesh(target: Target, batch_size: int | None, devices: Any):
     """Check ``batch_size`` and ``devices``; the device mesh (None: no sharding)."""
     if batch_size is not None:
         if target.n_rows is None:
-            target.take(jnp.zeros(1, jnp.int32))  # raises: the target has no minibatch form
+            why = f"{target.name!r} has no minibatch form: build it with vbayes.from_loglik(log_lik, ...)"
+            raise VBayesError(f"batch_size={batch_size!r} needs a minibatch form, and {why}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise VBayesError(f"batch_size must be a positive integer, got {batch_size!r}")
     if devices is None:

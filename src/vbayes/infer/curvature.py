@@ -149,7 +149,9 @@ def dense(target, z, products, eig_floor, names):
         h[i : i + rows.shape[0]] = rows
     h = 0.5 * (h + h.T)
     lam, vec = np.linalg.eigh(h)
-    floor = eig_floor * max(float(np.max(np.abs(lam))), np.finfo(float).tiny)
+    # q's Cholesky factor needs a condition number well inside the working precision (float32: ~1e5, not 1e10)
+    relative = max(eig_floor, 100 * float(jnp.finfo(z.dtype).eps))
+    floor = relative * max(float(np.max(np.abs(lam))), np.finfo(float).tiny)
     report = _clip_report("eigenvalue(s) of −∇² log p̃", lam, floor, vec.T, names)
     lam = np.maximum(lam, floor)
     cov = (vec / lam) @ vec.T

@@ -23,7 +23,7 @@ import numpy as np
 
 from vbayes.checks import resolve as resolve_checks
 from vbayes.checks import verify
-from vbayes.errors import VBayesError
+from vbayes.errors import VBayesError, is_count, is_fraction, is_real, require
 from vbayes.families import LowRankPrecisionGaussian, MeanFieldGaussian
 from vbayes.fit import Fit, FitInfo, as_key
 from vbayes.infer import curvature as curv
@@ -114,6 +114,28 @@ class LaplaceConfig(NamedTuple):
     dense_max_dim: int = 10_000
     polish_steps: int = 5
 
+    def checked(self) -> LaplaceConfig:
+        """The settings, each validated on its own (a :class:`VBayesError` naming the first that is wrong); the
+        rules that need the target's dimension are checked by :func:`laplace`."""
+        optional_count = lambda v: v is None or is_count(v)
+        require(
+            [
+                ("rank", self.rank, optional_count(self.rank), "None or an integer ≥ 1"),
+                ("eig_tol", self.eig_tol, is_real(self.eig_tol) and self.eig_tol >= 0, "≥ 0 and finite"),
+                ("max_iter", self.max_iter, is_count(self.max_iter), "an integer ≥ 1"),
+                ("gtol", self.gtol, is_real(self.gtol) and self.gtol >= 0, "≥ 0 and finite"),
+                ("krylov_dim", self.krylov_dim, optional_count(self.krylov_dim), "None or an integer ≥ 1"),
+                ("batch_size", self.batch_size, is_count(self.batch_size), "an integer ≥ 1"),
+                ("eig_floor", self.eig_floor, is_fraction(self.eig_floor), "between 0 and 1"),
+                ("exact_diag_max", self.exact_diag_max, is_count(self.exact_diag_max, 0), "an integer ≥ 0"),
+                ("diag_probes", self.diag_probes, is_count(self.diag_probes, 2), "an integer ≥ 2"),
+                ("dense_max_dim", self.dense_max_dim, is_count(self.dense_max_dim), "an integer ≥ 1"),
+                ("polish_steps", self.polish_steps, is_count(self.polish_steps, 0), "an integer ≥ 0"),
+            ],
+            "laplace",
+        )
+        return self
+
 
 def laplace(
     target: Target,
@@ -149,7 +171,7 @@ def laplace(
         raise VBayesError(
             f"unknown option(s) {unknown} for laplace; its options are {', '.join(LaplaceConfig._fields)}"
         )
-    c = (config or LaplaceConfig())._replace(**options)
+    c = (config or LaplaceConfig())._replace(**options).checked()
     checks = resolve_checks(checks)
     rank, eig_tol, prior_precision, krylov_dim = c.rank, c.eig_tol, c.prior_precision, c.krylov_dim
     max_iter, gtol, batch_size, eig_floor = c.max_iter, c.gtol, c.batch_size, c.eig_floor
@@ -182,8 +204,6 @@ def laplace(
         krylov_dim = min(d, 2000) if rank is None else (d if rank >= d else min(d, math.ceil(1.5 * rank) + 10))
     if low_rank and not (rank or 1) <= krylov_dim <= d:
         raise VBayesError(f"krylov_dim ({krylov_dim}) must be between the rank ({rank or 1}) and d ({d})")
-    if batch_size < 1:
-        raise VBayesError(f"batch_size must be positive, got {batch_size}")
     key = as_key(key)
     names = target.coordinate_names()
 

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vbayes.checks import verify
-from vbayes.errors import VBayesError
+from vbayes.diagnostics import rhat_ess
+from vbayes.errors import VBayesError, is_count, is_fraction, is_positive, require
 from vbayes.families import Empirical
 from vbayes.fit import Fit, FitInfo, as_key
 from vbayes.targets import Target, check_initial_point
@@ -66,8 +67,21 @@ def nuts(
     t_start = time.perf_counter()
     if not isinstance(target, Target):
         raise VBayesError(f"nuts needs a vbayes Target, got {type(target).__name__}")
-    if chains < 1 or num_samples < 1 or num_warmup < 0:
-        raise VBayesError("chains and num_samples must be at least 1 and num_warmup at least 0")
+    require(
+        [
+            ("chains", chains, is_count(chains), "an integer ≥ 1"),
+            (
+                "num_warmup",
+                num_warmup,
+                is_count(num_warmup),
+                "an integer ≥ 1 (the step size and mass matrix adapt in it)",
+            ),
+            ("num_samples", num_samples, is_count(num_samples), "an integer ≥ 1"),
+            ("target_accept", target_accept, is_fraction(target_accept), "between 0 and 1"),
+            ("init_radius", init_radius, is_positive(init_radius), "positive and finite"),
+        ],
+        "nuts",
+    )
     key = as_key(key)
     k_init, k_run = jax.random.split(key)
     init = jax.random.uniform(k_init, (chains, target.dim), minval=-init_radius, maxval=init_radius)
@@ -104,7 +118,5 @@ def nuts(
 
 def _rhat_ess(samples: np.ndarray) -> tuple[float, float]:
     """Max rank-normalised R-hat and min bulk ESS over coordinates of ``(chains, draws, d)`` (ArviZ)."""
-    import arviz as az
-
-    data = az.convert_to_dataset({"z": samples})
-    return float(az.rhat(data)["z"].max()), float(az.ess(data)["z"].min())
+    rhat, ess = rhat_ess({"z": samples})
+    return float(rhat["z"].max()), float(ess["z"].min())

@@ -360,5 +360,6 @@ def check_initial_point(target: Target, z: Array) -> None:
     what = "log density" if not bool(jnp.isfinite(value)) else "gradient of the log density"
     raise VBayesError(
         f"the {what} of {target.name!r} is not finite ({float(value)}) at the initial point {shown}; "
-        "check the model and data there, or pass a different init"
+        "check the model and data there: the log density must be finite wherever the parameters' declared support "
+        "allows (from the Python API, init= starts a fit elsewhere)"
     )

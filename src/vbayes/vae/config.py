@@ -5,8 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -14,9 +13,40 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
-from vbayes.errors import VBayesError
+from vbayes.errors import VBayesError, is_count, is_positive, is_real, require
 from vbayes.vae.losses import IWAE_GRADIENTS, KINDS
-from vbayes.vae.model import VAE
+from vbayes.vae.model import VAE, ModelConfig
+
+LR_SCHEDULES = ("constant", "burda")
+SEED_LIMIT = 2**32
+"""Seeds are integers in [0, 2**32): a larger one would wrap around (without x64) onto a smaller one's key."""
+
+
+def check_names(rules: Iterable[tuple[str, Any, Sequence[str]]]) -> None:
+    """A :class:`VBayesError` for the first ``(name, value, allowed)`` whose ``value`` is not one of ``allowed``."""
+    for name, value, allowed in rules:
+        if not isinstance(value, str) or value not in allowed:
+            raise VBayesError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
+
+
+def _normalise(config: Any, ints: Iterable[str], floats: Iterable[str]) -> None:
+    """Checked fields of a frozen dataclass as plain ``int`` / ``float`` (NumPy scalars would not go to JSON)."""
+    for name in ints:
+        object.__setattr__(config, name, int(getattr(config, name)))
+    for name in floats:
+        object.__setattr__(config, name, float(getattr(config, name)))
+
+
+def check_model_config(config: ModelConfig) -> ModelConfig:
+    """``config`` with integer counts and a positive finite ``sd``, as plain Python numbers; a :class:`VBayesError`
+    naming the field otherwise (the rules :class:`ModelConfig`'s own checks leave out)."""
+    counts = {"latent": 1, "width": 1, "depth": 0, "levels": 2}
+    require(
+        (name, getattr(config, name), is_count(getattr(config, name), low), f"an integer ≥ {low}")
+        for name, low in counts.items()
+    )
+    require([("sd", config.sd, is_positive(config.sd), "a finite number > 0")])
+    return dataclasses.replace(config, **{name: int(getattr(config, name)) for name in counts}, sd=float(config.sd))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +59,12 @@ class TrainConfig:
     ``"burda"`` (Burda et al. 2016: learning_rate · 10^(−i/7) during the 3^i epochs of stage i = 0, 1, ...).
     ``adam_b1`` and ``adam_eps``: Adam's β1 and ε (β2 = 0.999). ``iwae_gradient`` (IWAE only, like ``k``):
     ``"dreg"`` (default) or ``"reparam"``, see :func:`~vbayes.vae.losses.iwae_loss`. A new run starts from
-    :func:`~vbayes.vae.model.with_data_bias` (the decoder's output bias fitted to the training pixels)."""
+    :func:`~vbayes.vae.model.with_data_bias` (the decoder's output bias fitted to the training pixels).
+
+    Checked on construction (a :class:`VBayesError` naming the field): ``k``, ``batch_size``, ``epochs`` and
+    ``chunk`` integers ≥ 1; ``anneal_steps`` and ``patience`` integers ≥ 0; ``seed`` an integer in [0, 2**32);
+    ``learning_rate`` and ``adam_eps`` finite and > 0; ``beta`` and ``free_bits`` finite and ≥ 0; ``adam_b1`` in
+    [0, 1); names from their sets."""
 
     kind: str = "vae"
     k: int = 50
@@ -49,33 +84,35 @@ class TrainConfig:
     chunk: int = 50
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise VBayesError(f"unknown model kind {self.kind!r}; use one of {', '.join(KINDS)}")
-        checks = [
-            (self.k >= 1, f"k must be ≥ 1, got {self.k}"),
-            (self.beta >= 0 and math.isfinite(self.beta), f"beta must be ≥ 0 and finite, got {self.beta}"),
-            (self.anneal_steps >= 0, f"anneal_steps must be ≥ 0, got {self.anneal_steps}"),
-            (self.free_bits >= 0, f"free_bits must be ≥ 0, got {self.free_bits}"),
-            (self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}"),
-            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
-            (0 <= self.adam_b1 < 1, f"adam_b1 must be in [0, 1), got {self.adam_b1}"),
-            (self.adam_eps > 0, f"adam_eps must be > 0, got {self.adam_eps}"),
-            (self.epochs >= 0, f"epochs must be ≥ 0, got {self.epochs}"),
-            (self.patience >= 0, f"patience must be ≥ 0, got {self.patience}"),
-            (self.chunk >= 1, f"chunk must be ≥ 1, got {self.chunk}"),
-        ]
-        checks.append(
-            (
-                self.iwae_gradient in IWAE_GRADIENTS,
-                f"unknown iwae_gradient {self.iwae_gradient!r}; use one of {', '.join(IWAE_GRADIENTS)}",
-            )
+        check_names(
+            [
+                ("model kind", self.kind, KINDS),
+                ("iwae_gradient", self.iwae_gradient, IWAE_GRADIENTS),
+                ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
+            ]
         )
-        checks.append(
-            (self.lr_schedule in LR_SCHEDULES, f"unknown lr_schedule {self.lr_schedule!r}; use constant or burda")
+        counts = {"k": 1, "anneal_steps": 0, "batch_size": 1, "epochs": 1, "patience": 0, "chunk": 1, "seed": 0}
+        require(
+            (name, getattr(self, name), is_count(getattr(self, name), low), f"an integer ≥ {low}")
+            for name, low in counts.items()
         )
-        for ok, message in checks:
-            if not ok:
-                raise VBayesError(message)
+        require([("seed", self.seed, self.seed < SEED_LIMIT, "an integer below 2**32")])
+        require(
+            [
+                ("beta", self.beta, is_real(self.beta) and self.beta >= 0, "a finite number ≥ 0"),
+                ("free_bits", self.free_bits, is_real(self.free_bits) and self.free_bits >= 0, "a finite number ≥ 0"),
+                ("learning_rate", self.learning_rate, is_positive(self.learning_rate), "a finite number > 0"),
+                ("adam_b1", self.adam_b1, is_real(self.adam_b1) and 0 <= self.adam_b1 < 1, "in [0, 1)"),
+                ("adam_eps", self.adam_eps, is_positive(self.adam_eps), "a finite number > 0"),
+                (
+                    "binarize",
+                    self.binarize,
+                    self.binarize is None or isinstance(self.binarize, bool),
+                    "None, True or False",
+                ),
+            ]
+        )
+        _normalise(self, counts, ("beta", "free_bits", "learning_rate", "adam_b1", "adam_eps"))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,9 +129,6 @@ class TrainState(NamedTuple):
     params: Any
     opt_state: optax.OptState
     step: Array
-
-
-LR_SCHEDULES = ("constant", "burda")
 
 
 def burda_schedule(learning_rate: float, steps_per_epoch: int) -> Callable[[Array], Array]:

@@ -18,9 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from vbayes.errors import is_count, require
+from vbayes.vae.config import SEED_LIMIT, check_names
 from vbayes.vae.data import binarize as binarize_images
 from vbayes.vae.data import check_images
-from vbayes.vae.losses import elbo, iwae_bound, kl_per_dim
+from vbayes.vae.losses import KINDS, elbo, iwae_bound, kl_per_dim
 from vbayes.vae.model import VAE
 
 ACTIVE_THRESHOLD = 0.01
@@ -119,6 +121,20 @@ def collapse_messages(kl_dims: np.ndarray, act: np.ndarray, threshold: float = A
     return ()
 
 
+ONE_IMAGE = "one image: activity Cov_x(E_q[z]) needs two or more, so active units and collapse are not measured"
+
+
+def check_evaluate_arguments(key: Any, **options: Any) -> None:
+    """A :class:`VBayesError` naming the first bad argument of :func:`evaluate`."""
+    check_names([("model kind", options["kind"], KINDS)])
+    counts = ("k", "chunk", "batch_size")
+    require((name, options[name], is_count(options[name], 1), "an integer ≥ 1") for name in counts)
+    binarize = options["binarize"]
+    require([("binarize", binarize, binarize is None or isinstance(binarize, bool), "None, True or False")])
+    if not isinstance(key, jax.Array | np.ndarray):
+        require([("key", key, is_count(key, 0) and key < SEED_LIMIT, "a JAX key or an integer in [0, 2**32)")])
+
+
 def evaluate(
     model: VAE,
     x: Array,
@@ -134,10 +150,13 @@ def evaluate(
     (k = 5,000: the usual log p(x) estimate),
     reconstruction, KL per dimension, active units and collapse warnings (also raised as
     :class:`PosteriorCollapseWarning`). ``binarize`` (default: Bernoulli likelihood on non-binary data)
-    draws one fixed binarisation from ``key``. ``kind="ae"`` skips the bounds (NaN)."""
+    draws one fixed binarisation from ``key``. ``kind="ae"`` skips the bounds (NaN). ``k``, ``chunk`` and
+    ``batch_size`` must be integers ≥ 1, an integer ``key`` a seed in [0, 2**32) (a :class:`VBayesError` names the
+    argument). Activity needs two images or more: with one, no unit counts as active and no collapse is claimed."""
+    check_evaluate_arguments(key, k=k, kind=kind, chunk=chunk, batch_size=batch_size, binarize=binarize)
     x = check_images(x, model.decoder.data_shape, "evaluation data")
     model.likelihood.check(x)
-    key = jax.random.PRNGKey(key) if isinstance(key, int) else key
+    key = key if isinstance(key, jax.Array | np.ndarray) else jax.random.PRNGKey(int(key))
     k_bin, k_elbo, k_iwae = jax.random.split(key, 3)
     xj = jnp.asarray(x)
     is_binary = bool(np.all((x == 0) | (x == 1)))
@@ -162,7 +181,7 @@ def evaluate(
         iwaes = np.asarray(_batched(lambda xb, kb: _iwae(model, xb, kb, k, chunk), xj, k_iwae, batch_size))
         iwae_v = float(np.mean(iwaes))
         iwae_se = float(np.std(iwaes, ddof=1) / np.sqrt(iwaes.size)) if iwaes.size > 1 else nan
-        messages = collapse_messages(kl_dims, act)
+        messages = collapse_messages(kl_dims, act) if len(x) > 1 else (ONE_IMAGE,)
         if messages and messages[0].startswith("posterior collapse"):
             warnings.warn(messages[0], PosteriorCollapseWarning, stacklevel=2)
     return Evaluation(

@@ -1,8 +1,8 @@
 """Pictures of a trained model: prior samples, reconstructions, latent interpolation, latent scatter.
 
-Each ``*_images`` function is pure (arrays in, image arrays out); each ``plot_*`` writes a PNG with
-matplotlib (Agg) and returns its path. For an autoencoder the same prior-sample grid shows why it cannot
-generate: its decoder was never trained on z ~ N(0, I), only on the encoder's codes.
+Each ``*_images`` function is pure (arrays in, image arrays out); each ``plot_*`` writes a PNG with matplotlib
+(Agg), whole or not at all (:mod:`vbayes.outputs`), and returns its path. For an autoencoder the same prior-sample
+grid shows why it cannot generate: its decoder was never trained on z ~ N(0, I), only on the encoder's codes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
+from vbayes.outputs import save_figure
 from vbayes.vae.model import VAE
 
 
@@ -75,6 +76,17 @@ def _as_2d_images(images: np.ndarray) -> np.ndarray:
     return images.reshape(images.shape[0], images.shape[1], -1)
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write (atomically: :func:`vbayes.outputs.save_figure`) and close a figure."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.tight_layout()
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
 def plot_grid(images: np.ndarray, path: str | Path, title: str, cols: int = 8) -> Path:
     """Write ``images`` ``(n, H, W)`` as a grid PNG at ``path``."""
     import matplotlib
@@ -87,11 +99,7 @@ def plot_grid(images: np.ndarray, path: str | Path, title: str, cols: int = 8) -
     ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title, fontsize=10)
     ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_reconstructions(model: VAE, x: Array, path: str | Path, n: int = 16) -> Path:
@@ -117,19 +125,14 @@ def plot_latent_scatter(model: VAE, x: Array, labels: np.ndarray, path: str | Pa
     points = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=6, alpha=0.8)
     fig.colorbar(points, ax=ax, label="label")
     ax.set_title(f"latent means ({how})", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_figures(
     model: VAE, x: np.ndarray, labels: np.ndarray, folder: str | Path, *, kind: str = "vae", key: int = 0
 ) -> list[Path]:
-    """samples.png, reconstructions.png, interpolation.png and latent.png in ``folder``."""
+    """samples.png, reconstructions.png, interpolation.png and latent.png in ``folder`` (created with the first)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     title = "decoded z ~ N(0, I)" + (
         ": an autoencoder's decoder never saw these codes, so it cannot generate" if kind == "ae" else ""
     )

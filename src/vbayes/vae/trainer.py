@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +26,9 @@ from jax import Array
 
 from vbayes.data import devices as sharding
 from vbayes.errors import VBayesError
-from vbayes.vae.checkpoint import CHECKPOINT_FORMAT, load_run, resolve_resume, save, write_atomic
-from vbayes.vae.config import TrainConfig, TrainState, optimizer, split_model
+from vbayes.outputs import check_writable, write_json
+from vbayes.vae.checkpoint import CHECKPOINT_FORMAT, FILE_KEYS, check_run_folder, load_run, resolve_resume, save
+from vbayes.vae.config import TrainConfig, TrainState, check_model_config, optimizer, split_model
 from vbayes.vae.data import Dataset, binarize, check_images
 from vbayes.vae.losses import elbo, iwae_bound, kl_weight, make_objective
 from vbayes.vae.model import VAE, ModelConfig, build_model, with_data_bias
@@ -134,7 +134,7 @@ def batched_mean(fn: Callable[[Array, Array], Array], x: Array, key: Array, batc
 
 def _step_config(tc: TrainConfig) -> TrainConfig:
     """``tc`` with the fields that do not change a step reset (the cache key of :func:`_compiled`)."""
-    return dataclasses.replace(tc, epochs=0, patience=0, seed=0, chunk=1)
+    return dataclasses.replace(tc, epochs=1, patience=0, seed=0, chunk=1)
 
 
 @functools.lru_cache(maxsize=16)
@@ -202,14 +202,17 @@ def train(
 ) -> TrainResult:
     """Train a VAE / IWAE / autoencoder on ``data`` (a :class:`Dataset` or an array ``(N, *S)``).
 
-    With ``out`` the run is checkpointed there after every epoch and on Ctrl-C (KeyboardInterrupt:
-    the result so far comes back with ``outcome="interrupted"``); ``resume=True`` continues the run in
-    ``out`` (its saved configs are used; a new ``train_config`` may only change ``epochs`` and
-    ``patience``). ``callback(info)`` is called after every compiled chunk with the epoch, step and
-    running bound. Defaults: ``ModelConfig(data_shape)``, ``TrainConfig()``. ``devices`` (``"all"``, a count or
-    a list of JAX devices) splits every minibatch over those devices (data parallel: the gradient is
-    all-reduced, so the run equals the one-device run to float summation order); the batch size must be a
-    multiple of their number. It is not saved: a run may be resumed on other devices.
+    With ``out`` the run is checkpointed there after every epoch and on Ctrl-C (KeyboardInterrupt: the result so
+    far comes back with ``outcome="interrupted"``). ``callback(info)`` is called after every compiled chunk with
+    the epoch, step and running bound. Defaults: ``ModelConfig(data_shape)``, ``TrainConfig()``. ``devices``
+    (``"all"``, a count or a list of JAX devices) splits every minibatch over those devices (data parallel: the
+    gradient is all-reduced, so the run equals the one-device run to float summation order); the batch size must
+    be a multiple of their number. It is not saved: a run may be resumed on other devices.
+
+    Resuming: ``resume=True`` continues the run saved in ``out`` with its saved configs. A ``model_config`` or
+    ``train_config`` given with it must equal the saved one except for ``epochs`` and ``patience``
+    (:data:`~vbayes.vae.checkpoint.RESUMABLE`), which it sets; any other difference is a :class:`VBayesError`
+    giving the saved and the given values. A resumed run computes exactly what an uninterrupted one would.
     """
     dataset = _as_dataset(data)
     out = Path(out) if out is not None else None
@@ -217,18 +220,18 @@ def train(
     if resume:
         if out is None:
             raise VBayesError("resume=True needs the run's folder as out=")
-        if not (out / "state.json").exists():
+        if not (check_run_folder(out) / "state.json").exists():
             raise VBayesError(f"no checkpoint to resume in {out} (state.json is missing)")
         model_config, train_config, config_json = resolve_resume(out, model_config, train_config)
     else:
-        if out is not None and (out / "state.json").exists():
+        if out is not None and (check_writable(out) / "state.json").exists():
             raise VBayesError(f"{out} already holds a training run; resume it or choose another folder")
         if model_config is None:
             if dataset.train.ndim < 2:
                 raise VBayesError(f"images must be an array (N, *shape); got shape {dataset.train.shape}")
             model_config = ModelConfig(dataset.train.shape[1:])
         train_config = train_config or TrainConfig()
-    mc, tc = model_config, train_config
+    mc, tc = check_model_config(model_config), train_config
     model = build_model(mc, jax.random.fold_in(jax.random.PRNGKey(tc.seed), 0))
     x_train = prepare(dataset.train, model, mc.data_shape, "training data")
     if not resume:
@@ -248,16 +251,15 @@ def train(
     if resume:
         run = load_run(out)
         state = run.meta.pop("_state")
-        meta = {k: v for k, v in run.meta.items() if k != "checkpoint"}
+        meta = {k: v for k, v in run.meta.items() if k not in FILE_KEYS}
         best_params = split_model(run.model)[0]
     elif out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         config_json = {"format": CHECKPOINT_FORMAT, "model": mc.to_dict(), "train": tc.to_dict(), "data": data_spec}
     if out is not None:
-        config_json = {**config_json, "train": tc.to_dict()}
+        config_json = {**config_json, "format": CHECKPOINT_FORMAT, "train": tc.to_dict()}
         if data_spec is not None:
             config_json["data"] = data_spec
-        write_atomic(out / "config.json", lambda p: p.write_text(json.dumps(config_json, indent=1)))
+        write_json(out / "config.json", config_json)
 
     key = jax.random.PRNGKey(tc.seed)
     key_perm, key_step, key_val = (jax.random.fold_in(key, i) for i in (1, 2, 3))

@@ -35,6 +35,7 @@ from vbayes.conjugate.model import (
 from vbayes.conjugate.model import update as update_state
 from vbayes.data import DataSource, InMemory, as_source
 from vbayes.data.sources import Chunks, working_dtype
+from vbayes.errors import is_count, is_positive, is_real, require
 from vbayes.fit import Fit
 
 PyTree = Any
@@ -153,6 +154,14 @@ def cavi(
     """
     t0 = time.perf_counter()
     mode = as_mode(mode)
+    require(
+        [
+            ("tol", tol, is_real(tol) and tol >= 0, "≥ 0 and finite"),
+            ("max_iter", max_iter, is_count(max_iter), "an integer ≥ 1"),
+            ("scale", scale, is_positive(scale), "positive and finite (N / n)"),
+        ],
+        "cavi",
+    )
     data = as_source(data, chunk_size, n_threads)
     local = call(model, "mode" if mode.point_mass else "expect", params)
     check_model_fits(model, local, data.dim)

@@ -32,7 +32,7 @@ from vbayes.conjugate.engine.posterior import conjugate_fit
 from vbayes.conjugate.model import ConjugateModel, Mode, SVIState, as_mode, call, svi_step, svi_update
 from vbayes.data import DataSource, InMemory, Stream, as_source
 from vbayes.data.sources import check_data, next_rows, row_order, tree_add, tree_div, working_dtype
-from vbayes.errors import VBayesError
+from vbayes.errors import VBayesError, is_count, is_positive, is_real, require
 from vbayes.fit import Fit, as_key
 
 PyTree = Any
@@ -64,6 +64,55 @@ class SVIConfig(NamedTuple):
     minibatch_dtype: Any = np.float32
     partitions_per_step: int | None = None
     eval_partitions: int = 8
+
+    def checked(self) -> SVIConfig:
+        """The settings validated (a :class:`VBayesError` naming the first that is wrong)."""
+        optional_count = lambda v: v is None or is_count(v)
+        require(
+            [
+                ("batch_size", self.batch_size, optional_count(self.batch_size), "None or an integer ≥ 1"),
+                (
+                    "learning_offset",
+                    self.learning_offset,
+                    is_positive(self.learning_offset),
+                    "positive and finite (ρ_t = (t + τ)^−κ from t = 0)",
+                ),
+                (
+                    "learning_decay",
+                    self.learning_decay,
+                    is_real(self.learning_decay) and 0 < self.learning_decay <= 1,
+                    "in (0, 1]",
+                ),
+                ("tol", self.tol, is_real(self.tol) and self.tol >= 0, "≥ 0 and finite"),
+                ("max_epochs", self.max_epochs, is_positive(self.max_epochs), "positive and finite"),
+                ("eval_size", self.eval_size, is_count(self.eval_size), "an integer ≥ 1"),
+                (
+                    "steps_per_block",
+                    self.steps_per_block,
+                    optional_count(self.steps_per_block),
+                    "None or an integer ≥ 1",
+                ),
+                ("chunk_size", self.chunk_size, is_count(self.chunk_size), "an integer ≥ 1"),
+                ("n_threads", self.n_threads, optional_count(self.n_threads), "None or an integer ≥ 1"),
+                ("minibatch_dtype", self.minibatch_dtype, _is_float_dtype(self.minibatch_dtype), "a float dtype"),
+                (
+                    "partitions_per_step",
+                    self.partitions_per_step,
+                    optional_count(self.partitions_per_step),
+                    "None or an integer ≥ 1",
+                ),
+                ("eval_partitions", self.eval_partitions, is_count(self.eval_partitions), "an integer ≥ 1"),
+            ],
+            "svi",
+        )
+        return self
+
+
+def _is_float_dtype(value: Any) -> bool:
+    try:
+        return np.dtype(value).kind == "f"
+    except TypeError:
+        return False
 
 
 class TailAverage:
@@ -205,7 +254,7 @@ def svi(
     :class:`~vbayes.conjugate.model.SVIState`)."""
     t0 = time.perf_counter()
     mode = as_mode(mode)
-    c = config or SVIConfig()
+    c = (config or SVIConfig()).checked()
     if hasattr(data, "__dask_graph__") or hasattr(data, "n_partitions"):
         source = as_source(data, c.chunk_size)
         run = _partition_steps(model, params, source, mode, key, c, start_step, callback)

@@ -47,10 +47,34 @@ def default_prior(
                 "(the default mean_prior and covariance_prior) infinite; rescale the data"
             )
         var = np.diag(full).copy()
+        _check_data_spread(full, var, covariance_type)
         cov = {"full": full, "diag": var, "spherical": np.float64(var.mean())}[covariance_type]
     else:
         cov = np.asarray(covariance_prior, dtype=np.float64)
     return make_prior(dim, covariance_type, alpha0, beta0, m0, nu0, cov, reg_covar)
+
+
+def _check_data_spread(full: np.ndarray, var: np.ndarray, covariance_type: str) -> None:
+    """The default W₀⁻¹ is the data's covariance ``full`` ``(D, D)``: blame the data, by column (1-based), when it
+    is singular, and name both remedies (the CLI reads data; ``covariance_prior=`` is for the Python API)."""
+    remedy = "drop or fix those columns, or (Python API) pass covariance_prior="
+    constant = np.flatnonzero(var <= 0) + 1
+    if constant.size and covariance_type != "spherical":
+        raise VBayesError(
+            f"column(s) {', '.join(map(str, constant[:10]))} of the data are constant, so the default covariance "
+            f"prior (the data's covariance) is singular: {remedy}"
+        )
+    if covariance_type == "full" and full.shape[0] > 1:
+        scale = np.sqrt(var)
+        corr = full / np.outer(scale, scale) if np.all(scale > 0) else full
+        if np.linalg.eigvalsh(corr).min() <= 1e-10:
+            raise VBayesError(
+                "the data's columns are collinear (one is a linear combination of others), so the default "
+                "covariance prior (the data's covariance) is singular: drop a redundant column, use "
+                "--covariance diag, or (Python API) pass covariance_prior="
+            )
+    if covariance_type == "spherical" and not var.mean() > 0:
+        raise VBayesError("every column of the data is constant: there is nothing to cluster")
 
 
 def column_mean(x: np.ndarray) -> np.ndarray:
