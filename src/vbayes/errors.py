@@ -18,6 +18,16 @@ def is_count(value: Any, minimum: int = 1) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
+MAX_SEED = 2**32 - 1
+"""Seeds are integers in [0, MAX_SEED]: NumPy's and scikit-learn's range; a larger one would wrap around (JAX
+without x64) onto a smaller one's key."""
+
+
+def is_seed(value: Any) -> bool:
+    """An integer seed in [0, :data:`MAX_SEED`]."""
+    return is_count(value, 0) and value <= MAX_SEED
+
+
 def is_real(value: Any) -> bool:
     """A finite real number (not a bool)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

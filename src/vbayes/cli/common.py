@@ -106,9 +106,6 @@ def print_outcome(console: Console, result: Fit) -> None:
     )
 
 
-MAX_SEED = 2**32 - 1
-"""Seeds are integers in [0, MAX_SEED] (NumPy's and scikit-learn's range; JAX takes any of them)."""
-
 VERDICT_STYLE = {"trusted": "bold green", "flagged": "bold red", "unchecked": "bold yellow"}
 FLAGGED_EXIT = 3
 """Exit status of a command whose fit finished but is flagged by its own checks."""

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vbayes.cli.common import FLAGGED_EXIT, MAX_SEED, VERDICT_STYLE, enable_x64, safe_name, stdout, user_errors
+from vbayes.cli.common import FLAGGED_EXIT, VERDICT_STYLE, enable_x64, safe_name, stdout, user_errors
 from vbayes.cli.loading import resolve_target
-from vbayes.errors import VBayesError
+from vbayes.errors import MAX_SEED, VBayesError
 from vbayes.outputs import check_writable
 
 COMPARE_COLUMNS = (

@@ -20,7 +20,6 @@ from vbayes.cli.common import (
     FIRST_ROWS,
     FLAGGED_EXIT,
     INTERRUPTED_EXIT,
-    MAX_SEED,
     MAX_SUMMARY_ROWS,
     enable_x64,
     fail,
@@ -34,7 +33,7 @@ from vbayes.cli.common import (
     user_errors,
 )
 from vbayes.cli.loading import resolve_mesh, resolve_target
-from vbayes.errors import VBayesError
+from vbayes.errors import MAX_SEED, VBayesError
 from vbayes.fit import Fit
 from vbayes.outputs import check_writable, write_atomic, write_json
 from vbayes.report import plot_mesh_fields, plot_trace

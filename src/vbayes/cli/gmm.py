@@ -14,10 +14,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vbayes.cli.common import FLAGGED_EXIT, MAX_SEED, print_verdict, safe_name, stdout, user_errors
+from vbayes.cli.common import FLAGGED_EXIT, print_verdict, safe_name, stdout, user_errors
 from vbayes.cli.loading import load_dask, parse_devices
 from vbayes.data.files import read_matrix
-from vbayes.errors import VBayesError
+from vbayes.errors import MAX_SEED, VBayesError
 from vbayes.outputs import check_writable, staged
 
 HELP = "Fit a Bayesian Gaussian mixture to DATA (.npy or numeric .csv) by CAVI, SVI, EM or MAP-EM."

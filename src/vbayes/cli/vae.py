@@ -23,8 +23,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vbayes.cli.common import INTERRUPTED_EXIT, MAX_SEED, stdout, user_errors
-from vbayes.errors import VBayesError
+from vbayes.cli.common import INTERRUPTED_EXIT, stdout, user_errors
+from vbayes.errors import MAX_SEED, VBayesError
 
 if TYPE_CHECKING:
     from vbayes.vae.config import TrainConfig

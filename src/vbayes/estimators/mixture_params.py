@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from vbayes.conjugate import gmm
-from vbayes.errors import VBayesError, is_count, is_positive, is_real, require
+from vbayes.errors import VBayesError, is_count, is_positive, is_real, is_seed, require
 
 METHODS = ("cavi", "svi", "em", "map")
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -58,7 +58,7 @@ def _is_seed(value) -> bool:
     """What scikit-learn's ``check_random_state`` accepts."""
     if value is None or isinstance(value, np.random.RandomState):
         return True
-    return is_count(value, 0) and value <= 2**32 - 1
+    return is_seed(value)
 
 
 def prior_values(est, xc, moments=None) -> gmm.GMMPrior:

@@ -13,13 +13,11 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
-from vbayes.errors import VBayesError, is_count, is_positive, is_real, require
+from vbayes.errors import VBayesError, is_count, is_positive, is_real, is_seed, require
 from vbayes.vae.losses import IWAE_GRADIENTS, KINDS
 from vbayes.vae.model import VAE, ModelConfig
 
 LR_SCHEDULES = ("constant", "burda")
-SEED_LIMIT = 2**32
-"""Seeds are integers in [0, 2**32): a larger one would wrap around (without x64) onto a smaller one's key."""
 
 
 def check_names(rules: Iterable[tuple[str, Any, Sequence[str]]]) -> None:
@@ -96,7 +94,7 @@ class TrainConfig:
             (name, getattr(self, name), is_count(getattr(self, name), low), f"an integer ≥ {low}")
             for name, low in counts.items()
         )
-        require([("seed", self.seed, self.seed < SEED_LIMIT, "an integer below 2**32")])
+        require([("seed", self.seed, is_seed(self.seed), "an integer in [0, 2**32)")])
         require(
             [
                 ("beta", self.beta, is_real(self.beta) and self.beta >= 0, "a finite number ≥ 0"),

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from vbayes.errors import is_count, require
-from vbayes.vae.config import SEED_LIMIT, check_names
+from vbayes.errors import is_count, is_seed, require
+from vbayes.vae.config import check_names
 from vbayes.vae.data import binarize as binarize_images
 from vbayes.vae.data import check_images
 from vbayes.vae.losses import KINDS, elbo, iwae_bound, kl_per_dim
@@ -132,7 +132,7 @@ def check_evaluate_arguments(key: Any, **options: Any) -> None:
     binarize = options["binarize"]
     require([("binarize", binarize, binarize is None or isinstance(binarize, bool), "None, True or False")])
     if not isinstance(key, jax.Array | np.ndarray):
-        require([("key", key, is_count(key, 0) and key < SEED_LIMIT, "a JAX key or an integer in [0, 2**32)")])
+        require([("key", key, is_seed(key), "a JAX key or an integer in [0, 2**32)")])
 
 
 def evaluate(
