@@ -1,22 +1,23 @@
 """Shared helpers for the benchmarks: machine description, a compile counter, timing, accuracy metrics.
 
-Nothing here imports vbayes at module level except what is needed for the log-density counter, so the
-helpers can be reused by other benchmark scripts.
+Nothing here imports vbayes at module level except its compile counter (``vbayes.compilation``), so the helpers
+can be reused by other benchmark scripts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jax
 import numpy as np
+
+from vbayes.compilation import count_compilations
 
 # ----------------------------------------------------------------------------------------------
 # machine and versions
@@ -58,51 +59,9 @@ def machine_info() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# counting XLA compilations (jax.monitoring's backend-compile event; cache hits do not fire it)
+# counting XLA compilations: vbayes's own counter (programs compiled or loaded from the persistent cache)
 
-_COMPILE_LOG: list[list[tuple[str, float]]] = []
-
-
-def _on_event(event: str, duration: float, **kwargs: Any) -> None:
-    if event == "/jax/core/compile/backend_compile_duration":
-        for log in _COMPILE_LOG:
-            log.append((str(kwargs.get("fun_name", "?")), duration))
-
-
-jax.monitoring.register_event_duration_secs_listener(_on_event)
-
-
-@dataclass
-class Compiles:
-    """What was compiled inside a :func:`count_compiles` block: ``(function name, seconds)`` pairs."""
-
-    events: list[tuple[str, float]] = field(default_factory=list)
-
-    @property
-    def n(self) -> int:
-        return len(self.events)
-
-    @property
-    def seconds(self) -> float:
-        return float(sum(d for _, d in self.events))
-
-    def names(self, k: int = 6) -> str:
-        counts: dict[str, int] = {}
-        for name, _ in self.events:
-            counts[name] = counts.get(name, 0) + 1
-        top = sorted(counts.items(), key=lambda kv: -kv[1])[:k]
-        return ", ".join(f"{n}×{c}" if c > 1 else n for n, c in top)
-
-
-@contextlib.contextmanager
-def count_compiles():
-    """``with count_compiles() as c: ...``; then ``c.n`` XLA compilations took ``c.seconds``."""
-    c = Compiles()
-    _COMPILE_LOG.append(c.events)
-    try:
-        yield c
-    finally:
-        _COMPILE_LOG.remove(c.events)
+count_compiles = count_compilations
 
 
 # ----------------------------------------------------------------------------------------------

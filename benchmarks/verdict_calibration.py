@@ -32,7 +32,7 @@ CACHE = Path(__file__).resolve().parent / ".cache" / "verdict_calibration.json"
 def estimate(fit, key: int = 5) -> dict:
     """The reweighting check's estimates for one fit (the same computation as ``vbayes.checks``)."""
     q = fit.q
-    z_q, r_q, z_w, r_w = (np.asarray(a) for a in checks._ratio_draws(fit.target, q, jax.random.PRNGKey(key), 4000, 1.5))
+    z_q, r_q, z_w, r_w, _, _ = jax.device_get(checks._ratio_draws(fit.target, q, jax.random.PRNGKey(key), 4000, 1.5))
     mean, sd = np.asarray(q.mean), np.asarray(q.marginal_sd())
     khat = importance_from_ratios(r_q).khat
     khat_w, shift, ratios = checks._reweighted_moments(z_w, r_w, mean, sd)

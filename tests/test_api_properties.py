@@ -58,6 +58,7 @@ def target():
     return linear_regression()
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("error")
 @PROPERTY
 @given(case=CASES, value=VALUES)
@@ -90,6 +91,7 @@ def arrays_with_faults(draw):
     return x.astype(dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("error")
 @PROPERTY
 @given(x=arrays_with_faults())

@@ -63,6 +63,7 @@ def test_examples_lists_every_example_with_its_dimension():
     assert rows["banana"] == "2"
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point():
     proc = subprocess.run(
         [sys.executable, "-m", "vbayes", "examples"], capture_output=True, text=True, timeout=120, check=False
@@ -124,6 +125,7 @@ def test_fit_numpyro_model_file_recovers_conjugate_posterior(tmp_path):
     assert info["target"] == "model" and info["outcome"] in ("converged", "max_steps")
 
 
+@pytest.mark.slow
 def test_fit_target_object_from_file_lowrank_default_out_folder(tmp_path, monkeypatch):
     (tmp_path / "gauss.py").write_text(
         "import jax.numpy as jnp\n"
@@ -140,6 +142,7 @@ def test_fit_target_object_from_file_lowrank_default_out_folder(tmp_path, monkey
     np.testing.assert_allclose(summary["mean"], 2.0, atol=0.05)
 
 
+@pytest.mark.slow
 def test_a_flagged_fit_says_so_and_exits_3(tmp_path):
     """Mean-field ADVI on the strongly correlated regression posterior: its sds are far too small, its own
     reweighting sees it, and the command says FLAGGED on its own line, records it, and exits 3 (not 0)."""
@@ -166,6 +169,7 @@ def test_cavi_fits_a_conjugate_example_exactly(tmp_path):
     assert info["extra"]["objective"] == pytest.approx(log_z, abs=1e-8) and info["method"] == "cavi"
 
 
+@pytest.mark.slow
 def test_diverged_fit_writes_report_and_exits_1(tmp_path):
     out = tmp_path / "div"
     result = invoke("fit", f"{DATA / 'nan_outside.py'}:target", "--steps", "500", "--out", out)
@@ -304,6 +308,7 @@ def test_plot_trace_writes_png_even_for_degenerate_traces(tmp_path):
 # --method laplace
 
 
+@pytest.mark.slow
 def test_laplace_on_a_mesh_target_prints_fields_and_draws_the_posterior_sd(tmp_path):
     (tmp_path / "tomo.py").write_text(
         "from vbayes.examples.tomography import plasma_tomography, plasma_tomography_mesh\n"
@@ -350,6 +355,7 @@ def test_examples_lists_the_tomography_example_without_generating_it():
     assert result.exit_code == 0 and "plasma_tomography" in result.stdout and "2055" in result.stdout
 
 
+@pytest.mark.slow
 def test_normal_runs_let_no_python_warning_reach_the_user(tmp_path):
     """Warnings that matter are part of the verdict: a normal `fit`, a flagged `fit` whose log density is −inf
     where q puts mass (a NumPy RuntimeWarning from the stopping rule leaked there) and a `gmm` run print none."""

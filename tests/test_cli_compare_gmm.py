@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from vbayes.cli import app
@@ -11,6 +12,7 @@ jax.config.update("jax_enable_x64", True)
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_compare_recommends_and_writes_the_report(tmp_path):
     result = runner.invoke(
         app,

@@ -18,6 +18,7 @@ HAVE_POSTERIORDB = (Path(__file__).resolve().parents[2] / "shared" / "posteriord
 needs_posteriordb = pytest.mark.skipif(not HAVE_POSTERIORDB, reason="../shared/posteriordb not present")
 
 
+@pytest.mark.slow
 def test_gaussian_posterior_recommends_a_cheap_exact_method():
     """Conjugate linear regression: Laplace and full-rank ADVI are exact, mean field is not (strong correlations)."""
     c = compare(linear_regression(), methods=("advi-meanfield", "advi-fullrank", "laplace", "nuts"))

@@ -97,6 +97,7 @@ def test_single_component_is_the_normal_wishart_posterior(covariance_type):
 # every constant of the ELBO, against Monte Carlo with scipy's densities
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weight_type", ["dirichlet_process", "dirichlet_distribution"])
 def test_kl_and_expected_log_joint_match_monte_carlo(weight_type):
     n, d, k, draws = 40, 3, 4, 12_000

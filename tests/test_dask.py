@@ -56,6 +56,7 @@ def in_memory():
     return X, model, params, cj.cavi(model, params, X, tol=0.0, max_iter=ITERATIONS)
 
 
+@pytest.mark.slow
 def test_cavi_on_dask_equals_in_memory(client, in_memory, tmp_path_factory):
     X, model, params, ref = in_memory
     path = tmp_path_factory.mktemp("npy") / "x.npy"
@@ -117,6 +118,7 @@ def test_estimator_svi_on_dask(client):
     assert svi.lower_bound_ == pytest.approx(ref.lower_bound_, abs=5e-3)
 
 
+@pytest.mark.slow
 def test_svi_over_partitions(client, in_memory):
     X, model, params, _ = in_memory
     ref = cj.cavi(model, params, X, tol=1e-8)  # converged, in memory

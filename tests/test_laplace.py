@@ -93,6 +93,7 @@ def test_default_rank_keeps_every_eigenvalue_above_eig_tol(linear):
     assert exact_fit.info.extra["log_evidence"] == pytest.approx(log_z, abs=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("curvature", ["lowrank", "ggn"])
 def test_lowrank_marginal_sds_converge_monotonically_with_rank(curvature):
     target, mean, cov, _ = linear_problem(d=60, n=80, seed=1, decay=0.9)
@@ -107,6 +108,7 @@ def test_lowrank_marginal_sds_converge_monotonically_with_rank(curvature):
     assert errors[0] > 0.05 and errors[-1] < 1e-9, errors
 
 
+@pytest.mark.slow
 def test_sparse_dense_and_bcoo_priors_agree():
     """The same prior given three ways (at full rank: a truncation depends on the factor's coordinates)."""
     fits = {}
@@ -285,6 +287,7 @@ def _saddle():
     return from_logdensity(lambda p: -((p["v"][0] ** 2 - 1.0) ** 2) - 0.5 * p["v"][1] ** 2, {"v": np.zeros(2)})
 
 
+@pytest.mark.slow
 def test_indefinite_hessian_at_a_saddle_is_reported_and_clipped():
     fit = laplace(_saddle(), "dense")  # starts at 0: the gradient is 0 there, so the "mode" is the saddle
     assert not fit.trusted and fit.verdict.check("curvature").status == "flag"  # the saddle flags the fit
@@ -329,6 +332,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_float32_saddle_gives_a_finite_flagged_q_not_nans():
     """Between the two modes of a float32 mixture (JAX's default precision, so in a fresh process) the Hessian is
     indefinite; clipping its eigenvalue to a floor relative to float64's precision made q's covariance too

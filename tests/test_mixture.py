@@ -74,6 +74,7 @@ def test_lower_bound_is_the_full_elbo_per_point(blobs):
     assert est.lower_bound_ < em.lower_bound_
 
 
+@pytest.mark.slow
 def test_predictive_density_integrates_to_one():
     """1-D: ∫ p(x* | X) dx* = 1 for both weight priors (stick-breaking: the mass beyond the truncation
     goes to the prior predictive), and log p(x* | X) ≥ scikit-learn's score_samples (Jensen)."""
@@ -91,6 +92,7 @@ def test_predictive_density_integrates_to_one():
         np.testing.assert_allclose(est.score_samples(grid, predictive=True), est.predictive_log_density(grid))
 
 
+@pytest.mark.slow
 def test_predictive_density_is_the_average_of_mixture_densities():
     """2-D, Monte Carlo: p(x* | X) = E_q[Σ_k π_k N(x* | μ_k, Λ_k⁻¹)] with draws from q (scipy)."""
     from scipy.stats import dirichlet, multivariate_normal, wishart
@@ -216,6 +218,7 @@ def surplus():
     return x, plain, moved
 
 
+@pytest.mark.slow
 def test_delete_merge_drain_surplus_components_and_never_lower_the_elbo(surplus):
     """Plain CAVI drains the 5 surplus components over hundreds of iterations (the slow mode); with delete
     and merge moves the ELBO is as high (to 2e-5 nats per point: both stop at |ΔELBO|/N < 1e-6) after a small
@@ -305,6 +308,7 @@ def test_svi_reaches_converged_cavi_on_overlapping_clusters_in_2d(seed):
     assert cavi.lower_bound_ - svi.lower_bound_ < 1e-3, (cavi.lower_bound_, svi.lower_bound_, svi.result_.info)
 
 
+@pytest.mark.slow
 def test_svi_reaches_converged_cavi_with_surplus_components():
     """Issue 3's check: at N = 10⁵ SVI with its defaults ends within 1e-3 nats per point of converged CAVI
     (both with delete moves; without them SVI's decaying steps leave the surplus components half-drained,

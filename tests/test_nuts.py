@@ -26,6 +26,7 @@ def test_nuts_recovers_the_conjugate_posterior():
     assert fit.info.grad_evals > fit.info.steps  # NUTS takes several leapfrog steps per draw
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not POSTERIORDB.exists(), reason="../shared/posteriordb not present")
 def test_nuts_matches_posteriordb_eight_schools():
     chains = json.loads((POSTERIORDB / "eight_schools-eight_schools_noncentered" / "reference_draws.json").read_text())

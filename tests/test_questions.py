@@ -70,6 +70,7 @@ def test_cli_lists_the_questions():
     assert ("planned" in result.output) == any(q.status == "planned" for q in QUESTIONS)
 
 
+@pytest.mark.slow
 def test_script_runs_from_the_command_line(tmp_path):
     out = subprocess.run(
         [sys.executable, str(REPO / get(11).script), "--quick", "--out", str(tmp_path)],
@@ -95,6 +96,7 @@ def test_q01_mean_field_underestimates_and_its_diagnostics_say_so(tmp_path):
     assert table.loc["advi-fullrank", "accurate"]
 
 
+@pytest.mark.slow
 def test_q02_em_map_and_cavi_share_code_and_vb_collapses_to_map(tmp_path):
     r = run_quick(2, tmp_path)
     assert r["same_code"]
@@ -127,6 +129,7 @@ def test_q03_heavier_kl_weights_collapse_the_latent_units(tmp_path):
     assert sd_01["kl"] > sd_03["kl"] > sd_mse["kl"] and sd_mse["active"] == 0
 
 
+@pytest.mark.slow
 def test_q04_vae_is_a_density_generator_and_encoder(tmp_path):
     r = run_quick(4, tmp_path)
     assert r["elbo"] <= r["iwae"] + 0.05  # the ELBO is the looser bound
@@ -135,6 +138,7 @@ def test_q04_vae_is_a_density_generator_and_encoder(tmp_path):
     assert r["accuracy"]["latent_all"] > 0.7  # the 16 codes keep the digit's identity
 
 
+@pytest.mark.slow
 def test_q05_vae_samples_from_the_prior_and_scores_anomalies(tmp_path):
     r = run_quick(5, tmp_path)
     assert r["vae_sample_nn"] < 0.5 * r["ae_sample_nn"]  # decoded N(0, I) draws: digits for the VAE only
@@ -152,6 +156,7 @@ def test_q06_wider_decoders_fit_the_training_digits_better(tmp_path):
         assert 0 <= row["active"] <= 16
 
 
+@pytest.mark.slow
 def test_q07_enumeration_grid_and_elbo(tmp_path):
     r = run_quick(7, tmp_path)
     assert r["grid"] == pytest.approx(r["exact"], abs=1e-6)
@@ -171,6 +176,7 @@ def test_q08_grid_cost_grows_with_dimension_and_the_others_do_not(tmp_path):
         assert abs(row["laplace_error"]) > abs(row["is_error"])
 
 
+@pytest.mark.slow
 def test_q09_evidence_gap_equals_kl(tmp_path):
     r = run_quick(9, tmp_path)
     assert r["worst_z"] < 5
@@ -179,6 +185,7 @@ def test_q09_evidence_gap_equals_kl(tmp_path):
     assert r["shifted_change"] == pytest.approx(-1000.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_q10_score_function_variance_exceeds_reparameterised(tmp_path):
     r = run_quick(10, tmp_path)
     assert all(ratio > 1 for ratio in r["ratios"].values())
@@ -218,6 +225,7 @@ def test_q13_laplace_curvatures_agree_with_dense_and_truncation_does_not(tmp_pat
     assert r["lowrank (adaptive)"]["log_evidence"] == pytest.approx(r["ggn (adaptive)"]["log_evidence"], abs=2.0)
 
 
+@pytest.mark.slow
 def test_q14_svi_reaches_cavis_answer(tmp_path):
     r = run_quick(14, tmp_path)
     assert abs(r["gap"]) < 0.01

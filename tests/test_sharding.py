@@ -214,6 +214,7 @@ def test_minibatch_target_scales_by_n_over_b():
     assert np.mean(parts) == pytest.approx(float(t.log_density(z)), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_minibatch_advi_reaches_the_full_data_fit():
     t, full, *_ = _logistic()
     a = vbayes.advi(full, progress=False, checks="none")
@@ -258,6 +259,7 @@ def test_cli_devices_on_one_device(tmp_path):
     assert result.exit_code == 1 and "--devices must be 'all' or a positive count" in result.stderr
 
 
+@pytest.mark.slow
 def test_vae_cli_devices(tmp_path):
     """`vbayes vae train --devices`: 'all' on one device says so and trains; a bad count is an error."""
     runner = CliRunner()

@@ -203,6 +203,7 @@ def test_compressed_target_equals_the_forward_model(small, plain):
     )
 
 
+@pytest.mark.slow
 def test_compressed_laplace_equals_plain_laplace(small, plain, fits):
     """Dense Laplace on both forms: same mode, marginal sds and log evidence."""
     other = laplace(plain.target, "dense", init=fits["dense"].state.z)

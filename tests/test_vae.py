@@ -196,6 +196,7 @@ def test_data_bias_is_the_pixelwise_maximum_likelihood_fit(likelihood):
         assert float(bias[0]) == pytest.approx(math.log(1e-3 / (1 - 1e-3)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_new_training_run_starts_from_the_data_bias(digits):
     """One epoch at a negligible learning rate: the initial model comes back, its output bias the logit of the
     training pixels' means."""
@@ -429,6 +430,7 @@ def test_strong_beta_collapses_the_posterior_and_the_diagnostics_say_so(digits, 
     assert report.active_units == 0 and report.kl < 0.5
 
 
+@pytest.mark.slow
 def test_evaluation_bounds_are_ordered_and_consistent(digits, digits_vae):
     model = digits_vae
     x = digits.test
@@ -893,6 +895,7 @@ def test_bad_input_gives_clear_errors(digits, tmp_path):
         load_run(run)
 
 
+@pytest.mark.slow
 def test_categorical_likelihood_on_digit_levels_trains(digits):
     cfg = ModelConfig((8, 8), latent=4, width=32, depth=1, likelihood="categorical", levels=17)
     result = train(digits, cfg, TrainConfig(epochs=4, batch_size=50, learning_rate=3e-3), progress=False)

@@ -53,6 +53,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoints_and_pictures(run_dir):
     for name in ("samples.png", "reconstructions.png", "interpolation.png", "latent.png"):
         data = (run_dir / name).read_bytes()
@@ -243,6 +244,7 @@ def test_a_bad_option_exits_with_its_documented_status_and_a_message_naming_it(
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_no_python_warning_from_vbayes_reaches_the_user(tmp_path):
     """A run whose posterior collapses (beta 1000) says so once, as a ``warning:`` line, not as a Python warning."""
     import vbayes

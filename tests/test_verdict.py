@@ -89,6 +89,7 @@ def test_checks_cost_is_recorded_and_can_be_skipped_or_extended():
         vbayes.advi(t, progress=False, checks=("importance", "vibes"))
 
 
+@pytest.mark.slow
 def test_a_step_budget_is_noted_not_flagged_when_the_answer_checks_out():
     """max_steps means the stopping rule did not fire; the importance checks look at the answer itself."""
     short = vbayes.advi(linear_regression(), "fullrank", progress=False, max_steps=1000)
@@ -134,6 +135,7 @@ def test_every_registered_method_honours_the_contract_on_linear_regression(metho
         assert fit.trusted, (method, fit.verdict.summary())  # exact or nearly so here
 
 
+@pytest.mark.slow
 def test_conjugate_drivers_honour_the_contract_without_a_target(tmp_path):
     """The mixture has no log-density target: q(β) draws its named parameters, and the verdict says which checks
     could run (convergence, the monotone objective) and which could not."""

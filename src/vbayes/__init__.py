@@ -1,7 +1,14 @@
-"""vbayes: variational Bayesian inference on JAX."""
+"""vbayes: variational Bayesian inference on JAX.
 
+``import vbayes`` loads JAX, NumPyro's distributions and the inference core, and turns on the persistent
+compilation cache (:mod:`vbayes.compilation`); the scikit-learn estimator, ArviZ, matplotlib, Equinox and Dask
+load when a feature first needs them.
+"""
+
+from typing import Any
+
+from vbayes.compilation import enable_cache
 from vbayes.errors import VBayesError
-from vbayes.estimators.mixture import VariationalGaussianMixture
 from vbayes.families import (
     FullRankGaussian,
     LowRankGaussian,
@@ -37,3 +44,14 @@ __all__ = [
     "kl",
 ]
 __version__ = "0.1.0"
+
+enable_cache()
+
+
+def __getattr__(name: str) -> Any:
+    """The scikit-learn estimator, imported on first use (scikit-learn takes longer to import than JAX)."""
+    if name == "VariationalGaussianMixture":
+        from vbayes.estimators.mixture import VariationalGaussianMixture
+
+        return VariationalGaussianMixture
+    raise AttributeError(f"module 'vbayes' has no attribute {name!r}")

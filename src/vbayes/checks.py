@@ -195,9 +195,9 @@ def _reweighting(fit: Fit, wants: list[str], key: Array) -> tuple[list[Check], A
     """The ``importance`` and ``reweighting`` checks from one compiled evaluation of log p̃ at 2 × NUM_DRAWS draws."""
     t0 = time.perf_counter()
     q, target = fit.q, fit.target
-    z_q, r_q, z_w, r_w = (np.asarray(a) for a in _ratio_draws(target, q, key, NUM_DRAWS, WIDEN))
+    z_q, r_q, z_w, r_w, mean, sd = jax.device_get(_ratio_draws(target, q, key, NUM_DRAWS, WIDEN))
     imp = importance_from_ratios(r_q)
-    mean, sd = np.asarray(q.mean, dtype=np.float64), np.asarray(q.marginal_sd(), dtype=np.float64)
+    mean, sd = mean.astype(np.float64), sd.astype(np.float64)
     khat_w, shift, ratios = _reweighted_moments(z_w, r_w, mean, sd)
     proposal = f"a {WIDEN}× wider q"
     if not khat_w < RELIABLE_KHAT and imp.khat < RELIABLE_KHAT:
@@ -270,13 +270,13 @@ def gaussian_w1(shift: np.ndarray, ratios: np.ndarray) -> float:
     """Mean over coordinates of W₁(N(0, 1), N(δ, r²)) / r: the W₁ distance, in units of the second sd, between
     q's margin (standardised) and a Gaussian with the reweighted mean δ and sd r (in q's sds). With the quantile
     coupling x₂ = δ + r x₁ it is E|(r − 1)Z + δ| = a√(2/π) e^{−δ²/2a²} + δ(1 − 2Φ(−δ/a)), a = |r − 1|."""
-    from scipy.stats import norm
+    from scipy.special import erf  # 1 − 2Φ(−x) = erf(x/√2); scipy.stats would cost a first fit a second to import
 
     d, r = np.abs(np.asarray(shift, dtype=np.float64)), np.asarray(ratios, dtype=np.float64)
     a = np.abs(r - 1.0)
     safe = np.maximum(a, 1e-300)
     e = np.where(
-        a > 1e-12, a * np.sqrt(2 / np.pi) * np.exp(-(d**2) / (2 * safe**2)) + d * (1 - 2 * norm.cdf(-d / safe)), d
+        a > 1e-12, a * np.sqrt(2 / np.pi) * np.exp(-(d**2) / (2 * safe**2)) + d * erf(d / (safe * np.sqrt(2))), d
     )
     return float(np.mean(e / r))
 
@@ -294,9 +294,9 @@ def _reweighted_moments(z: np.ndarray, log_r: np.ndarray, mean: np.ndarray, sd: 
 
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _ratio_draws(target, q, key: Array, n: int, widen: float):
-    """Draws of q and of q widened by ``widen`` about its mean, with their log ratios log p̃ − log q:
-    ``(z_q (n, d), r_q (n,), z_w (n, d), r_w (n,))``. z = μ + widen·(u − μ), u ~ q, has density
-    q(μ + (z − μ)/widen)·widen^{−d}."""
+    """Draws of q and of q widened by ``widen`` about its mean, with their log ratios log p̃ − log q, and q's
+    mean and marginal sds: ``(z_q (n, d), r_q (n,), z_w (n, d), r_w (n,), mean (d,), sd (d,))``.
+    z = μ + widen·(u − μ), u ~ q, has density q(μ + (z − μ)/widen)·widen^{−d}."""
     k1, k2 = jax.random.split(key)
     z_q = q.sample(k1, n)
     u = q.sample(k2, n)
@@ -305,16 +305,21 @@ def _ratio_draws(target, q, key: Array, n: int, widen: float):
     log_p = jax.vmap(target.log_density)(jnp.concatenate([z_q, z_w]))
     r_q = log_p[:n] - q.log_prob(z_q)
     r_w = log_p[n:] - (q.log_prob(u) - mu.shape[-1] * jnp.log(widen))
-    return z_q, r_q, z_w, r_w
+    return z_q, r_q, z_w, r_w, mu, q.marginal_sd()
+
+
+def ratio_draws_args(target: Any, q: Any, key: Array) -> tuple:
+    """The program and arguments the ``importance`` and ``reweighting`` checks evaluate, for
+    :func:`vbayes.compilation.compile_ahead`."""
+    return _ratio_draws, target, q, key, NUM_DRAWS, WIDEN
 
 
 def widened_reweighting(fit: Fit, widen: float = WIDEN, num_draws: int = NUM_DRAWS, key: Array | int = 0):
     """(k̂, max mean shift in q-sd units, sd ratios ``(d,)``) from PSIS-reweighted draws of q widened by ``widen``:
     the weights p̃/q_wide give the posterior's moments as far as the wider proposal reaches."""
     q = fit.q
-    _, _, z, log_r = _ratio_draws(fit.target, q, as_key(key), num_draws, float(widen))
-    mean, sd = np.asarray(q.mean, dtype=np.float64), np.asarray(q.marginal_sd(), dtype=np.float64)
-    khat, shift, ratios = _reweighted_moments(np.asarray(z), np.asarray(log_r), mean, sd)
+    _, _, z, log_r, mean, sd = jax.device_get(_ratio_draws(fit.target, q, as_key(key), num_draws, float(widen)))
+    khat, shift, ratios = _reweighted_moments(z, log_r, mean.astype(np.float64), sd.astype(np.float64))
     return khat, float(np.max(np.abs(shift))), ratios
 
 

@@ -11,7 +11,6 @@ import logging
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.stats import wasserstein_distance
 
 from vbayes.errors import VBayesError
 
@@ -89,6 +88,8 @@ def compare_draws(
     sd_y = y.std(0, ddof=1)
     if np.any(sd_y <= 0):
         raise VBayesError("a reference coordinate has zero spread; cannot measure errors in its sd units")
+    from scipy.stats import wasserstein_distance
+
     w1 = np.array([wasserstein_distance(x[:, j], y[:, j]) for j in range(x.shape[1])]) / sd_y
     corr_error = 0.0
     if x.shape[1] > 1:

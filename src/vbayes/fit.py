@@ -9,17 +9,19 @@ evaluations, wall time), what ``trace`` traces, and carries the :class:`Verdict`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
 from vbayes.errors import VBayesError
 from vbayes.families import Empirical
 from vbayes.psis import ImportanceCheck
 from vbayes.targets import Target
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Array = jax.Array
 
@@ -118,6 +120,19 @@ class FitInfo:
         return self.outcome == "converged"
 
 
+DRAW_BLOCK = 1024
+"""Draws per compiled call of :meth:`Fit.draws` (one program per model and q, not one per number of draws)."""
+
+
+@jax.jit
+def _draw_block(target: Target | None, q: Any, key: Array, i: int) -> dict[str, Array]:
+    """Block ``i`` of :data:`DRAW_BLOCK` constrained draws from q."""
+    k = jax.random.fold_in(key, i)
+    if target is None:
+        return q.draws(DRAW_BLOCK, k)
+    return jax.vmap(target.constrain)(q.sample(k, DRAW_BLOCK))
+
+
 @jax.jit
 def _constrain_rows(target: Target, z: Array) -> dict[str, Array]:
     """θ(z) for each row: ``(n, d) -> {name: (n, *shape)}`` (compiled once per target layout)."""
@@ -158,11 +173,16 @@ class Fit:
         return self.q.sample(as_key(key), n)
 
     def draws(self, n: int = 1000, key: Array | int = 0) -> dict[str, np.ndarray]:
-        """``n`` draws θ(z), z ~ q, as ``{name: (n, *shape)}`` in the constrained space (deterministic sites too)."""
-        if self.target is None:
-            return {k: np.asarray(v) for k, v in self.q.draws(n, as_key(key)).items()}
-        z = self.draws_unconstrained(n, key)
-        return {k: np.asarray(v) for k, v in _constrain_rows(self.target, z).items()}
+        """``n`` draws θ(z), z ~ q, as ``{name: (n, *shape)}`` in the constrained space (deterministic sites too).
+
+        Drawn in blocks of :data:`DRAW_BLOCK` by one compiled program per model, whatever ``n``: the first ``n``
+        draws are the same for every larger ``n`` with the same key. MCMC draws (an :class:`Empirical` q) are
+        resampled without replacement while ``n`` allows."""
+        key = as_key(key)
+        if isinstance(self.q, Empirical):
+            return {k: np.asarray(v) for k, v in _constrain_rows(self.target, self.q.sample(key, n)).items()}
+        blocks = [jax.device_get(_draw_block(self.target, self.q, key, i)) for i in range(-(-n // DRAW_BLOCK))]
+        return {k: np.concatenate([b[k] for b in blocks])[:n] for k in blocks[0]}
 
     @property
     def elbo(self) -> float:
@@ -247,6 +267,8 @@ def summarize(draws: dict[str, np.ndarray]) -> pd.DataFrame:
         for j, label in enumerate(labels):
             index.append(label)
             rows.append((x[:, j].mean(), x[:, j].std(ddof=1), q[0, j], q[1, j], q[2, j]))
+    import pandas as pd
+
     return pd.DataFrame(rows, index=index, columns=["mean", "sd", "5%", "50%", "95%"])
 
 

@@ -177,3 +177,22 @@ def data_parallel(step: Callable, mesh: Mesh, batch_argnum: int) -> Callable:
         return step(*args, **kwargs)
 
     return run
+
+
+def minibatch_mesh(target: Any, batch_size: int | None, devices: Any) -> Mesh | None:
+    """Check ADVI's ``batch_size`` (``target`` needs a minibatch form) and ``devices``; the device mesh that splits
+    each minibatch (None: no sharding)."""
+    if batch_size is not None:
+        if target.n_rows is None:
+            why = f"{target.name!r} has no minibatch form: build it with vbayes.from_loglik(log_lik, ...)"
+            raise VBayesError(f"batch_size={batch_size!r} needs a minibatch form, and {why}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise VBayesError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if devices is None:
+        return None
+    if batch_size is None:
+        raise VBayesError("devices= splits minibatches over devices: give batch_size too (and a from_loglik target)")
+    mesh = data_mesh(devices)
+    if batch_size % mesh.size:
+        raise VBayesError(f"batch_size={batch_size} must be a multiple of the {mesh.size} devices")
+    return mesh

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, NamedTuple
 
 import jax
@@ -27,13 +28,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vbayes.checks import ratio_draws_args, support_message, verify
 from vbayes.checks import resolve as resolve_checks
-from vbayes.checks import support_message, verify
+from vbayes.compilation import QUICK, compile_ahead
 from vbayes.errors import VBayesError, is_count, is_positive, is_real, require
 from vbayes.families import FAMILIES, Family
 from vbayes.fit import Fit, FitInfo, as_key
-from vbayes.infer.initial import initial_q
+from vbayes.infer.initial import initial_q, make_q
 from vbayes.infer.preconditioner import default_optimizer
+from vbayes.infer.progress import ChunkProgress
 from vbayes.objectives import OBJECTIVES, Objective
 from vbayes.targets import Target, value_and_grad
 
@@ -99,7 +102,7 @@ def _chunk_runner(
     objective: Objective, optimizer_key: Any, num_samples: int, batch_size: int | None = None, mesh: Any = None
 ) -> Callable:
     """Jitted ``(state, target, key, n_active, check_key, chunk, num_check) -> (state, next key, objective per
-    step, check values)``: ``chunk`` steps, of which the first ``n_active`` update q. With ``batch_size``
+    step, check values, q̄)``: ``chunk`` steps, of which the first ``n_active`` update q. With ``batch_size``
     each step sees the minibatch target of ``batch_size`` rows drawn afresh (``Target.sample_batch``); with a
     ``mesh`` (:func:`vbayes.data.devices.data_mesh`) that minibatch is split over its devices.
 
@@ -135,7 +138,7 @@ def _chunk_runner(
         q_bar = polyak_average(state, chunk)
         z = q_bar.sample(check_key, num_check)
         check = jax.vmap(target.log_density)(z) - q_bar.log_prob(z)
-        return state, key, values, check
+        return state, key, values, check, q_bar
 
     return run
 
@@ -242,29 +245,34 @@ def advi(
         raise VBayesError(f"unknown option(s) {unknown} for advi; its options are {', '.join(ADVIConfig._fields)}")
     c = (config or ADVIConfig())._replace(**options).checked(family, target.dim)
     checks = resolve_checks(checks)
-    mesh = _minibatch_mesh(target, c.batch_size, devices)
-    key = as_key(key)
-    key, init_key = jax.random.split(key)
+    mesh = None
+    if c.batch_size is not None or devices is not None:
+        from vbayes.data.devices import minibatch_mesh
+
+        mesh = minibatch_mesh(target, c.batch_size, devices)
+    key, init_key, check_key, verify_key = _keys(as_key(key))
 
     opt_key = _register_optimizer(optimizer, c.learning_rate)
+    ahead = None if mesh is not None else _compile_ahead(target, family, init, c, opt_key, key, checks)
     if isinstance(init, Fit):
         state, note, done = init.state, {"init": "resumed"}, init.info.steps
         prior_trace = [init.trace]
     else:
         q0, note = initial_q(target, family, c.rank, init, init_key)
-        state, done, prior_trace = init_state(q0, _OPTIMIZERS[opt_key]), 0, []
-    run = _chunk_runner(OBJECTIVES[c.objective], opt_key, c.num_samples, c.batch_size, mesh)
-
+        state, done, prior_trace = _init_state(q0, opt_key), 0, []
     chunk = min(c.chunk_size, c.max_steps)
-    check_key = jax.random.fold_in(key, 1)
+    run = _chunk_runner(OBJECTIVES[c.objective], opt_key, c.num_samples, c.batch_size, mesh)
+    q_bar = state.q
     traces: list[np.ndarray] = list(prior_trace)
     outcome, message, decays, prev = "max_steps", "", 0, None
     steps, skipped, bad_in_row = 0, 0, 0
-    bar = _progress(progress, c.max_steps, target.name)
+    bar = ChunkProgress(progress, c.max_steps, target.name)
+    if ahead is not None:
+        ahead[0].result()
     try:
         while steps < c.max_steps:
             n_active = min(chunk, c.max_steps - steps)
-            state, key, values, check = run(state, target, key, n_active, check_key, chunk, c.num_check)
+            state, key, values, check, q_bar = run(state, target, key, n_active, check_key, chunk, c.num_check)
             values, check = jax.device_get((values, check))
             values = values[:n_active]
             traces.append(values)
@@ -289,7 +297,7 @@ def advi(
                         )
                         break
                     decays += 1
-                    state = state._replace(step_size=state.step_size * 0.5)
+                    state = state._replace(step_size=np.asarray(state.step_size) * 0.5)  # on the host: no program
             prev = check
     except KeyboardInterrupt:
         outcome, message = "interrupted", f"interrupted after {steps} steps; pass this Fit as init= to resume"
@@ -301,7 +309,7 @@ def advi(
         message += "; but the ELBO of q is not finite: " + support_message(target.name, prev)
         note = {**note, "elbo": -np.inf if np.all(np.isfinite(prev) | (prev == -np.inf)) else np.nan}
 
-    q = polyak_average(state, chunk) if steps else state.q
+    q = q_bar
     trace = np.concatenate(traces) if traces else np.zeros(0)
     info = FitInfo(
         method=f"advi-{family}",
@@ -329,27 +337,47 @@ def advi(
             config=c,
         )
 
-    return verify(fit, checks, refit=None if isinstance(init, Fit) else refit, key=jax.random.fold_in(key, 2))
+    if ahead is not None and ahead[1] is not None:
+        ahead[1].result()
+    return verify(fit, checks, refit=None if isinstance(init, Fit) else refit, key=verify_key)
 
 
-def _minibatch_mesh(target: Target, batch_size: int | None, devices: Any):
-    """Check ``batch_size`` and ``devices``; the device mesh (None: no sharding)."""
-    if batch_size is not None:
-        if target.n_rows is None:
-            why = f"{target.name!r} has no minibatch form: build it with vbayes.from_loglik(log_lik, ...)"
-            raise VBayesError(f"batch_size={batch_size!r} needs a minibatch form, and {why}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise VBayesError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if devices is None:
-        return None
-    if batch_size is None:
-        raise VBayesError("devices= splits minibatches over devices: give batch_size too (and a from_loglik target)")
-    from vbayes.data.devices import data_mesh
+def _compile_ahead(
+    target: Target, family: str, init: Any, c: ADVIConfig, opt_key: Any, key: Array, checks: tuple
+) -> tuple[Future, Future | None]:
+    """Compile the chunk runner and the checks' program in the background while the start is searched for
+    (their shapes are known before its result): on a first fit the compilations overlap."""
+    if isinstance(init, Fit):
+        state = init.state
+    else:
 
-    mesh = data_mesh(devices)
-    if batch_size % mesh.size:
-        raise VBayesError(f"batch_size={batch_size} must be a multiple of the {mesh.size} devices")
-    return mesh
+        def build() -> ADVIState:
+            q = init
+            if isinstance(init, str):
+                z = jnp.zeros(target.dim, jnp.result_type(float))
+                q = make_q(FAMILIES[family], z, jnp.full(target.dim, 0.1, z.dtype), c.rank, jax.random.PRNGKey(0))
+            return init_state(q, _OPTIMIZERS[opt_key])
+
+        state = jax.eval_shape(build)
+    chunk = min(c.chunk_size, c.max_steps)
+    run = _chunk_runner(OBJECTIVES[c.objective], opt_key, c.num_samples, c.batch_size, None)
+    first = compile_ahead(run, state, target, key, chunk, key, chunk, c.num_check)
+    wants = {"importance", "reweighting"} & set(checks) and family != "pointmass"
+    second = compile_ahead(*ratio_draws_args(target, state.q, key)) if wants else None
+    return first, second
+
+
+@functools.partial(jax.jit, compiler_options=QUICK)
+def _keys(key: Array) -> tuple[Array, Array, Array, Array]:
+    """A fit's keys from its seed: the steps', the initialisation's, the stopping rule's common draws', the checks'."""
+    key, init_key = jax.random.split(key)
+    return key, init_key, jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
+
+
+@functools.partial(jax.jit, static_argnums=1, compiler_options=QUICK)
+def _init_state(q: Family, optimizer_key: Any) -> ADVIState:
+    """:func:`init_state` for a registered optimiser, compiled (a handful of eager operations otherwise)."""
+    return init_state(q, _OPTIMIZERS[optimizer_key])
 
 
 def polyak_average(state: ADVIState, n: int) -> Family:
@@ -368,32 +396,3 @@ def _divergence_message(target: Target, state: ADVIState, n: int) -> str:
         f"{n} times; the log density of {target.name!r} is NaN/inf {where} (q's mean: {shown}). Check the "
         "model there (constraints, overflow), or lower the learning rate"
     )
-
-
-class _progress:
-    """A rich progress bar between chunks (no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, name: str):
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(
-                TextColumn("advi {task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("ELBO {task.fields[elbo]}"),
-                TimeElapsedColumn(),
-                transient=True,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task(name, total=total, elbo="…")
-
-    def update(self, n: int, values: np.ndarray) -> None:
-        if self.bar is not None:
-            finite = values[np.isfinite(values)]
-            self.bar.update(self.task, advance=n, elbo=f"{finite.mean():.3f}" if finite.size else "nan")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

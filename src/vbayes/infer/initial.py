@@ -4,23 +4,58 @@ there never leaves it)."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from vbayes.compilation import QUICK
 from vbayes.errors import VBayesError
 from vbayes.families import FAMILIES, Family, FullRankGaussian, LowRankGaussian, PointMass
-from vbayes.infer.optimize import STATUS, find_map
+from vbayes.infer.optimize import STATUS, ModeResult, find_map_program
 from vbayes.objectives import elbo
-from vbayes.targets import Target, check_initial_point
+from vbayes.targets import Target, raise_if_not_finite
 
 Array = jax.Array
 
 
-@jax.jit
-def _hessian(target: Target, z: Array) -> Array:
-    return jax.hessian(target.log_density)(z)
+class _Start(NamedTuple):
+    """Everything :func:`initial_q` decides from, computed by one compiled program: log p̃ and its gradient at
+    z = 0, the q at z = 0, the mode search, the q at the mode and how it was made (index into :data:`_HOW`),
+    and both q's 64-draw ELBO estimates."""
+
+    value0: Array
+    grad0: Array
+    zero: Family
+    mode: ModeResult | None
+    candidate: Family | None
+    how: Array | None
+    elbo_candidate: Array | None
+    elbo_zero: Array | None
+
+
+_HOW = ("mode", "mode+laplace", "mode+laplace-diagonal")
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4), compiler_options=QUICK)
+def _start(target: Target, key: Array, family: str, rank: int, search: bool) -> _Start:
+    """The candidates of :func:`initial_q` in one program (a first fit compiles it once, not dozens of small
+    eager operations)."""
+    cls = FAMILIES[family]
+    d = target.dim
+    z0 = jnp.zeros(d, jnp.result_type(float))
+    value0, grad0 = jax.value_and_grad(target.log_density)(z0)
+    zero = make_q(cls, z0, jnp.full(d, 0.1, z0.dtype), rank, key)
+    if not search:
+        return _Start(value0, grad0, zero, None, None, None, None, None)
+    mode = find_map_program(target, z0, None, 1000, 1e-6, 100)
+    candidate, how = _laplace_q(target, cls, mode.z, rank, key)
+    elbo_key = jax.random.PRNGKey(17)
+    return _Start(
+        value0, grad0, zero, mode, candidate, how, _elbo64(target, candidate, elbo_key), _elbo64(target, zero, elbo_key)
+    )
 
 
 def initial_q(target: Target, family: str, rank: int, init: Any, key: Array) -> tuple[Family, dict]:
@@ -28,32 +63,31 @@ def initial_q(target: Target, family: str, rank: int, init: Any, key: Array) -> 
     of a Gaussian at the mode of log p̃ with the Laplace scale and a Gaussian at z = 0 with scale 0.1, or
     only the latter (``init="zero"``). ``note["init_evals"]`` counts the gradient evaluations spent (mode
     search, plus d for the Hessian's columns)."""
-    cls = FAMILIES[family]
-    d = target.dim
-    z0 = jnp.zeros(d, jnp.result_type(float))
     if not isinstance(init, str):
         return init, {"init": "given", "init_evals": 0}
     if init not in ("mode", "zero"):
         raise VBayesError(f"init must be 'mode', 'zero', a family instance or a Fit, got {init!r}")
-    check_initial_point(target, z0)
-    zero = make_q(cls, z0, jnp.full(d, 0.1), rank, key)
+    start = _start(target, key, family, rank, init == "mode")
+    value0, grad0 = jax.device_get((start.value0, start.grad0))
+    raise_if_not_finite(target, np.zeros(target.dim, grad0.dtype), value0, grad0)
     note = {"init": "zero", "init_evals": 0}
     if init == "zero":
-        return zero, note
-    mode = find_map(target, z0, max_iter=1000, gtol=1e-6)
+        return start.zero, note
+    mode, how, elbo_candidate, elbo_zero = jax.device_get(
+        (start.mode._replace(trace=None), start.how, start.elbo_candidate, start.elbo_zero)
+    )
     note["init_evals"] = int(mode.evaluations)
     status = STATUS[int(mode.status)]
-    if status == "failed" or not bool(jnp.isfinite(mode.value)) or float(mode.value) < float(target.log_density(z0)):
-        note["init"] = f"zero (mode search: {status}, max|grad| {float(jnp.max(jnp.abs(mode.grad))):.2g})"
-        return zero, note
-    candidate, how = _laplace_q(target, cls, mode.z, rank, key)
-    note["init_evals"] += d if how != "mode" else 0
-    elbo_key = jax.random.PRNGKey(17)
-    if float(_elbo64(target, candidate, elbo_key)) >= float(_elbo64(target, zero, elbo_key)):
+    if status == "failed" or not np.isfinite(mode.value) or mode.value < value0:
+        note["init"] = f"zero (mode search: {status}, max|grad| {np.max(np.abs(mode.grad)):.2g})"
+        return start.zero, note
+    how = _HOW[int(how)]
+    note["init_evals"] += target.dim if how != "mode" else 0
+    if elbo_candidate >= elbo_zero:
         note["init"] = how
-        return candidate, note
+        return start.candidate, note
     note["init"] = f"zero (a q at the mode ({status}) has a lower ELBO)"
-    return zero, note
+    return start.zero, note
 
 
 def make_q(cls: type, loc: Array, scale: Array, rank: int, key: Array) -> Family:
@@ -65,24 +99,27 @@ def make_q(cls: type, loc: Array, scale: Array, rank: int, key: Array) -> Family
     return cls.init(loc, scale)
 
 
-def _laplace_q(target: Target, cls: type, z: Array, rank: int, key: Array) -> tuple[Family, str]:
-    """q at the mode ``z``: Cholesky of the inverse Hessian (full rank), 1/√H_ii (others), scale 0.1 where
-    the curvature is not usable (not positive, or d > 2000 for the diagonal families)."""
+def _laplace_q(target: Target, cls: type, z: Array, rank: int, key: Array) -> tuple[Family, Array]:
+    """q at the mode ``z`` (traced) and how it was made (index into :data:`_HOW`): Cholesky of the inverse
+    Hessian (full rank, when finite), 1/√H_ii (others), scale 0.1 where the curvature is not usable (not positive,
+    or d > 2000 for the diagonal families)."""
     d = z.shape[0]
     if cls is not FullRankGaussian and d > 2000:
-        return make_q(cls, z, jnp.full(d, 0.1), rank, key), "mode"
-    h = -_hessian(target, z)
-    if cls is FullRankGaussian:
-        chol = jnp.linalg.cholesky(jnp.linalg.inv(0.5 * (h + h.T)))
-        if bool(jnp.all(jnp.isfinite(chol))):
-            return FullRankGaussian.from_covariance(z, chol @ chol.T), "mode+laplace"
+        return make_q(cls, z, jnp.full(d, 0.1, z.dtype), rank, key), jnp.asarray(0)
+    h = -jax.hessian(target.log_density)(z)
     diag = jnp.diag(h)
     good = jnp.isfinite(diag) & (diag > 0)
     scale = jnp.where(good, 1.0 / jnp.sqrt(jnp.where(good, diag, 1.0)), 0.1)
-    return make_q(cls, z, scale, rank, key), "mode+laplace-diagonal"
+    diagonal = make_q(cls, z, scale, rank, key)
+    if cls is not FullRankGaussian:
+        return diagonal, jnp.asarray(2)
+    chol = jnp.linalg.cholesky(jnp.linalg.inv(0.5 * (h + h.T)))
+    ok = jnp.all(jnp.isfinite(chol))
+    full = FullRankGaussian.from_covariance(z, jnp.where(ok, chol @ chol.T, jnp.eye(d, dtype=z.dtype)))
+    pick = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), full, diagonal)
+    return pick, jnp.where(ok, 1, 2)
 
 
-@jax.jit
 def _elbo64(target: Target, q: Family, key: Array) -> Array:
     """ELBO estimate from 64 draws (−inf if not finite)."""
     value = elbo(target, q, key, 64)

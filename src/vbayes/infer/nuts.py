@@ -10,7 +10,6 @@ import functools
 import time
 from typing import Any
 
-import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +28,8 @@ Array = jax.Array
 def _run_chains(target: Target, key: Array, init: Array, num_warmup: int, num_samples: int, target_accept: float):
     """Warm-up and sampling for each row of ``init`` ``(chains, d)``, vmapped; returns positions
     ``(chains, num_samples, d)``, divergences, integration steps, acceptance, step sizes, warm-up steps."""
+    import blackjax
+
     warmup = blackjax.window_adaptation(blackjax.nuts, target.log_density, target_acceptance_rate=target_accept)
 
     def one_chain(k, position):

@@ -12,7 +12,6 @@ identity, which is L-BFGS's own starting guess.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -59,8 +58,10 @@ def find_map(
     return _find_map(target, jnp.asarray(z0), whiten, max_iter, float(gtol), memory_size)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _find_map(target: Target, z0: Array, whiten: Any, max_iter: int, gtol: float, memory_size: int) -> ModeResult:
+def find_map_program(
+    target: Target, z0: Array, whiten: Any, max_iter: int, gtol: float, memory_size: int
+) -> ModeResult:
+    """:func:`find_map`'s search as a traceable function, for a compiled program that does more around it."""
     to_z = (lambda u: z0 + u) if whiten is None else (lambda u: z0 + whiten.solve_lt(u))
     loss = lambda u: -target.log_density(to_z(u))
     opt = optax.lbfgs(memory_size=memory_size)
@@ -99,3 +100,6 @@ def _find_map(target: Target, z0: Array, whiten: Any, max_iter: int, gtol: float
     z = to_z(u)
     grad_z = jax.grad(target.log_density)(z)  # reported in z's own coordinates
     return ModeResult(z, -value, grad_z, n, evals, trace, status)
+
+
+_find_map = jax.jit(find_map_program, static_argnums=(3, 4, 5))

@@ -15,7 +15,14 @@ prior precisions of least-squares targets are in :mod:`vbayes.linalg.precision`.
 """
 
 from vbayes.targets.builders import from_logdensity, from_loglik, from_numpyro
-from vbayes.targets.core import ParamSpec, Target, check_finite, check_initial_point, value_and_grad
+from vbayes.targets.core import (
+    ParamSpec,
+    Target,
+    check_finite,
+    check_initial_point,
+    raise_if_not_finite,
+    value_and_grad,
+)
 from vbayes.targets.least_squares import LeastSquaresParts, from_least_squares, least_squares_parts
 
 __all__ = [
@@ -24,6 +31,7 @@ __all__ = [
     "Target",
     "check_finite",
     "check_initial_point",
+    "raise_if_not_finite",
     "from_least_squares",
     "from_logdensity",
     "from_loglik",

@@ -175,23 +175,7 @@ def from_numpyro(model: Callable, *args: Any, **kwargs: Any) -> Target:
         check_finite(a, what=f"model argument {i}")
     for k, v in kwargs.items():
         check_finite(v, what=f"model argument {k!r}")
-    try:
-        with handlers.block(), handlers.seed(rng_seed=0):
-            trace = handlers.trace(model).get_trace(*args, **kwargs)
-    except Exception as e:  # the user's model failed on its own data: say so, with NumPyro's reason
-        raise VBayesError(f"the model could not be run with the given data: {type(e).__name__}: {e}") from e
-    specs = []
-    for site in trace.values():
-        if site["type"] != "sample" or site["is_observed"]:
-            continue
-        if site["fn"].support.is_discrete:
-            raise VBayesError(
-                f"latent site {site['name']!r} is discrete; vbayes targets need continuous latents "
-                "(marginalise it out or enumerate it in the model)"
-            )
-        shape = tuple(np.shape(site["value"]))
-        ushape = tuple(biject_to(site["fn"].support).inverse_shape(shape))
-        specs.append(ParamSpec(site["name"], shape, ushape))
+    specs = _latent_specs(model, args, kwargs)
     if not specs:
         raise VBayesError("the model has no latent sample sites: there is nothing to infer")
     frozen, arrays = split((tuple(args), dict(kwargs)))
@@ -199,3 +183,40 @@ def from_numpyro(model: Callable, *args: Any, **kwargs: Any) -> Target:
     target = Target(density, arrays, getattr(model, "__name__", "model"))
     check_scalar(target)
     return target
+
+
+def _latent_specs(model: Callable, args: tuple, kwargs: dict) -> list[ParamSpec]:
+    """The model's continuous latent sites in the order it samples them. The model is traced abstractly
+    (``jax.eval_shape``: nothing is computed or compiled); a model that cannot be traced so is run once."""
+
+    def sites() -> list[ParamSpec]:
+        with handlers.block(), handlers.seed(rng_seed=0):
+            trace = handlers.trace(model).get_trace(*args, **kwargs)
+        specs = []
+        for site in trace.values():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            if site["fn"].support.is_discrete:
+                raise VBayesError(
+                    f"latent site {site['name']!r} is discrete; vbayes targets need continuous latents "
+                    "(marginalise it out or enumerate it in the model)"
+                )
+            shape = tuple(np.shape(site["value"]))
+            ushape = tuple(biject_to(site["fn"].support).inverse_shape(shape))
+            specs.append(ParamSpec(site["name"], shape, ushape))
+        return specs
+
+    found: list[list[ParamSpec]] = []
+    try:
+        jax.eval_shape(lambda: found.append(sites()))
+        return found[0]
+    except VBayesError:
+        raise
+    except Exception:  # not traceable abstractly: run it, and report its own failure
+        pass
+    try:
+        return sites()
+    except VBayesError:
+        raise
+    except Exception as e:  # the user's model failed on its own data: say so, with NumPyro's reason
+        raise VBayesError(f"the model could not be run with the given data: {type(e).__name__}: {e}") from e

@@ -354,10 +354,16 @@ def value_and_grad(target: Target, z: Array) -> tuple[Array, Array]:
 def check_initial_point(target: Target, z: Array) -> None:
     """Raise, naming the parameter values, if log p̃ or its gradient is not finite at ``z``."""
     value, grad = value_and_grad(target, z)
-    if bool(jnp.isfinite(value)) and bool(jnp.all(jnp.isfinite(grad))):
+    raise_if_not_finite(target, z, value, grad)
+
+
+def raise_if_not_finite(target: Target, z: Array, value: Array, grad: Array) -> None:
+    """Raise, naming the parameter values, if ``value`` = log p̃(z) or ``grad`` = ∇ log p̃(z) is not finite."""
+    value, grad = np.asarray(value), np.asarray(grad)
+    if np.isfinite(value) and np.all(np.isfinite(grad)):
         return
     shown = {k: np.round(np.asarray(v), 4).tolist() for k, v in target.constrain(z).items()}
-    what = "log density" if not bool(jnp.isfinite(value)) else "gradient of the log density"
+    what = "log density" if not np.isfinite(value) else "gradient of the log density"
     raise VBayesError(
         f"the {what} of {target.name!r} is not finite ({float(value)}) at the initial point {shown}; "
         "check the model and data there: the log density must be finite wherever the parameters' declared support "
