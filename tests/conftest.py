@@ -1,31 +1,26 @@
 """Test configuration: float64 everywhere (closed-form comparisons need it), one persistent compilation cache
-for the whole run, and compiled code freed after every test module."""
+for the test runs, and compiled code freed after every test module."""
 
 import os
-import shutil
-import tempfile
+from pathlib import Path
 
-# One compilation cache for the run, shared by every test, every pytest-xdist worker and every `vbayes` command
-# the tests start: a program compiled once (the same model at the same shapes, in another module or another
-# process) is loaded, not compiled again. A fresh folder per run, so that each run starts cold and no run depends on
-# an earlier one; set VBAYES_CACHE_DIR yourself to keep one between runs. Set before vbayes is imported.
-_RUN_CACHE = None
+# One compilation cache for every test, every pytest-xdist worker and every `vbayes` command the tests start: a
+# program compiled once (the same model at the same shapes, in another module, another process or an earlier run) is
+# loaded, not compiled again. Compilation is most of a cold run's time, so a second run is several times faster. The
+# folder is $VBAYES_CACHE_DIR when set (point it at a new empty folder for a cold run), else the test cache next to
+# vbayes's own (~/.cache/vbayes/test-jax), kept apart so that the tests' thousands of programs never evict a user's.
+# JAX keys each entry by the program, the compile options and the JAX/XLA versions, and vbayes checksums it, so an
+# entry is either the same executable or not used (tests/test_compilation.py checks a cached fit is identical).
+# Set before vbayes is imported.
 if "VBAYES_CACHE_DIR" not in os.environ:
-    _RUN_CACHE = os.environ.get("VBAYES_TEST_RUN_CACHE") or tempfile.mkdtemp(prefix="vbayes-test-cache-")
-    os.environ["VBAYES_TEST_RUN_CACHE"] = _RUN_CACHE  # xdist workers inherit it from the controller
-    os.environ["VBAYES_CACHE_DIR"] = _RUN_CACHE
+    _base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    os.environ["VBAYES_CACHE_DIR"] = str(Path(_base) / "vbayes" / "test-jax")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # small programs too
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    """The controller (or a run without workers) removes the run's cache folder."""
-    if _RUN_CACHE is not None and not hasattr(session.config, "workerinput"):
-        shutil.rmtree(_RUN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="module")

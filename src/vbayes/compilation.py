@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import importlib
 import os
 import threading
 import time
@@ -206,6 +207,20 @@ def compile_ahead(jitted: Any, *args: Any) -> concurrent.futures.Future:
             pass
 
     return _AHEAD.submit(work)
+
+
+def import_ahead(*modules: str) -> None:
+    """Start importing ``modules`` (matplotlib, pandas, ArviZ: each 0.5–2.5 s) on a daemon thread, so that the
+    import overlaps compilation and compiled code, which run without the GIL. Python's per-module import locks
+    make a later ``import`` of the same module wait for it rather than load it twice; a failure is left for that
+    import to report."""
+
+    def load() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    threading.Thread(target=load, name="vbayes-import", daemon=True).start()
 
 
 # ----------------------------------------------------------------------------------------------------

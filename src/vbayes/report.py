@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from vbayes.outputs import save_figure, write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def running_mean(x: np.ndarray, window: int) -> np.ndarray:
@@ -38,13 +40,22 @@ def robust_ylim(trace: np.ndarray, smooth: np.ndarray) -> tuple[float, float] | 
     return float(lo - pad), float(hi + pad)
 
 
+def _new_figure(width: float, height: float, dpi: int = 100) -> Figure:
+    """A figure drawn by the Agg canvas, never a GUI backend (matplotlib is imported on first use)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def plot_trace(trace: np.ndarray, path: str | Path, title: str) -> Path:
     """Write the objective trace ``(steps,)`` to the PNG ``path``: each step's estimate (light), its running
     mean (dark), y-limits robust to the first steps; skipped (NaN) steps are left out. Returns the path."""
     trace = np.asarray(trace, dtype=np.float64).ravel()
     path = Path(path)
-    fig = Figure(figsize=(8, 4.5), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _new_figure(8, 4.5, dpi=110)
     ax = fig.add_subplot()
     steps = np.arange(1, trace.size + 1)
     if np.isfinite(trace).any():
@@ -80,12 +91,6 @@ def _method_draws(comparison, num_draws: int = 4000) -> dict[str, np.ndarray]:
         z = q.flat if hasattr(q, "flat") else r.fit.draws_unconstrained(num_draws, 7)
         out[r.method] = np.asarray(z)
     return out
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def plot_marginals(comparison, reference: np.ndarray | None, path: str | Path, max_panels: int = 12) -> Path:
@@ -203,8 +208,7 @@ def plot_mesh_fields(
     tri = Triangulation(points[:, 0], points[:, 1], triangles)
     n = max(len(fields), 1)
     aspect = np.ptp(points[:, 1]) / max(np.ptp(points[:, 0]), 1e-12)
-    fig = Figure(figsize=(3.6 * n, 3.6 * min(max(aspect, 0.6), 2.0) + 0.6), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _new_figure(3.6 * n, 3.6 * min(max(aspect, 0.6), 2.0) + 0.6, dpi=110)
     axes = np.atleast_1d(fig.subplots(1, n))
     for ax, (name, values) in zip(axes, fields.items(), strict=False):
         shaded = ax.tripcolor(tri, np.asarray(values, float), shading="gouraud", cmap="viridis")

@@ -11,11 +11,10 @@ import math
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +22,9 @@ from rich.table import Table
 
 from vbayes import Fit
 from vbayes.errors import VBayesError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def stdout() -> Console:
@@ -133,6 +135,8 @@ def print_verdict(console: Console, result: Fit) -> None:
 def summary_by_parameter(summary: pd.DataFrame, order: tuple[str, ...] = ()) -> pd.DataFrame:
     """Per named parameter (``x[0]``, ``x[1]``, … grouped as ``x``): its size, the median of its means, and the
     min / median / max of its sds; parameters named in ``order`` first, in that order."""
+    import pandas as pd
+
     base = summary.index.to_series().str.replace(r"\[.*\]$", "", regex=True)
     groups = summary.groupby(base.to_numpy(), sort=False)
     table = pd.DataFrame(

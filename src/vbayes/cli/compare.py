@@ -4,19 +4,29 @@ against a reference, say which to trust, and write the HTML report. Registered o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vbayes.cli.common import FLAGGED_EXIT, VERDICT_STYLE, enable_x64, safe_name, stdout, user_errors
+from vbayes.cli.common import (
+    FLAGGED_EXIT,
+    VERDICT_STYLE,
+    enable_x64,
+    safe_name,
+    stdout,
+    user_errors,
+)
 from vbayes.cli.loading import resolve_target
+from vbayes.compilation import import_ahead
 from vbayes.errors import MAX_SEED, VBayesError
 from vbayes.outputs import check_writable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COMPARE_COLUMNS = (
     ("wall_s", "wall s", "{:.1f}"),
@@ -57,6 +67,7 @@ def compare(
 ) -> None:
     """Compare methods on one target; print the table and the recommendation; write the HTML report."""
     enable_x64()
+    import_ahead("pandas", "blackjax", "arviz", "matplotlib.figure", "matplotlib.backends.backend_agg")
     from vbayes.compare import compare as run_compare
     from vbayes.report import write_compare_report
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -33,10 +32,14 @@ from vbayes.cli.common import (
     user_errors,
 )
 from vbayes.cli.loading import resolve_mesh, resolve_target
+from vbayes.compilation import import_ahead
 from vbayes.errors import MAX_SEED, VBayesError
 from vbayes.fit import Fit
 from vbayes.outputs import check_writable, write_atomic, write_json
 from vbayes.report import plot_mesh_fields, plot_trace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TARGET_HELP = (
     "TARGET is a built-in example name (see `vbayes examples`) or FILE.py:NAME.\n\n"
@@ -85,6 +88,7 @@ def fit(
 ) -> None:
     """Resolve TARGET, run the method, print the outcome, verdict and summary, write the report; see the help."""
     enable_x64()
+    import_ahead("pandas", "matplotlib.figure", "matplotlib.backends.backend_agg")
     with user_errors():
         chosen = registry.get(method)
         if checks not in ("default", "all", "none"):

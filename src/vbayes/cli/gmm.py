@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import pandas as pd
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -127,6 +126,8 @@ def gmm(
         console.print(table)
         # both files are made under temporary names first, then renamed together: a kill leaves one run's pair
         with staged(folder, ("components.csv", "gmm.png")) as tmp:
+            import pandas as pd
+
             pd.DataFrame(rows).to_csv(tmp["components.csv"], index=False)
             plot_mixture(X, model.weights_, model.means_, covs, model.lower_bounds_, tmp["gmm.png"])
         picture = folder / "gmm.png"

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from vbayes.errors import VBayesError
 
@@ -110,6 +109,8 @@ def _is_number(field: str) -> bool:
 def read_csv(path: str | os.PathLike, header: bool | None = None) -> np.ndarray:
     """The (N, D) float64 matrix in a numeric CSV. ``header``: whether the first line names the columns (None:
     detected, :func:`csv_has_header`). Non-numeric or missing values are errors naming their line and column."""
+    import pandas as pd
+
     path = existing_file(path)
     try:
         has_header = csv_has_header(path) if header is None else header

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vbayes.checks import verify
+from vbayes.compilation import import_ahead
 from vbayes.diagnostics import rhat_ess
 from vbayes.errors import VBayesError, is_count, is_fraction, is_positive, require
 from vbayes.families import Empirical
@@ -83,6 +84,7 @@ def nuts(
         ],
         "nuts",
     )
+    import_ahead("arviz")  # R-hat and ESS at the end: the import overlaps the sampling
     key = as_key(key)
     k_init, k_run = jax.random.split(key)
     init = jax.random.uniform(k_init, (chains, target.dim), minval=-init_radius, maxval=init_radius)

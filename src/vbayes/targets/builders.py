@@ -8,14 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
-from numpyro import handlers
-from numpyro.distributions import constraints as C
-from numpyro.distributions.transforms import biject_to
-from numpyro.infer.util import constrain_fn, potential_energy
 
 from vbayes.errors import VBayesError
 from vbayes.targets.core import (
@@ -24,28 +20,33 @@ from vbayes.targets.core import (
     ParamSpec,
     RowsDensity,
     Target,
+    biject_to,
     check_finite,
     check_scalar,
     split,
     unflatten,
 )
 
+if TYPE_CHECKING:
+    from numpyro.distributions.constraints import Constraint
+
 Array = jax.Array
 PyTree = Any
 
-_CONSTRAINT_NAMES: dict[str, C.Constraint] = {
-    "real": C.real,
-    "positive": C.positive,
-    "unit_interval": C.unit_interval,
-    "simplex": C.simplex,
-    "ordered": C.ordered_vector,
-    "ordered_vector": C.ordered_vector,
-    "positive_ordered": C.positive_ordered_vector,
-    "corr_cholesky": C.corr_cholesky,
-    "corr_matrix": C.corr_matrix,
-    "positive_definite": C.positive_definite,
-    "lower_cholesky": C.lower_cholesky,
-    "softplus_positive": C.softplus_positive,
+# Constraint names a user may pass as strings; NumPyro itself is imported when first needed.
+_CONSTRAINT_NAMES = {
+    "real": "real",
+    "positive": "positive",
+    "unit_interval": "unit_interval",
+    "simplex": "simplex",
+    "ordered": "ordered_vector",
+    "ordered_vector": "ordered_vector",
+    "positive_ordered": "positive_ordered_vector",
+    "corr_cholesky": "corr_cholesky",
+    "corr_matrix": "corr_matrix",
+    "positive_definite": "positive_definite",
+    "lower_cholesky": "lower_cholesky",
+    "softplus_positive": "softplus_positive",
 }
 
 
@@ -70,15 +71,22 @@ class _NumPyroDensity:
         return unflatten(self.specs, z)
 
     def constrain(self, z: Array, data: tuple) -> dict[str, Array]:
+        from numpyro.infer.util import constrain_fn
+
         args, kwargs = self.frozen.merge(data)
         return constrain_fn(self.model, args, kwargs, self.unconstrained(z), return_deterministic=True)
 
     def __call__(self, z: Array, data: tuple) -> Array:
+        from numpyro.infer.util import potential_energy
+
         args, kwargs = self.frozen.merge(data)
         return -potential_energy(self.model, args, kwargs, self.unconstrained(z))
 
 
-def as_constraint(c: Any, name: str) -> C.Constraint:
+def as_constraint(c: Any, name: str) -> Constraint:
+    """A NumPyro constraint from a name, a ``(low, high)`` pair, a constraint or ``None`` (real)."""
+    from numpyro.distributions import constraints as C
+
     if c is None:
         return C.real
     if isinstance(c, str):
@@ -87,7 +95,7 @@ def as_constraint(c: Any, name: str) -> C.Constraint:
                 f"unknown constraint {c!r} for parameter {name!r}; use one of {sorted(_CONSTRAINT_NAMES)} "
                 "or a numpyro.distributions.constraints object (e.g. constraints.interval(0, 1))"
             )
-        return _CONSTRAINT_NAMES[c]
+        return getattr(C, _CONSTRAINT_NAMES[c])
     if isinstance(c, tuple) and len(c) == 2:
         return C.interval(*c)
     if isinstance(c, C.Constraint):
@@ -188,6 +196,8 @@ def from_numpyro(model: Callable, *args: Any, **kwargs: Any) -> Target:
 def _latent_specs(model: Callable, args: tuple, kwargs: dict) -> list[ParamSpec]:
     """The model's continuous latent sites in the order it samples them. The model is traced abstractly
     (``jax.eval_shape``: nothing is computed or compiled); a model that cannot be traced so is run once."""
+
+    from numpyro import handlers
 
     def sites() -> list[ParamSpec]:
         with handlers.block(), handlers.seed(rng_seed=0):

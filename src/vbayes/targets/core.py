@@ -12,6 +12,7 @@ the minibatch form that :attr:`Target.n_rows` recognises), and the checks every 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +21,28 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.distributions.transforms import biject_to
 
 from vbayes.errors import VBayesError
 
 Array = jax.Array
 PyTree = Any
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _density_program(density: Callable, z: Array, data: tuple) -> Array:
+    """``density(z, data)`` as one compiled function, keyed by the (hashable) density and the shapes. Inside another
+    program it is traced once and reused: a fit's start, steps and checks, and the gradients and batches of them
+    JAX derives, all call this one trace instead of running the model's Python again (for a NumPyro model
+    each run of it costs ~0.1 s)."""
+    return density(z, data)
+
+
+def biject_to(constraint: Any) -> Any:
+    """NumPyro's bijection from unconstrained space onto ``constraint``'s support (NumPyro is imported
+    on first use, not with vbayes)."""
+    from numpyro.distributions.transforms import biject_to as numpyro_biject_to
+
+    return numpyro_biject_to(constraint)
 
 
 class ParamSpec(NamedTuple):
@@ -247,7 +264,7 @@ class Target:
 
     def log_density(self, z: Array) -> Array:
         """log p̃(z) for one flat unconstrained point ``z`` of shape ``(d,)``."""
-        return self.density(z, self.data)
+        return _density_program(self.density, z, self.data)
 
     def constrain(self, z: Array) -> dict[str, Array]:
         """Named constrained parameters (and NumPyro deterministic sites) at ``z`` of shape ``(d,)``."""

@@ -15,12 +15,20 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.distributions.transforms import biject_to
 
 from vbayes.errors import VBayesError
 from vbayes.linalg.precision import Precision, as_precision
 from vbayes.targets.builders import as_constraint
-from vbayes.targets.core import Frozen, ParamSpec, Target, check_finite, check_scalar, split, unflatten
+from vbayes.targets.core import (
+    Frozen,
+    ParamSpec,
+    Target,
+    biject_to,
+    check_finite,
+    check_scalar,
+    split,
+    unflatten,
+)
 
 Array = jax.Array
 PyTree = Any
