@@ -27,7 +27,7 @@ import importlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,16 +209,16 @@ def compile_ahead(jitted: Any, *args: Any) -> concurrent.futures.Future:
     return _AHEAD.submit(work)
 
 
-def import_ahead(*modules: str) -> None:
-    """Start importing ``modules`` (matplotlib, pandas, ArviZ: each 0.5–2.5 s) on a daemon thread, so that the
-    import overlaps compilation and compiled code, which run without the GIL. Python's per-module import locks
-    make a later ``import`` of the same module wait for it rather than load it twice; a failure is left for that
-    import to report."""
+def import_ahead(*modules: str | Callable[[], object]) -> None:
+    """Start importing ``modules`` (names, or functions that import: matplotlib, pandas, ArviZ cost 0.5–2.5 s each)
+    on a daemon thread, so that the import overlaps compilation and compiled code, which run without the GIL.
+    Python's per-module import locks make a later ``import`` of the same module wait for it rather than load it
+    twice; a failure is left for that import to report."""
 
     def load() -> None:
-        for name in modules:
+        for module in modules:
             with contextlib.suppress(Exception):
-                importlib.import_module(name)
+                module() if callable(module) else importlib.import_module(module)
 
     threading.Thread(target=load, name="vbayes-import", daemon=True).start()
 

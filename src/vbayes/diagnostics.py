@@ -8,6 +8,8 @@ the end of every VI fit (``fit.info.importance``).
 from __future__ import annotations
 
 import logging
+import warnings
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -15,12 +17,21 @@ import numpy as np
 from vbayes.errors import VBayesError
 
 
+def import_arviz() -> ModuleType:
+    """ArviZ, imported without the FutureWarning that its 0.x line prints once a day about the coming 1.x rewrite
+    (vbayes pins 0.x: the notice is about a version it does not use, and would otherwise appear in vbayes's output).
+    The filter added matches that notice only."""
+    warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
+    import arviz
+
+    return arviz
+
+
 def rhat_ess(chains: dict[str, np.ndarray]) -> tuple[Any, Any]:
     """ArviZ's rank-normalised split R-hat and bulk ESS of MCMC draws ``{name: (chains, draws, *shape)}``, as
     datasets by name. With one chain R-hat compares its two halves; ArviZ's log message that it wants two chains
     is kept from the user's terminal."""
-    import arviz as az
-
+    az = import_arviz()
     log = getattr(az, "_log", None) or logging.getLogger("arviz")  # ArviZ 0.x keeps its logger out of logging's tree
     level = log.level
     log.setLevel(logging.ERROR)

@@ -224,7 +224,9 @@ class Fit:
     def to_arviz(self, n: int = 1000, key: Array | int = 0):
         """An ``arviz.InferenceData`` with one chain of ``n`` draws from q (constrained); MCMC draws keep
         their chains, all of them. Its attributes name the method, the outcome and the verdict."""
-        import arviz as az
+        from vbayes.diagnostics import import_arviz
+
+        az = import_arviz()
 
         posterior = (
             self.draws_by_chain()

@@ -16,7 +16,7 @@ import numpy as np
 
 from vbayes.checks import verify
 from vbayes.compilation import import_ahead
-from vbayes.diagnostics import rhat_ess
+from vbayes.diagnostics import import_arviz, rhat_ess
 from vbayes.errors import VBayesError, is_count, is_fraction, is_positive, require
 from vbayes.families import Empirical
 from vbayes.fit import Fit, FitInfo, as_key
@@ -84,7 +84,7 @@ def nuts(
         ],
         "nuts",
     )
-    import_ahead("arviz")  # R-hat and ESS at the end: the import overlaps the sampling
+    import_ahead(import_arviz)  # R-hat and ESS at the end: the import overlaps the sampling
     key = as_key(key)
     k_init, k_run = jax.random.split(key)
     init = jax.random.uniform(k_init, (chains, target.dim), minval=-init_radius, maxval=init_radius)
