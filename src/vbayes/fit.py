@@ -8,6 +8,7 @@ evaluations, wall time), what ``trace`` traces, and carries the :class:`Verdict`
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vbayes.compilation import QUICK
 from vbayes.errors import VBayesError
 from vbayes.families import Empirical
 from vbayes.psis import ImportanceCheck
@@ -124,9 +126,10 @@ DRAW_BLOCK = 1024
 """Draws per compiled call of :meth:`Fit.draws` (one program per model and q, not one per number of draws)."""
 
 
-@jax.jit
+@functools.partial(jax.jit, compiler_options=QUICK)
 def _draw_block(target: Target | None, q: Any, key: Array, i: int) -> dict[str, Array]:
-    """Block ``i`` of :data:`DRAW_BLOCK` constrained draws from q."""
+    """Block ``i`` of :data:`DRAW_BLOCK` constrained draws from q (a few runs per summary: compiled without LLVM's
+    optimisations, which cost more to compile than they save here)."""
     k = jax.random.fold_in(key, i)
     if target is None:
         return q.draws(DRAW_BLOCK, k)
