@@ -12,6 +12,9 @@ from vbayes.outputs import save_figure, write_text
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+DRAWING_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_agg")
+"""What drawing a report imports (on first use; the commands import them ahead, while they compute)."""
+
 
 def running_mean(x: np.ndarray, window: int) -> np.ndarray:
     """Trailing mean of the finite values among the last ``window`` entries: ``(n,) -> (n,)``, NaN where none."""

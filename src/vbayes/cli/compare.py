@@ -25,6 +25,7 @@ from vbayes.compilation import import_ahead
 from vbayes.diagnostics import import_arviz
 from vbayes.errors import MAX_SEED, VBayesError
 from vbayes.outputs import check_writable
+from vbayes.report import DRAWING_MODULES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +69,7 @@ def compare(
 ) -> None:
     """Compare methods on one target; print the table and the recommendation; write the HTML report."""
     enable_x64()
-    import_ahead("pandas", "blackjax", import_arviz, "matplotlib.figure", "matplotlib.backends.backend_agg")
+    import_ahead("pandas", "blackjax", import_arviz, *DRAWING_MODULES)
     from vbayes.compare import compare as run_compare
     from vbayes.report import write_compare_report
 

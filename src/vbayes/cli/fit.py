@@ -36,7 +36,7 @@ from vbayes.compilation import import_ahead
 from vbayes.errors import MAX_SEED, VBayesError
 from vbayes.fit import Fit
 from vbayes.outputs import check_writable, write_atomic, write_json
-from vbayes.report import plot_mesh_fields, plot_trace
+from vbayes.report import DRAWING_MODULES, plot_mesh_fields, plot_trace
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,7 +88,7 @@ def fit(
 ) -> None:
     """Resolve TARGET, run the method, print the outcome, verdict and summary, write the report; see the help."""
     enable_x64()
-    import_ahead("pandas", "matplotlib.figure", "matplotlib.backends.backend_agg")
+    import_ahead("pandas", *DRAWING_MODULES)
     with user_errors():
         chosen = registry.get(method)
         if checks not in ("default", "all", "none"):
