@@ -116,3 +116,19 @@ def test_the_mixture_estimator_refuses_bad_arrays_by_name_or_fits_them(x):
     low, high = values.min(0), values.max(0)
     means = est.means_[est.weights_ > 1e-3]
     assert np.all(means >= low - 1e-6) and np.all(means <= high + 1e-6)  # component means are averages of rows
+
+
+@PROPERTY
+@given(seed=st.integers(min_value=-(2**63), max_value=2**63 - 1))
+def test_an_integer_seed_gives_the_key_jax_gives(seed):
+    from vbayes.fit import as_key
+
+    assert np.array_equal(np.asarray(as_key(seed)), np.asarray(jax.random.PRNGKey(seed)))
+
+
+def test_a_seed_beyond_64_bits_is_a_clear_error():
+    from vbayes.fit import as_key
+
+    for seed in (2**63, -(2**63) - 1, 2**64):  # JAX itself overflows on 2**63 and up
+        with pytest.raises(VBayesError, match="signed 64-bit"):
+            as_key(seed)

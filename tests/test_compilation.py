@@ -53,14 +53,15 @@ _LATER = (
 
 def test_a_first_fit_compiles_a_handful_of_programs_and_a_second_process_loads_them(tmp_path):
     """Everything a fit does runs in a few compiled programs (the start, the steps, the checks), not in dozens of
-    eagerly compiled operations: in a fresh process, those and the two that make a key from a seed; for a model of
+    eagerly compiled operations: in a fresh process, those and the one that stages a key (a seed's key is made on the
+    host, without a program of its own: ``fit.as_key``); for a model of
     a new layout later, the four that depend on it. A second process on the same cache folder loads every program
     instead of compiling it, and gets the same fit to the last bit."""
     env = {"VBAYES_CACHE_DIR": str(tmp_path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     lines = _run(_FIT + _LATER, env).stdout.strip().splitlines()
     first, later = json.loads(lines[-2]), json.loads(lines[-1])
     per_layout = ["jit(_start)", "jit(_init_state)", "jit(run)", "jit(_ratio_draws)"]
-    assert sorted(first["names"]) == sorted(["jit(stage)", "jit(_threefry_seed)", "jit(_keys)", *per_layout])
+    assert sorted(first["names"]) == sorted(["jit(stage)", "jit(_keys)", *per_layout])
     assert sorted(later) == sorted(per_layout)
     assert first["compiled"] == first["programs"] > 0 and first["hits"] == 0 and first["trusted"]
     stored = list(tmp_path.glob("*-cache"))
