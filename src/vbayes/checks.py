@@ -21,7 +21,9 @@ with the posterior's as far as importance sampling from the fit can tell.
                 a q sitting inside a funnel, a mode that is not the mean, sds that are too small.
 ``restarts``    (opt-in: costs a second fit) a fit from another seed agrees: means within 0.1 sd, sds within 10%.
 ``monotone``    (CAVI, EM) the objective never fell between iterations (beyond rounding).
-``divergences`` (NUTS) no divergent transitions.
+``divergences`` (NUTS) no divergent transitions in the run kept (the message gives their fraction of the draws).
+                A run with a few (≤ 1%) is rerun by :func:`vbayes.nuts` with a higher target_accept; a clean rerun
+                is only a *note*, naming the first run's divergences.
 ``rhat``        (NUTS) rank-normalised R-hat < 1.01 on every coordinate.
 ============== ====================================================================================================
 
@@ -341,11 +343,27 @@ def _restarts(fit: Fit, refit: Callable[[Array], Fit] | None, key: Array) -> Che
 
 
 def _divergences(fit: Fit) -> Check:
-    n = int(fit.info.extra.get("divergences", 0))
-    if n:
-        draws = int(np.prod(fit.q.samples.shape[:2]))
-        return Check("divergences", "flag", f"{n} divergent transitions ({n / draws:.2%} of the draws)", float(n))
-    return Check("divergences", "pass", "no divergent transitions", 0.0)
+    """Flags divergent transitions in the run NUTS kept, with their fraction of the draws. A clean run kept after a
+    rerun (``extra["reruns"]``: one record per run) is a *note*: trusted, with the first run's divergences shown."""
+    extra = fit.info.extra
+    n = int(extra.get("divergences", 0))
+    fraction = float(extra.get("divergence_fraction", n / max(int(np.prod(fit.q.samples.shape[:2])), 1)))
+    found = f"{n} divergent transitions ({fraction:.2%} of the draws)" if n else "no divergent transitions"
+    runs = extra.get("reruns") or []
+    if len(runs) < 2:
+        return Check("divergences", "flag" if n else "pass", found, float(n))
+    first, last = runs[0], runs[-1]
+    if extra.get("num_warmup") == first["num_warmup"]:  # every rerun warms up longer: the first run was kept
+        message = (
+            f"{found} in the first run, at target_accept {first['target_accept']:g}; a rerun at "
+            f"{last['target_accept']:g} with {last['num_warmup']} warm-up steps had {last['divergences']}"
+        )
+    else:
+        message = (
+            f"{found} after a rerun at target_accept {extra['target_accept']:g} with {extra['num_warmup']} warm-up "
+            f"steps (the first run, at {first['target_accept']:g}, had {first['divergences']})"
+        )
+    return Check("divergences", "flag" if n else "note", message, float(n))
 
 
 def _rhat(fit: Fit) -> Check:

@@ -174,6 +174,8 @@ def compare(
 
 
 def _recommend(results: list[MethodResult]) -> tuple[str, str]:
+    """(method, reason): the trusted VI method with the fewest gradient evaluations, else NUTS unless it flags
+    itself (with its caveat when it is trusted only after a rerun), else ``"none"``."""
     vi = [r for r in results if not isinstance(r.fit.q, Empirical)]
     passing = sorted((r for r in vi if r.trusted), key=lambda r: r.grad_evals)
     nuts = [r for r in results if isinstance(r.fit.q, Empirical)]
@@ -194,4 +196,9 @@ def _recommend(results: list[MethodResult]) -> tuple[str, str]:
             "reparameterise the model (e.g. non-centre it) or rerun NUTS longer with a higher target_accept"
         )
         return "none", why
+    if nuts and nuts[0].trusted:
+        why += "; NUTS is recommended: its own checks pass"
+        caveat = nuts[0].fit.verdict.check("divergences")
+        if caveat is not None and caveat.status == "note":
+            why += f", with a caveat: {caveat.message}"
     return "nuts", why
