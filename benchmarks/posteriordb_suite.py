@@ -13,10 +13,14 @@ For every posterior (``vbayes.examples.posteriordb.POSTERIORS``; ``--quick``: 3 
    **caught** (inaccurate and flagged), **silent** (inaccurate and trusted: the failure the verdict exists to
    prevent) or **false alarm** (accurate but flagged), at the single-fit level and with restarts; with the cost
    of its checks as a fraction of the fit's own wall time and gradient evaluations.
-2. NumPyro's defaults on the same log density in the same unconstrained space: a model with one
-   ``ImproperUniform`` site ``z`` of dimension d and ``numpyro.factor("lp", target.log_density(z))``,
-   ``AutoNormal`` + ``Trace_ELBO`` + ``Adam(0.01)``, ``svi.run(key, 10000, progress_bar=False)``, then 4,000
-   draws of the guide compared with ``compare_draws`` against the reference mapped by ``to_unconstrained``.
+2. The anchors' defaults on the same log density in the same unconstrained space, each scored by 4,000 draws
+   compared with ``compare_draws`` against the reference mapped by ``to_unconstrained``:
+   NumPyro (a model with one ``ImproperUniform`` site ``z`` of dimension d and
+   ``numpyro.factor("lp", target.log_density(z))``, ``Trace_ELBO``, ``svi.run(key, 10000, progress_bar=False)``):
+   ``AutoNormal`` with ``Adam(0.01)``; ``AutoIAFNormal`` and ``AutoBNAFNormal`` with their default sizes and
+   ``Adam(0.003)`` (the learning rate of NumPyro's NeuTra example; 0.01 diverges on flows more often);
+   BlackJAX's ``multipathfinder`` with its defaults (4 paths from uniform draws in [−2, 2]^d, as vbayes starts
+   them; ``maxiter`` 30, 200 draws per path), its draws resampled by its PSIS weights.
 
 Raw results go to ``benchmarks/.cache/posteriordb_suite.json`` (rewritten after every posterior).
 """
@@ -49,7 +53,8 @@ from vbayes.compare import compare  # noqa: E402
 from vbayes.diagnostics import compare_draws  # noqa: E402
 from vbayes.examples.posteriordb import POSTERIORS, load_reference, posteriordb_target, to_unconstrained  # noqa: E402
 
-METHODS = ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace", "nuts")
+METHODS = ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace", "pathfinder", "nuts")
+GUIDES = ("normal", "iaf", "bnaf")
 QUICK = ("eight_schools-eight_schools_noncentered", "kidiq-kidscore_momiq", "sblri-blr")
 NUMPYRO_STEPS = 10_000
 NUM_DRAWS = 4000
@@ -101,29 +106,51 @@ def run_vbayes(target, key: int = 0) -> dict[str, Any]:
     return {"methods": rows, "recommended": cmp.recommended, "reason": cmp.reason, "compare_wall_s": total}
 
 
-def run_numpyro(target, ref_z: np.ndarray, key: int = 0) -> dict[str, Any]:
+def run_numpyro(target, ref_z: np.ndarray, key: int = 0, guide_name: str = "normal") -> dict[str, Any]:
+    from numpyro.infer.autoguide import AutoBNAFNormal, AutoIAFNormal
+
     d = target.dim
 
     def model():
         z = numpyro.sample("z", dist.ImproperUniform(constraints.real, (), (d,)))
         numpyro.factor("lp", target.log_density(z))
 
-    guide = AutoNormal(model)
-    svi = SVI(model, guide, numpyro.optim.Adam(0.01), Trace_ELBO())
+    guide = {"normal": AutoNormal, "iaf": AutoIAFNormal, "bnaf": AutoBNAFNormal}[guide_name](model)
+    lr = 0.01 if guide_name == "normal" else 0.003
+    svi = SVI(model, guide, numpyro.optim.Adam(lr), Trace_ELBO())
     t0 = time.perf_counter()
     result = svi.run(jax.random.PRNGKey(key), NUMPYRO_STEPS, progress_bar=False)
     draws = guide.sample_posterior(jax.random.PRNGKey(key + 1), result.params, sample_shape=(NUM_DRAWS,))["z"]
     draws = np.asarray(jax.block_until_ready(draws))
     wall = time.perf_counter() - t0
     row: dict[str, Any] = {
-        "method": "numpyro-autonormal",
+        "method": f"numpyro-auto{guide_name}",
         "grad_evals": NUMPYRO_STEPS,
         "wall_s": wall,
-        "khat": None,
-        "trusted": None,
-        "flags": "",
         "final_loss": _float(result.losses[-1]),
     }
+    return _score(row, draws, ref_z, target)
+
+
+def run_blackjax_pathfinder(target, ref_z: np.ndarray, key: int = 0, num_paths: int = 4) -> dict[str, Any]:
+    import blackjax
+
+    algo = blackjax.multipathfinder(target.log_density)
+    k_init, k_run, k_draw = jax.random.split(jax.random.PRNGKey(key), 3)
+    t0 = time.perf_counter()
+    inits = jax.random.uniform(k_init, (num_paths, target.dim), minval=-2.0, maxval=2.0)
+    state, _ = algo.init(k_run, inits)
+    draws = np.asarray(jax.block_until_ready(algo.sample(k_draw, state, NUM_DRAWS)))
+    wall = time.perf_counter() - t0
+    # BlackJAX's default maxiter is 30: at most 30 L-BFGS iterations (≥ 2 gradients each) and 31 × 200 ELBO draws
+    # per path, plus 200 draws per path for the weights
+    evals = num_paths * (30 * 2 + 31 * 200 + 200)
+    return _score({"method": "blackjax-pathfinder", "grad_evals": evals, "wall_s": wall}, draws, ref_z, target)
+
+
+def _score(row: dict[str, Any], draws: np.ndarray, ref_z: np.ndarray, target) -> dict[str, Any]:
+    """An anchor's row: no verdict of its own (trusted None), accuracy of its draws against the reference."""
+    row.update(khat=None, trusted=None, flags="")
     if not np.all(np.isfinite(draws)):
         row.update(accurate=False, w1_mean=None, w1_max=None, mean_error_max=None, sd_ratio_min=None)
         row.update(sd_ratio_max=None, flags="non-finite draws")
@@ -168,7 +195,7 @@ def table(results: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
-        for row in [*res["vbayes"]["methods"], res["numpyro"]]:
+        for row in [*res["vbayes"]["methods"], *_anchors(res)]:
             name = row["method"] + (" **(rec.)**" if row["method"] == res["vbayes"]["recommended"] else "")
             sd = f"{_fmt(row['sd_ratio_min'], '.2f')}–{_fmt(row['sd_ratio_max'], '.2f')}"
             if row["trusted"] is None:
@@ -187,6 +214,11 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"{row['wall_s']:.1f} |"
             )
     return "\n".join(lines)
+
+
+def _anchors(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """The anchors' rows of one posterior (runs saved before the flows and Pathfinder had only NumPyro's)."""
+    return res.get("anchors", [res["numpyro"]] if "numpyro" in res else [])
 
 
 def verdict_summary(results: list[dict[str, Any]]) -> str:
@@ -249,7 +281,7 @@ def summary(results: list[dict[str, Any]]) -> str:
     wins, detail = 0, []
     for res in results:
         mf = next(r for r in res["vbayes"]["methods"] if r["method"] == "advi-meanfield")["w1_mean"]
-        npy = res["numpyro"]["w1_mean"]
+        npy = next(r for r in _anchors(res) if r["method"] == "numpyro-autonormal")["w1_mean"]
         win = mf is not None and (npy is None or mf < npy)
         wins += win
         detail.append(f"{_short(res['posterior'])} {_fmt(mf)} vs {_fmt(npy)}")
@@ -311,7 +343,8 @@ def main() -> None:
         ref_z = np.asarray(to_unconstrained(name, load_reference(name).pooled))
         res: dict[str, Any] = {"posterior": name, "dim": target.dim}
         res["vbayes"] = run_vbayes(target)
-        res["numpyro"] = run_numpyro(target, ref_z)
+        res["anchors"] = [run_numpyro(target, ref_z, guide_name=g) for g in GUIDES]
+        res["anchors"].append(run_blackjax_pathfinder(target, ref_z))
         results.append(res)
         print(
             f"[{time.perf_counter() - t_all:7.1f} s] {name}: recommended {res['vbayes']['recommended']} "

@@ -32,7 +32,8 @@ OPTIONS = {
     "laplace-dense": ["max_iter", "gtol", "eig_floor", "batch_size", "polish_steps", "dense_max_dim"],
     "laplace-lowrank": ["rank", "eig_tol", "krylov_dim"],
     "laplace-diag": ["exact_diag_max", "diag_probes"],
-    "nuts": ["chains", "num_warmup", "num_samples", "target_accept", "init_radius"],
+    "nuts": ["chains", "num_warmup", "num_samples", "target_accept", "init_radius", "reruns"],
+    "pathfinder": ["num_paths", "max_iter", "history", "num_elbo_draws", "num_draws", "init_radius"],
     "cavi": ["tol", "max_iter", "scale", "chunk_size", "n_threads"],
     "svi": ["batch_size", "learning_offset", "learning_decay", "tol", "max_epochs", "eval_size", "chunk_size"],
 }
@@ -40,6 +41,7 @@ BUDGET = {
     "advi-meanfield": {"max_steps": 200},
     "advi-lowrank": {"max_steps": 200},
     "nuts": {"chains": 1, "num_warmup": 30, "num_samples": 30},
+    "pathfinder": {"num_paths": 2, "max_iter": 20},
     "svi": {"max_epochs": 3.0},
 }
 VALUES = st.one_of(

@@ -11,6 +11,7 @@ from vbayes.families import (
     LowRankGaussian,
     MeanFieldGaussian,
     PointMass,
+    QuasiNewtonGaussian,
     kl,
     kl_to_standard_normal,
 )
@@ -25,10 +26,16 @@ def _random_family(kind: str, seed: int):
         return MeanFieldGaussian(loc, 0.5 * jax.random.normal(k[1], (D,)))
     if kind == "fullrank":
         return FullRankGaussian(loc, 0.5 * jax.random.normal(k[1], (D, D)))
+    if kind == "quasinewton":  # Σ = diag(α) + βγβᵀ with an indefinite γ (as L-BFGS's is), Σ positive definite
+        beta = 0.6 * jax.random.normal(k[1], (D, 3))
+        gamma = jnp.diag(jnp.array([0.8, -0.3, 0.5])) + 0.1
+        q = QuasiNewtonGaussian(loc, jnp.exp(0.3 * jax.random.normal(k[2], (D,))) + 0.5, beta, gamma)
+        assert np.linalg.eigvalsh(np.asarray(gamma)).min() < 0 < np.linalg.eigvalsh(np.asarray(q.covariance())).min()
+        return q
     return LowRankGaussian(loc, 0.5 * jax.random.normal(k[1], (D,)), 0.7 * jax.random.normal(k[2], (D, 2)))
 
 
-KINDS = ["meanfield", "fullrank", "lowrank"]
+KINDS = ["meanfield", "fullrank", "lowrank", "quasinewton"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -109,3 +116,63 @@ def test_full_rank_from_covariance_roundtrip():
     cov = a @ a.T + np.eye(D)
     q = FullRankGaussian.from_covariance(jnp.ones(D), jnp.asarray(cov))
     np.testing.assert_allclose(q.covariance(), cov, rtol=1e-10)
+
+
+def test_quasi_newton_draws_and_density_are_blackjaxs():
+    """The same ε as BlackJAX's ``bfgs_sample`` for the same key, and the density it reports for them."""
+    from blackjax.optimizers.lbfgs import bfgs_sample
+
+    q = _random_family("quasinewton", 4)
+    key = jax.random.PRNGKey(8)
+    grad = jnp.zeros(D)  # BlackJAX centres at position + Σ·grad: zero gradient, centre = position
+    theirs, their_logq = bfgs_sample(key, 7, q.loc, grad, q.alpha, q.beta, q.gamma)
+    ours = q.sample(key, 7)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
+    np.testing.assert_allclose(q.log_prob(ours), their_logq, rtol=1e-10)
+
+
+def _mixture():
+    from vbayes.mixtures import Mixture
+
+    parts = [_random_family("fullrank", s) for s in (20, 21, 22)]
+    return Mixture.of(parts, jnp.log(jnp.array([0.2, 0.5, 0.3]))), parts, np.array([0.2, 0.5, 0.3])
+
+
+def test_mixture_density_and_moments_are_the_weighted_components():
+    q, parts, w = _mixture()
+    z = np.random.default_rng(1).normal(size=(6, D))
+    dens = sum(
+        wk * stats.multivariate_normal(np.asarray(p.loc), np.asarray(p.covariance())).pdf(z)
+        for wk, p in zip(w, parts, strict=True)
+    )
+    np.testing.assert_allclose(q.log_prob(jnp.asarray(z)), np.log(dens), rtol=1e-10)
+    np.testing.assert_allclose(q.log_prob(jnp.asarray(z[0])), np.log(dens[0]), rtol=1e-10)
+    mean = sum(wk * np.asarray(p.loc) for wk, p in zip(w, parts, strict=True))
+    second = sum(wk * (np.asarray(p.covariance()) + np.outer(p.loc, p.loc)) for wk, p in zip(w, parts, strict=True))
+    np.testing.assert_allclose(q.mean, mean, rtol=1e-10)
+    np.testing.assert_allclose(q.covariance(), second - np.outer(mean, mean), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(q.marginal_sd(), np.sqrt(np.diag(second - np.outer(mean, mean))), rtol=1e-10)
+    with pytest.raises(NotImplementedError, match="no closed form"):
+        q.entropy()
+
+
+def test_mixture_draws_pick_components_by_weight():
+    q, _, _ = _mixture()
+    z = np.asarray(q.sample(jax.random.PRNGKey(5), 200_000))
+    sd = np.asarray(q.marginal_sd())
+    np.testing.assert_array_less(np.abs(z.mean(0) - q.mean) / sd, 0.012)
+    np.testing.assert_allclose(z.std(0) / sd, 1.0, atol=0.01)
+
+
+def test_a_dropped_component_with_nan_parameters_changes_nothing():
+    from vbayes.mixtures import Mixture
+
+    q, parts, _ = _mixture()
+    broken = FullRankGaussian(jnp.full(D, jnp.nan), jnp.full((D, D), jnp.nan))
+    dropped = Mixture.of(parts + [broken], jnp.log(jnp.array([0.2, 0.5, 0.3, 0.0])))
+    z = jnp.asarray(np.random.default_rng(2).normal(size=(5, D)))
+    np.testing.assert_allclose(dropped.log_prob(z), q.log_prob(z), rtol=1e-12)
+    np.testing.assert_allclose(dropped.mean, q.mean, rtol=1e-12)
+    np.testing.assert_allclose(dropped.marginal_sd(), q.marginal_sd(), rtol=1e-12)
+    np.testing.assert_allclose(dropped.covariance(), q.covariance(), rtol=1e-12)
+    assert np.all(np.isfinite(np.asarray(dropped.sample(jax.random.PRNGKey(0), 1000))))

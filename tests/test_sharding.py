@@ -84,7 +84,9 @@ EIGHT_DEVICES = textwrap.dedent(
     loglik = lambda p, d: jnp.sum(d["y"] * (d["X"] @ p["beta"]) - jnp.logaddexp(0.0, d["X"] @ p["beta"]))
     target = vbayes.from_loglik(loglik, {"beta": np.zeros(3)}, data={"X": Xd, "y": y},
                                 log_prior=lambda p: -0.5 * jnp.sum(p["beta"] ** 2))
-    opt = A.default_optimizer()
+    from vbayes.infer.preconditioner import default_optimizer
+
+    opt = default_optimizer()
     st = A.init_state(MeanFieldGaussian.init(jnp.zeros(3), jnp.full(3, 0.1)), opt)
     step = A.build_step(elbo_stl, opt, 1)
     batch, key = target.take(jnp.arange(256) * 7), jax.random.PRNGKey(3)

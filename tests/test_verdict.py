@@ -126,7 +126,14 @@ def _contract(fit: Fit, names: tuple[str, ...]) -> None:
     assert fit.name in repr(fit) and fit.verdict.status in repr(fit)
 
 
-@pytest.mark.parametrize("method", [m for m in methods.METHODS if m not in ("laplace-ggn",)])
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(m, marks=pytest.mark.slow) if m in ("advi-flow", "advi-maf") else m  # flows: 15 s each
+        for m in methods.METHODS
+        if m not in ("laplace-ggn",)
+    ],
+)
 def test_every_registered_method_honours_the_contract_on_linear_regression(method):
     options = {"num_warmup": 200, "num_samples": 200} if method == "nuts" else {}
     fit = methods.fit(linear_regression(), method, **options)

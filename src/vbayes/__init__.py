@@ -15,12 +15,15 @@ from vbayes.families import (
     LowRankPrecisionGaussian,
     MeanFieldGaussian,
     PointMass,
+    QuasiNewtonGaussian,
     kl,
 )
 from vbayes.fit import Fit, FitInfo
 from vbayes.infer.advi import advi
 from vbayes.infer.laplace import laplace
 from vbayes.infer.nuts import nuts
+from vbayes.infer.pathfinder import pathfinder
+from vbayes.mixtures import Mixture
 from vbayes.targets import Target, from_least_squares, from_logdensity, from_loglik, from_numpyro
 
 __all__ = [
@@ -30,13 +33,16 @@ __all__ = [
     "LowRankGaussian",
     "LowRankPrecisionGaussian",
     "MeanFieldGaussian",
+    "Mixture",
     "PointMass",
+    "QuasiNewtonGaussian",
     "Target",
     "VBayesError",
     "VariationalGaussianMixture",
     "advi",
     "laplace",
     "nuts",
+    "pathfinder",
     "from_least_squares",
     "from_logdensity",
     "from_loglik",

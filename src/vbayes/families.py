@@ -255,7 +255,60 @@ class LowRankPrecisionGaussian(NamedTuple):
         return self.covariance_matvec(jnp.eye(d, dtype=self.loc.dtype))
 
 
-Gaussian = MeanFieldGaussian | FullRankGaussian | LowRankGaussian | LowRankPrecisionGaussian
+class QuasiNewtonGaussian(NamedTuple):
+    """q = N(loc, Σ), Σ = diag(α) + β γ βᵀ: the L-BFGS inverse-Hessian estimate that Pathfinder builds (Zhang et
+    al. 2022, eq. II.1). ``loc``, ``alpha``: ``(d,)``; ``beta``: ``(d, m)``; ``gamma``: ``(m, m)`` symmetric, not
+    necessarily positive (Σ is, when the path's curvature pairs are). With Q R = β/√α (thin QR) and
+    L = chol(I + R γ Rᵀ), Σ^{1/2} = diag(√α)(I + Q (L − I) Qᵀ): draws, log density and marginal sds cost
+    O(d m²), and no d×d matrix is formed except in :meth:`covariance`. Draws are those of BlackJAX's
+    ``bfgs_sample`` for the same key (the same ε)."""
+
+    loc: Array
+    alpha: Array
+    beta: Array
+    gamma: Array
+
+    @property
+    def mean(self) -> Array:
+        return self.loc
+
+    def _factors(self) -> tuple[Array, Array]:
+        """Q ``(d, m')`` and L ``(m', m')``."""
+        q, r = jnp.linalg.qr(self.beta / jnp.sqrt(self.alpha)[:, None], mode="reduced")
+        return q, jnp.linalg.cholesky(jnp.eye(r.shape[0], dtype=r.dtype) + r @ self.gamma @ r.T)
+
+    def _half_log_det(self, chol: Array) -> Array:
+        return 0.5 * jnp.sum(jnp.log(self.alpha)) + jnp.sum(jnp.log(jnp.diag(chol)))
+
+    def sample(self, key: Array, n: int) -> Array:
+        q, chol = self._factors()
+        eps = jax.random.normal(key, (n,) + self.loc.shape, self.loc.dtype)
+        lift = (eps @ q) @ (chol - jnp.eye(chol.shape[0], dtype=chol.dtype)).T @ q.T
+        return self.loc + jnp.sqrt(self.alpha) * (lift + eps)
+
+    def log_prob(self, z: Array) -> Array:
+        """ε = (I + Q(L⁻¹ − I)Qᵀ)(z − loc)/√α; log q = −½|ε|² − ½ log|Σ| − d/2 log 2π; shape ``z.shape[:-1]``."""
+        q, chol = self._factors()
+        v = (z - self.loc) / jnp.sqrt(self.alpha)
+        c = v @ q
+        c_solved = solve_triangular(chol, c.reshape(-1, c.shape[-1]).T, lower=True).T.reshape(c.shape)
+        eps = v + (c_solved - c) @ q.T
+        return -0.5 * jnp.sum(eps**2, -1) - self._half_log_det(chol) - 0.5 * self.loc.shape[-1] * _LOG_2PI
+
+    def entropy(self) -> Array:
+        return _gaussian_entropy(self.loc.shape[-1], self._half_log_det(self._factors()[1]))
+
+    def marginal_sd(self) -> Array:
+        """√(α ⊙ diag(I + Q(LLᵀ − I)Qᵀ))."""
+        q, chol = self._factors()
+        middle = chol @ chol.T - jnp.eye(chol.shape[0], dtype=chol.dtype)
+        return jnp.sqrt(self.alpha * (1.0 + jnp.sum((q @ middle) * q, -1)))
+
+    def covariance(self) -> Array:
+        return jnp.diag(self.alpha) + self.beta @ self.gamma @ self.beta.T
+
+
+Gaussian = MeanFieldGaussian | FullRankGaussian | LowRankGaussian | LowRankPrecisionGaussian | QuasiNewtonGaussian
 Family = PointMass | Gaussian
 
 FAMILIES: dict[str, type] = {

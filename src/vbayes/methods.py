@@ -7,10 +7,12 @@ of its own checks. A method is added by adding a row to :data:`METHODS`.
 ============== ==================================================================================================
 name           what it runs
 ============== ==================================================================================================
-advi-*         :func:`vbayes.advi` with the family named (``meanfield``, ``fullrank``, ``lowrank``, ``pointmass``)
+advi-*         :func:`vbayes.advi` with the family named (``meanfield``, ``fullrank``, ``lowrank``, ``pointmass``, and
+               the normalizing flows ``flow`` (affine coupling) and ``maf`` (masked autoregressive))
 advi           the same with the default family
 laplace-*      :func:`vbayes.laplace` with the curvature named (``dense``, ``diag``, ``lowrank``, ``ggn``)
 laplace        the same with the curvature chosen from the dimension
+pathfinder     :func:`vbayes.pathfinder`: multi-path Pathfinder, q a mixture of the paths' Gaussians
 nuts           :func:`vbayes.nuts`, the reference sampler
 cavi, svi      coordinate ascent and stochastic VI on the target's conjugate form (``target.conjugate``)
 em, map-em     the same engine with q(β) a point mass (maximum likelihood, MAP)
@@ -59,6 +61,13 @@ def _laplace(curvature: str) -> Callable[..., Fit]:
     return run
 
 
+def _pathfinder(target: Target, *, key: Any = 0, checks: Any = "default", progress: bool = False, **options) -> Fit:
+    """(``progress`` is ADVI's: Pathfinder is one compiled program, with nothing to report while it runs.)"""
+    from vbayes.infer.pathfinder import pathfinder
+
+    return pathfinder(target, key=key, checks=checks, **options)
+
+
 def _nuts(target: Target, *, key: Any = 0, checks: Any = "default", **options) -> Fit:
     from vbayes.infer.nuts import nuts
 
@@ -90,6 +99,8 @@ METHODS: dict[str, Method] = {
         Method("advi-meanfield", "ADVI, mean-field Gaussian q", "vi", _advi("meanfield"), "max_steps"),
         Method("advi-fullrank", "ADVI, full-rank Gaussian q", "vi", _advi("fullrank"), "max_steps"),
         Method("advi-lowrank", "ADVI, diagonal plus low-rank Gaussian q", "vi", _advi("lowrank"), "max_steps", "rank"),
+        Method("advi-flow", "ADVI, affine-coupling normalizing flow (RealNVP)", "vi", _advi("flow"), "max_steps"),
+        Method("advi-maf", "ADVI, masked autoregressive flow", "vi", _advi("maf"), "max_steps"),
         Method("advi-pointmass", "MAP by stochastic gradients (q a point mass)", "vi", _advi("pointmass"), "max_steps"),
         Method(
             "laplace", "Laplace, curvature chosen from the dimension", "laplace", _laplace("auto"), "max_iter", "rank"
@@ -105,6 +116,7 @@ METHODS: dict[str, Method] = {
             "rank",
         ),
         Method("laplace-ggn", "Laplace, prior + low-rank Gauss-Newton", "laplace", _laplace("ggn"), "max_iter", "rank"),
+        Method("pathfinder", "multi-path Pathfinder (L-BFGS path Gaussians)", "vi", _pathfinder, "max_iter"),
         Method("nuts", "NUTS (BlackJAX), the reference sampler", "mcmc", _nuts, "num_samples"),
         Method("cavi", "coordinate-ascent VB on the conjugate form", "conjugate", _conjugate("cavi", "vb"), "max_iter"),
         Method("svi", "stochastic VI on the conjugate form", "conjugate", _conjugate("svi", "vb"), "max_epochs"),

@@ -31,13 +31,15 @@ import optax
 from vbayes.checks import ratio_draws_args, support_message, verify
 from vbayes.checks import resolve as resolve_checks
 from vbayes.compilation import QUICK, compile_ahead
-from vbayes.errors import VBayesError, is_count, is_positive, is_real, require
+from vbayes.errors import VBayesError
 from vbayes.families import FAMILIES, Family
 from vbayes.fit import Fit, FitInfo, as_key
+from vbayes.flows import FLOWS, Flow, build_flow
+from vbayes.infer.advi_config import ADVIConfig
 from vbayes.infer.initial import initial_q, make_q
-from vbayes.infer.preconditioner import default_optimizer
+from vbayes.infer.preconditioner import OPTIMIZERS, register_optimizer
 from vbayes.infer.progress import ChunkProgress
-from vbayes.objectives import OBJECTIVES, Objective
+from vbayes.objectives import Objective, objective_for
 from vbayes.targets import Target, value_and_grad
 
 Array = jax.Array
@@ -111,7 +113,7 @@ def _chunk_runner(
     paired difference with little Monte Carlo noise. Cached so that a fit on a new target of the same
     layout and shapes reuses the compiled program.
     """
-    optimizer = _OPTIMIZERS[optimizer_key]
+    optimizer = OPTIMIZERS[optimizer_key]
     step = build_step(objective, optimizer, num_samples)
     if mesh is not None:
         from vbayes.data.devices import data_parallel
@@ -143,70 +145,8 @@ def _chunk_runner(
     return run
 
 
-# optax transformations are not hashable by value: register each under a key so the compiled chunk
-# runner can be cached (the default optimiser always has the same key, so it never recompiles).
-_OPTIMIZERS: dict[Any, optax.GradientTransformation] = {}
-
-
-def _register_optimizer(optimizer: optax.GradientTransformation | None, learning_rate: float) -> Any:
-    if optimizer is None:
-        key = ("default", float(learning_rate))
-        _OPTIMIZERS.setdefault(key, default_optimizer(learning_rate))
-    else:
-        key = ("user", id(optimizer))
-        _OPTIMIZERS[key] = optimizer
-    return key
-
-
 # ----------------------------------------------------------------------------------------------
 # driver
-
-
-class ADVIConfig(NamedTuple):
-    """ADVI's settings. ``rank``: columns of the ``lowrank`` family's factor. ``objective``: ``stl`` (default,
-    sticking the landing) | ``elbo`` | ``score`` | ``iwelbo`` (:mod:`vbayes.objectives`); ``num_samples`` draws per
-    step (None: 1, or 8 for ``score`` and ``iwelbo``). ``max_steps``; ``learning_rate`` of the default optimiser
-    (:func:`~vbayes.infer.preconditioner.default_optimizer`). Stopping: steps run in compiled chunks of
-    ``chunk_size``; after each chunk the ELBO of the chunk-averaged q is compared with the previous chunk's on
-    ``num_check`` common draws; a rise below ``max(2 se, tol)`` nats halves the step size, and after ``max_decays``
-    halvings ends the run as converged; ``max_bad_in_row`` non-finite steps in a row end it as diverged.
-    ``batch_size``: doubly stochastic ADVI on a target with a minibatch form (:func:`vbayes.from_loglik`): each
-    step's objective uses B rows drawn with replacement, the log-likelihood scaled by N/B (Titsias &
-    Lázaro-Gredilla 2014); the stopping rule's check still uses all the data."""
-
-    rank: int = 2
-    objective: str = "stl"
-    num_samples: int | None = None
-    max_steps: int = 20_000
-    learning_rate: float = 0.02
-    chunk_size: int = 250
-    max_decays: int = 4
-    tol: float = 1e-3
-    num_check: int = 64
-    max_bad_in_row: int = 20
-    batch_size: int | None = None
-
-    def checked(self, family: str, dim: int) -> ADVIConfig:
-        """The settings validated for ``family`` on a target of dimension ``dim`` (a :class:`VBayesError` naming
-        the first that is wrong), with ``num_samples`` filled in."""
-        if self.objective not in OBJECTIVES:
-            raise VBayesError(f"unknown objective {self.objective!r}; choose one of {sorted(OBJECTIVES)}")
-        rules = [
-            ("max_steps", self.max_steps, is_count(self.max_steps), "an integer ≥ 1"),
-            ("learning_rate", self.learning_rate, is_positive(self.learning_rate), "positive and finite"),
-            ("chunk_size", self.chunk_size, is_count(self.chunk_size), "an integer ≥ 1"),
-            ("max_decays", self.max_decays, is_count(self.max_decays, 0), "an integer ≥ 0"),
-            ("tol", self.tol, is_real(self.tol) and self.tol >= 0, "≥ 0 and finite"),
-            ("num_check", self.num_check, is_count(self.num_check, 4), "an integer ≥ 4"),
-            ("max_bad_in_row", self.max_bad_in_row, is_count(self.max_bad_in_row), "an integer ≥ 1"),
-            ("num_samples", self.num_samples, self.num_samples is None or is_count(self.num_samples), "None or ≥ 1"),
-            ("batch_size", self.batch_size, self.batch_size is None or is_count(self.batch_size), "None or ≥ 1"),
-        ]
-        if family == "lowrank":
-            rules.append(("rank", self.rank, is_count(self.rank) and self.rank <= dim, f"between 1 and {dim} (d)"))
-        require(rules, "advi")
-        samples = self.num_samples or (8 if self.objective in ("score", "iwelbo") else 1)
-        return self._replace(num_samples=samples)
 
 
 def advi(
@@ -224,10 +164,12 @@ def advi(
 ) -> Fit:
     """Fit ``q`` in ``family`` to ``target`` by maximising a variational objective with stochastic gradients.
 
-    family: ``meanfield`` | ``fullrank`` | ``lowrank`` | ``pointmass`` (MAP). ``options`` (or ``config``): the
+    family: ``meanfield`` | ``fullrank`` | ``lowrank`` | ``pointmass`` (MAP) | ``flow`` | ``maf`` (normalizing flows,
+    :mod:`vbayes.flows`, started from the mean-field start). ``options`` (or ``config``): the
     fields of :class:`ADVIConfig` (``max_steps``, ``learning_rate``, ``objective``, ``rank``, ``batch_size``, ...).
     ``init``: ``"mode"`` (L-BFGS to the mode, Laplace scales; :func:`~vbayes.infer.initial.initial_q`),
-    ``"zero"``, a family instance, or a previous :class:`Fit` to resume. ``optimizer``: any optax transformation
+    ``"pathfinder"`` (the mean and covariance of one Pathfinder path from z = 0), ``"zero"``, a family instance,
+    or a previous :class:`Fit` to resume. ``optimizer``: any optax transformation
     (default: Adam in q's whitened coordinates, :func:`~vbayes.infer.preconditioner.default_optimizer`).
     ``devices`` (``"all"``, a count or a list): each minibatch is split over the JAX devices
     (:mod:`vbayes.data.devices`); B must be a multiple of their number. ``checks``: the verdict's checks
@@ -238,8 +180,8 @@ def advi(
     t_start = time.perf_counter()
     if not isinstance(target, Target):
         raise VBayesError(f"advi needs a vbayes Target (from_numpyro, from_logdensity), got {type(target).__name__}")
-    if family not in FAMILIES:
-        raise VBayesError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    if family not in FAMILIES and family not in FLOWS:
+        raise VBayesError(f"unknown family {family!r}; choose one of {sorted(FAMILIES) + list(FLOWS)}")
     unknown = sorted(set(options) - set(ADVIConfig._fields))
     if unknown:
         raise VBayesError(f"unknown option(s) {unknown} for advi; its options are {', '.join(ADVIConfig._fields)}")
@@ -252,16 +194,21 @@ def advi(
         mesh = minibatch_mesh(target, c.batch_size, devices)
     key, init_key, check_key, verify_key = _keys(as_key(key))
 
-    opt_key = _register_optimizer(optimizer, c.learning_rate)
-    ahead = None if mesh is not None else _compile_ahead(target, family, init, c, opt_key, key, checks)
+    opt_key = register_optimizer(optimizer, c.learning_rate, flow=family in FLOWS)
+    ahead = (
+        None if mesh is not None or family in FLOWS else _compile_ahead(target, family, init, c, opt_key, key, checks)
+    )
     if isinstance(init, Fit):
         state, note, done = init.state, {"init": "resumed"}, init.info.steps
         prior_trace = [init.trace]
     else:
-        q0, note = initial_q(target, family, c.rank, init, init_key)
+        if family in FLOWS:
+            q0, note = _flow_start(target, family, init, init_key, checks=())
+        else:
+            q0, note = initial_q(target, family, c.rank, init, init_key)
         state, done, prior_trace = _init_state(q0, opt_key), 0, []
     chunk = min(c.chunk_size, c.max_steps)
-    run = _chunk_runner(OBJECTIVES[c.objective], opt_key, c.num_samples, c.batch_size, mesh)
+    run = _chunk_runner(objective_for(c.objective, c.renyi_alpha), opt_key, c.num_samples, c.batch_size, mesh)
     q_bar = state.q
     traces: list[np.ndarray] = list(prior_trace)
     outcome, message, decays, prev = "max_steps", "", 0, None
@@ -319,7 +266,13 @@ def advi(
         grad_evals=(done + steps) * c.num_samples + note.get("init_evals", 0),
         skipped_steps=skipped,
         wall_time=time.perf_counter() - t_start,
-        extra={**note, "objective": c.objective, "num_samples": c.num_samples, "step_size_halvings": decays},
+        extra={
+            **note,
+            "objective": c.objective,
+            **({"renyi_alpha": float(c.renyi_alpha)} if c.objective == "renyi" else {}),
+            "num_samples": c.num_samples,
+            "step_size_halvings": decays,
+        },
         trace_of=f"the {c.objective} objective estimate at each step (NaN: a skipped step)",
     )
     fit = Fit(target=target, q=q, trace=trace, info=info, state=state)
@@ -342,6 +295,24 @@ def advi(
     return verify(fit, checks, refit=None if isinstance(init, Fit) else refit, key=verify_key)
 
 
+FLOW_START_MAX_DIM = 200
+"""Up to this dimension a flow starts from a full-rank ADVI fit (its Cholesky factor as the flow's last layer);
+above it, from a mean-field one."""
+
+
+def _flow_start(target: Target, kind: str, init: Any, key: Array, checks: tuple) -> tuple[Family, dict]:
+    """A flow's start: the given flow, or the flow of ``kind`` around a Gaussian ADVI fit from ``init`` (full rank
+    up to :data:`FLOW_START_MAX_DIM`, mean-field above): its layers start as the identity, so q starts as that
+    Gaussian, found in a few hundred whitened steps instead of thousands of the flow's plain Adam."""
+    if isinstance(init, Flow):
+        return init, {"init": "given", "init_evals": 0}
+    family = "fullrank" if target.dim <= FLOW_START_MAX_DIM else "meanfield"
+    gauss = advi(target, family, key=key, init=init, progress=False, checks="none")
+    scale = gauss.q.scale_tril if family == "fullrank" else gauss.q.marginal_sd()
+    note = f"advi-{family} ({gauss.info.outcome} after {gauss.info.steps} steps; {gauss.info.extra['init']})"
+    return build_flow(kind, gauss.q.loc, scale, key), {"init": note, "init_evals": gauss.info.grad_evals}
+
+
 def _compile_ahead(
     target: Target, family: str, init: Any, c: ADVIConfig, opt_key: Any, key: Array, checks: tuple
 ) -> tuple[Future, Future | None]:
@@ -356,11 +327,11 @@ def _compile_ahead(
             if isinstance(init, str):
                 z = jnp.zeros(target.dim, jnp.result_type(float))
                 q = make_q(FAMILIES[family], z, jnp.full(target.dim, 0.1, z.dtype), c.rank, jax.random.PRNGKey(0))
-            return init_state(q, _OPTIMIZERS[opt_key])
+            return init_state(q, OPTIMIZERS[opt_key])
 
         state = jax.eval_shape(build)
     chunk = min(c.chunk_size, c.max_steps)
-    run = _chunk_runner(OBJECTIVES[c.objective], opt_key, c.num_samples, c.batch_size, None)
+    run = _chunk_runner(objective_for(c.objective, c.renyi_alpha), opt_key, c.num_samples, c.batch_size, None)
     first = compile_ahead(run, state, target, key, chunk, key, chunk, c.num_check)
     wants = {"importance", "reweighting"} & set(checks) and family != "pointmass"
     second = compile_ahead(*ratio_draws_args(target, state.q, key)) if wants else None
@@ -377,7 +348,7 @@ def _keys(key: Array) -> tuple[Array, Array, Array, Array]:
 @functools.partial(jax.jit, static_argnums=1, compiler_options=QUICK)
 def _init_state(q: Family, optimizer_key: Any) -> ADVIState:
     """:func:`init_state` for a registered optimiser, compiled (a handful of eager operations otherwise)."""
-    return init_state(q, _OPTIMIZERS[optimizer_key])
+    return init_state(q, OPTIMIZERS[optimizer_key])
 
 
 def polyak_average(state: ADVIState, n: int) -> Family:

@@ -65,8 +65,10 @@ def initial_q(target: Target, family: str, rank: int, init: Any, key: Array) -> 
     search, plus d for the Hessian's columns)."""
     if not isinstance(init, str):
         return init, {"init": "given", "init_evals": 0}
-    if init not in ("mode", "zero"):
-        raise VBayesError(f"init must be 'mode', 'zero', a family instance or a Fit, got {init!r}")
+    if init not in ("mode", "zero", "pathfinder"):
+        raise VBayesError(f"init must be 'mode', 'zero', 'pathfinder', a family instance or a Fit, got {init!r}")
+    if init == "pathfinder":
+        return _pathfinder_q(target, FAMILIES[family], rank, key)
     start = _start(target, key, family, rank, init == "mode")
     value0, grad0 = jax.device_get((start.value0, start.grad0))
     raise_if_not_finite(target, np.zeros(target.dim, grad0.dtype), value0, grad0)
@@ -88,6 +90,43 @@ def initial_q(target: Target, family: str, rank: int, init: Any, key: Array) -> 
         return start.candidate, note
     note["init"] = f"zero (a q at the mode ({status}) has a lower ELBO)"
     return start.zero, note
+
+
+PATHFINDER_START = {"max_iter": 1000, "history": 10, "num_elbo_draws": 25}
+"""The single Pathfinder path that ``init="pathfinder"`` runs (:func:`vbayes.pathfinder`'s defaults)."""
+
+
+def _pathfinder_q(target: Target, cls: type, rank: int, key: Array) -> tuple[Family, dict]:
+    """q in family ``cls`` from one Pathfinder path from z = 0 (:mod:`vbayes.infer.pathfinder`): its mean, and its
+    covariance (full rank; diagonal when not positive definite), its marginal sds (the other families); the
+    Gaussian at z = 0 with scale 0.1 when the path found no q with a finite ELBO."""
+    from vbayes.infer.pathfinder import single_path
+
+    start = PATHFINDER_START
+    found = single_path(target, key, start["max_iter"], start["history"], start["num_elbo_draws"])
+    elbo, best, iterations = (float(x) for x in jax.device_get((found.elbo, found.best, found.iterations)))
+    evals = int(2 * iterations + 1 + (iterations + 1) * PATHFINDER_START["num_elbo_draws"])
+    z0 = jnp.zeros(target.dim, jnp.result_type(float))
+    if not np.isfinite(elbo):
+        return make_q(cls, z0, jnp.full(target.dim, 0.1, z0.dtype), rank, key), {
+            "init": "zero (no Pathfinder iterate had a finite ELBO)",
+            "init_evals": evals,
+        }
+    q = _pathfinder_to(cls, found.q, rank, key)
+    note = f"pathfinder (iterate {int(best)} of {int(iterations)}, ELBO {elbo:.4g})"
+    return q, {"init": note, "init_evals": evals}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2), compiler_options=QUICK)
+def _pathfinder_to(cls: type, q: Any, rank: int, key: Array) -> Family:
+    """Pathfinder's Gaussian as a member of family ``cls``."""
+    sd = q.marginal_sd()
+    diagonal = make_q(cls, q.mean, sd, rank, key)
+    if cls is not FullRankGaussian:
+        return diagonal
+    full = FullRankGaussian.from_covariance(q.mean, 0.5 * (q.covariance() + q.covariance().T))
+    ok = jnp.all(jnp.isfinite(full.raw_tril))
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), full, diagonal)
 
 
 def make_q(cls: type, loc: Array, scale: Array, rank: int, key: Array) -> Family:

@@ -1,4 +1,5 @@
-"""ADVI's default optimiser: Adam in q's own whitened coordinates, so that one learning rate serves every model.
+"""ADVI's default optimiser: Adam in q's own whitened coordinates, so that one learning rate serves every model; and
+the registry of the optimisers ADVI runs (:data:`OPTIMIZERS`).
 
 The mean's gradient is mapped by Lᵀ before Adam and the update by L after it (L the Cholesky factor of q's
 covariance, or the marginal sds for the diagonal families), and each row of a scale factor moves in units of
@@ -9,6 +10,7 @@ correlation (an Adam-normalised natural gradient).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -71,3 +73,26 @@ def default_optimizer(learning_rate: float = 0.02, warmup_steps: int = 100) -> o
         scale_rows_by_q_sd(),
         optax.scale_by_learning_rate(warmup),
     )
+
+
+OPTIMIZERS: dict[Any, optax.GradientTransformation] = {}
+"""The optimisers ADVI has run, by key: optax transformations are not hashable by value, and the compiled chunk
+runner is cached by the key (the default optimiser of a learning rate always has the same key: no recompilation)."""
+
+
+def plain_adam(learning_rate: float, warmup_steps: int = 100) -> optax.GradientTransformation:
+    """Adam with a linear warm-up: the default for q's without a mean and scales to whiten by (the flows)."""
+    warmup = optax.linear_schedule(learning_rate / warmup_steps, learning_rate, warmup_steps)
+    return optax.chain(optax.scale_by_adam(), optax.scale_by_learning_rate(warmup))
+
+
+def register_optimizer(optimizer: optax.GradientTransformation | None, learning_rate: float, flow: bool = False) -> Any:
+    """The key of ``optimizer`` in :data:`OPTIMIZERS` (None: the default optimiser of ``learning_rate``, or
+    :func:`plain_adam` for a ``flow``)."""
+    if optimizer is None:
+        key = ("flow" if flow else "default", float(learning_rate))
+        OPTIMIZERS.setdefault(key, (plain_adam if flow else default_optimizer)(learning_rate))
+    else:
+        key = ("user", id(optimizer))
+        OPTIMIZERS[key] = optimizer
+    return key
