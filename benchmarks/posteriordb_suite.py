@@ -53,7 +53,7 @@ from vbayes.compare import compare  # noqa: E402
 from vbayes.diagnostics import compare_draws  # noqa: E402
 from vbayes.examples.posteriordb import POSTERIORS, load_reference, posteriordb_target, to_unconstrained  # noqa: E402
 
-METHODS = ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace", "pathfinder", "nuts")
+METHODS = ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace", "pathfinder", "advi-flow", "advi-maf", "nuts")
 GUIDES = ("normal", "iaf", "bnaf")
 QUICK = ("eight_schools-eight_schools_noncentered", "kidiq-kidscore_momiq", "sblri-blr")
 NUMPYRO_STEPS = 10_000
@@ -311,6 +311,27 @@ def summary(results: list[dict[str, Any]]) -> str:
     out.append(
         f"(c) cheapest accurate non-NUTS method / NUTS gradient evaluations ≤ 1/20 on {met} / {counted} posteriors "
         f"where one is accurate: {'; '.join(parts)}."
+    )
+    # (d) issue 24's targets
+    vi_ok, cheap, parts = 0, 0, []
+    for res in results:
+        rows = res["vbayes"]["methods"]
+        nuts = next(r for r in rows if r["method"] == "nuts")
+        good = [r for r in rows if r["method"] != "nuts" and r["accurate"] and r["single_trusted"]]
+        if good:
+            vi_ok += 1
+            best = min(good, key=lambda r: r["grad_evals"])
+            cheap += best["grad_evals"] <= nuts["grad_evals"] / 10
+            ratio = nuts["grad_evals"] / best["grad_evals"]
+            parts.append(f"{_short(res['posterior'])}: {best['method']} 1/{ratio:.0f}")
+        else:
+            parts.append(f"{_short(res['posterior'])}: none")
+    silent = sum(
+        _class(r["accurate"], r["single_trusted"]) == "SILENT" for res in results for r in res["vbayes"]["methods"]
+    )
+    out.append(
+        f"(d) a VI method (not NUTS) trusted and accurate on {vi_ok} / {n} posteriors, at ≤ 1/10 of NUTS's gradient "
+        f"evaluations on {cheap} ({'; '.join(parts)}); silent failures over all methods: {silent}."
     )
     return "\n\n".join(out)
 

@@ -103,3 +103,27 @@ def test_flows_need_two_dimensions_and_a_known_kind():
         build_flow("glow", jnp.zeros(2), jnp.ones(2), jax.random.PRNGKey(0))
     with pytest.raises(VBayesError, match="unknown family"):
         vbayes.advi(banana(), "realnvp")
+
+
+def test_the_automatic_family_is_full_rank_when_that_passes():
+    """No family named: full rank (d ≤ 500), the same fit as naming it, and the record says why."""
+    auto = vbayes.advi(_gaussian(), progress=False, key=3)
+    named = vbayes.advi(_gaussian(), "fullrank", progress=False, key=3)
+    assert auto.info.method == "advi-fullrank" and auto.info.extra["family_choice"] == "fullrank: d = 3 ≤ 500"
+    np.testing.assert_array_equal(np.asarray(auto.q.loc), np.asarray(named.q.loc))
+    assert auto.trusted and auto.info.grad_evals == named.info.grad_evals
+    unchecked = vbayes.advi(banana(), progress=False, checks="none", max_steps=300)
+    assert unchecked.info.method == "advi-fullrank"  # without checks there is no flag to escalate on
+
+
+@pytest.mark.slow
+def test_the_automatic_family_escalates_to_a_flow_when_the_gaussian_is_flagged():
+    gaussian = vbayes.advi(banana(), "fullrank", progress=False, key=0)
+    auto = vbayes.advi(banana(), progress=False, key=0)
+    assert not gaussian.trusted
+    assert auto.info.method == "advi-maf" and auto.trusted, auto.verdict.summary()
+    assert auto.info.extra["family_choice"].startswith("maf: the fullrank fit was flagged (")
+    assert auto.info.extra["init"].startswith("advi-fullrank")  # the flow started at that very fit
+    assert auto.info.grad_evals > gaussian.info.grad_evals  # and its cost is counted
+    cmp = compare_draws(np.asarray(auto.draws_unconstrained(20_000)), _banana_draws(20_000), ["x1", "x2"])
+    assert cmp.accurate(), cmp.as_dict()

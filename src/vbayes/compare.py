@@ -4,8 +4,9 @@ a reference, and recommend the cheapest one whose own checks pass.
 The verdicts are the fits' own (:mod:`vbayes.checks`, run by every driver): convergence, PSIS k̂, reweighting
 from a widened q, the curvature of Laplace, divergences and R-hat of NUTS; ``compare`` adds restarts for the
 methods with a random start (``restarts=True``) and otherwise computes nothing of its own. The methods are the
-registry's (:mod:`vbayes.methods`); by default the Gaussian families, Laplace and NUTS (target_accept 0.95: a
-careful reference), plus CAVI and SVI when the target has a conjugate form. The recommendation is the trusted
+registry's (:mod:`vbayes.methods`); by default the Gaussian families, Laplace, Pathfinder and NUTS (target_accept
+0.95: a careful reference), plus CAVI and SVI when the target has a conjugate form, and a normalizing flow
+(``advi-maf``) when every one of the others but NUTS is flagged. The recommendation is the trusted
 non-MCMC method with the fewest gradient evaluations (for the conjugate methods: passes over the data, each as
 costly as one gradient of the log density), else NUTS, else (NUTS flagged too) ``"none"`` with what to do next.
 """
@@ -30,7 +31,9 @@ from vbayes.targets import Target
 
 Array = jax.Array
 
-DEFAULT_METHODS = ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace", "nuts")
+DEFAULT_METHODS = ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace", "pathfinder", "nuts")
+ESCALATION = ("advi-maf",)
+"""Run by default only when every method before it is flagged (a flow costs several Gaussian fits)."""
 CONJUGATE_METHODS = ("cavi", "svi")
 NUM_DRAWS = 4000
 NUTS_OPTIONS = {"target_accept": 0.95}
@@ -132,6 +135,7 @@ def compare(
     its cost is counted). Accuracy is measured in the unconstrained space z, on ``NUM_DRAWS`` draws of each q (all
     draws for NUTS).
     """
+    escalate = methods is None and target.dim >= 2
     methods = tuple(default_methods(target) if methods is None else methods)
     if not methods:
         raise VBayesError("give at least one method")
@@ -148,16 +152,10 @@ def compare(
     results: dict[str, MethodResult] = {}
     names = target.coordinate_names()
     for i, method in enumerate(methods):
-        k = jax.random.fold_in(key, i)
-        if log:
-            log(f"running {method}")
-        t0 = time.perf_counter()
-        options = NUTS_OPTIONS if method == "nuts" else {}
-        fit = registry.fit(target, method, key=k, checks="all" if restarts else "default", **options)
-        wall = time.perf_counter() - t0
-        restart = fit.verdict.check("restarts")
-        cost = fit.info.grad_evals + (restart.evaluations if restart is not None else 0)
-        results[method] = MethodResult(method, fit, fit.verdict.flags, None, cost, wall)
+        results[method] = _run(target, method, jax.random.fold_in(key, i), restarts, log)
+    if escalate and not any(r.trusted for r in results.values() if not isinstance(r.fit.q, Empirical)):
+        for i, method in enumerate(ESCALATION, start=len(methods)):
+            results[method] = _run(target, method, jax.random.fold_in(key, i), restarts, log)
     ref_name, ref = _reference_draws(reference, target, results, key)
     if ref is not None:
         for method, r in results.items():
@@ -171,6 +169,19 @@ def compare(
             results[method] = r._replace(accuracy=compare_draws(z, ref, names))
     recommended, reason = _recommend(list(results.values()))
     return Comparison(target, tuple(results.values()), ref_name, recommended, reason, ref)
+
+
+def _run(target: Target, method: str, key: Array, restarts: bool, log: Callable[[str], None] | None) -> MethodResult:
+    """One method's fit with its verdict (restarts included when asked), its cost and wall time."""
+    if log:
+        log(f"running {method}")
+    t0 = time.perf_counter()
+    options = NUTS_OPTIONS if method == "nuts" else {}
+    fit = registry.fit(target, method, key=key, checks="all" if restarts else "default", **options)
+    wall = time.perf_counter() - t0
+    restart = fit.verdict.check("restarts")
+    cost = fit.info.grad_evals + (restart.evaluations if restart is not None else 0)
+    return MethodResult(method, fit, fit.verdict.flags, None, cost, wall)
 
 
 def _recommend(results: list[MethodResult]) -> tuple[str, str]:

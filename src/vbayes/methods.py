@@ -9,7 +9,7 @@ name           what it runs
 ============== ==================================================================================================
 advi-*         :func:`vbayes.advi` with the family named (``meanfield``, ``fullrank``, ``lowrank``, ``pointmass``, and
                the normalizing flows ``flow`` (affine coupling) and ``maf`` (masked autoregressive))
-advi           the same with the default family
+advi           the same with the family chosen by :func:`~vbayes.infer.advi.auto_family`
 laplace-*      :func:`vbayes.laplace` with the curvature named (``dense``, ``diag``, ``lowrank``, ``ggn``)
 laplace        the same with the curvature chosen from the dimension
 pathfinder     :func:`vbayes.pathfinder`: multi-path Pathfinder, q a mixture of the paths' Gaussians
@@ -95,7 +95,14 @@ def _conjugate(algorithm: str, mode: str) -> Callable[..., Fit]:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
-        Method("advi", "ADVI with the default family", "vi", _advi(None), "max_steps", "rank"),
+        Method(
+            "advi",
+            "ADVI, family chosen for the fit (full rank; a flow if flagged)",
+            "vi",
+            _advi(None),
+            "max_steps",
+            "rank",
+        ),
         Method("advi-meanfield", "ADVI, mean-field Gaussian q", "vi", _advi("meanfield"), "max_steps"),
         Method("advi-fullrank", "ADVI, full-rank Gaussian q", "vi", _advi("fullrank"), "max_steps"),
         Method("advi-lowrank", "ADVI, diagonal plus low-rank Gaussian q", "vi", _advi("lowrank"), "max_steps", "rank"),

@@ -1,13 +1,9 @@
 """Automatic differentiation variational inference (Kucukelbir et al. 2017) on any :class:`Target`.
 
-Functional core in the style of BlackJAX / optax::
-
-    state = init_state(q, optimizer)
-    step = build_step(objective, optimizer, num_samples)
-    state, info = step(key, state, target)          # one stochastic gradient step on the ELBO
-
-and one driver, :func:`advi`, that runs ``step`` in compiled chunks of ``lax.scan`` with a progress bar
-between chunks, decides there when to decay the step size and when to stop, and returns a :class:`Fit`.
+The driver, :func:`advi`, runs the functional core's ``step`` (:mod:`vbayes.infer.advi_core`: ``init_state``,
+``build_step``, re-exported here) in compiled chunks of ``lax.scan`` with a progress bar between chunks, decides
+there when to decay the step size and when to stop, and returns a :class:`Fit`; :func:`auto_family` chooses the
+family when none is named.
 
 Default schedule, robust to Monte Carlo noise: the mean objective of each chunk is compared with the
 previous chunk's; when it has not risen by more than twice its standard error the step size is halved.
@@ -17,11 +13,11 @@ iterates over the last chunk (Polyak averaging), which removes most of the remai
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,126 +28,30 @@ from vbayes.checks import ratio_draws_args, support_message, verify
 from vbayes.checks import resolve as resolve_checks
 from vbayes.compilation import QUICK, compile_ahead
 from vbayes.errors import VBayesError
-from vbayes.families import FAMILIES, Family
+from vbayes.families import FAMILIES, Family, FullRankGaussian
 from vbayes.fit import Fit, FitInfo, as_key
 from vbayes.flows import FLOWS, Flow, build_flow
 from vbayes.infer.advi_config import ADVIConfig
+from vbayes.infer.advi_core import ADVIInfo, ADVIState, build_step, chunk_runner, init_state, polyak_average
 from vbayes.infer.initial import initial_q, make_q
 from vbayes.infer.preconditioner import OPTIMIZERS, register_optimizer
 from vbayes.infer.progress import ChunkProgress
-from vbayes.objectives import Objective, objective_for
+from vbayes.objectives import objective_for
 from vbayes.targets import Target, value_and_grad
 
 Array = jax.Array
 
+__all__ = ["ADVIConfig", "ADVIInfo", "ADVIState", "advi", "auto_family", "build_step", "init_state", "polyak_average"]
 
-class ADVIState(NamedTuple):
-    """``q``: current approximation; ``step_size``: multiplies every update (the driver's schedule);
-    ``backoff``: a further factor, halved by each non-finite step and recovering by 5% per good step;
-    ``q_sum``: running sum of iterates since the driver last reset it (Polyak averaging)."""
-
-    q: Family
-    opt_state: optax.OptState
-    step_size: Array
-    backoff: Array
-    q_sum: Family
-
-
-class ADVIInfo(NamedTuple):
-    """Per step: the objective estimate, NaN when the step was skipped as non-finite."""
-
-    objective: Array
-
-
-def init_state(q: Family, optimizer: optax.GradientTransformation) -> ADVIState:
-    """Initial state at ``q``."""
-    one = jnp.ones((), q.loc.dtype)
-    return ADVIState(q, optimizer.init(q), one, one, jax.tree_util.tree_map(jnp.zeros_like, q))
-
-
-def build_step(
-    objective: Objective, optimizer: optax.GradientTransformation, num_samples: int
-) -> Callable[[Array, ADVIState, Target], tuple[ADVIState, ADVIInfo]]:
-    """One step: q ← q + step_size · backoff · optimizer(∇_q objective). A step whose objective or
-    update is non-finite is skipped (its objective is reported as NaN) and halves ``backoff``."""
-
-    def step(key: Array, state: ADVIState, target: Target, active: Array = True) -> tuple[ADVIState, ADVIInfo]:
-        loss, grad = jax.value_and_grad(lambda q: -objective(target, q, key, num_samples))(state.q)
-        value = -loss
-        updates, opt_state = optimizer.update(grad, state.opt_state, state.q)
-        scale = state.step_size * state.backoff
-        updates = jax.tree_util.tree_map(lambda u: scale * u, updates)
-        # one reduction sees any NaN/inf in the objective, the gradient (through the update) or the update
-        ok = jnp.isfinite(value + sum(jnp.sum(u) for u in jax.tree_util.tree_leaves(updates)))
-        take = ok & active
-        add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
-
-        def accept():
-            q = optax.apply_updates(state.q, updates)
-            return q, opt_state, jnp.minimum(1.0, 1.05 * state.backoff), add(state.q_sum, q)
-
-        def reject():
-            return state.q, state.opt_state, jnp.where(active, 0.5, 1.0) * state.backoff, add(state.q_sum, state.q)
-
-        q, opt_state, backoff, q_sum = jax.lax.cond(take, accept, reject)
-        return ADVIState(q, opt_state, state.step_size, backoff, q_sum), ADVIInfo(jnp.where(take, value, jnp.nan))
-
-    return step
-
-
-@functools.lru_cache(maxsize=64)
-def _chunk_runner(
-    objective: Objective, optimizer_key: Any, num_samples: int, batch_size: int | None = None, mesh: Any = None
-) -> Callable:
-    """Jitted ``(state, target, key, n_active, check_key, chunk, num_check) -> (state, next key, objective per
-    step, check values, q̄)``: ``chunk`` steps, of which the first ``n_active`` update q. With ``batch_size``
-    each step sees the minibatch target of ``batch_size`` rows drawn afresh (``Target.sample_batch``); with a
-    ``mesh`` (:func:`vbayes.data.devices.data_mesh`) that minibatch is split over its devices.
-
-    After the chunk it evaluates ``log p̃(z) − log q̄(z)`` at ``num_check`` draws of the chunk-averaged
-    q̄ made from the fixed ``check_key``: common random numbers, so successive chunks are compared by a
-    paired difference with little Monte Carlo noise. Cached so that a fit on a new target of the same
-    layout and shapes reuses the compiled program.
-    """
-    optimizer = OPTIMIZERS[optimizer_key]
-    step = build_step(objective, optimizer, num_samples)
-    if mesh is not None:
-        from vbayes.data.devices import data_parallel
-
-        step = data_parallel(step, mesh, batch_argnum=2)
-
-    @functools.partial(jax.jit, static_argnums=(5, 6))
-    def run(
-        state: ADVIState, target: Target, key: Array, n_active: Array, check_key: Array, chunk: int, num_check: int
-    ):
-        state = state._replace(q_sum=jax.tree_util.tree_map(jnp.zeros_like, state.q_sum))
-        key, sub = jax.random.split(key)
-
-        def body(s, xs):
-            i, k = xs
-            batch = target
-            if batch_size is not None:
-                k, k_batch = jax.random.split(k)
-                batch = target.sample_batch(k_batch, batch_size)
-            s, info = step(k, s, batch, i < n_active)
-            return s, info.objective
-
-        state, values = jax.lax.scan(body, state, (jnp.arange(chunk), jax.random.split(sub, chunk)))
-        q_bar = polyak_average(state, chunk)
-        z = q_bar.sample(check_key, num_check)
-        check = jax.vmap(target.log_density)(z) - q_bar.log_prob(z)
-        return state, key, values, check, q_bar
-
-    return run
-
-
-# ----------------------------------------------------------------------------------------------
-# driver
+FULLRANK_MAX_DIM = 500
+"""Up to this dimension the automatic family is full rank (d² scale parameters); above it, low rank."""
+ESCALATE_MAX_DIM = 200
+"""Up to this dimension a flagged Gaussian is followed by a flow (:data:`vbayes.flows.FLOWS` ``maf``)."""
 
 
 def advi(
     target: Target,
-    family: str = "meanfield",
+    family: str | None = None,
     *,
     key: Array | int | None = 0,
     init: Any = "mode",
@@ -165,7 +65,9 @@ def advi(
     """Fit ``q`` in ``family`` to ``target`` by maximising a variational objective with stochastic gradients.
 
     family: ``meanfield`` | ``fullrank`` | ``lowrank`` | ``pointmass`` (MAP) | ``flow`` | ``maf`` (normalizing flows,
-    :mod:`vbayes.flows`, started from the mean-field start). ``options`` (or ``config``): the
+    :mod:`vbayes.flows`, started from a Gaussian fit), or None: chosen by :func:`auto_family` (full rank when the
+    dimension allows, a flow when that is flagged), which says what it chose and why in
+    ``info.extra["family_choice"]``. ``options`` (or ``config``): the
     fields of :class:`ADVIConfig` (``max_steps``, ``learning_rate``, ``objective``, ``rank``, ``batch_size``, ...).
     ``init``: ``"mode"`` (L-BFGS to the mode, Laplace scales; :func:`~vbayes.infer.initial.initial_q`),
     ``"pathfinder"`` (the mean and covariance of one Pathfinder path from z = 0), ``"zero"``, a family instance,
@@ -180,6 +82,9 @@ def advi(
     t_start = time.perf_counter()
     if not isinstance(target, Target):
         raise VBayesError(f"advi needs a vbayes Target (from_numpyro, from_logdensity), got {type(target).__name__}")
+    if family is None:
+        args = dict(key=key, init=init, optimizer=optimizer, devices=devices, progress=progress, config=config)
+        return auto_family(target, checks, **args, **options)
     if family not in FAMILIES and family not in FLOWS:
         raise VBayesError(f"unknown family {family!r}; choose one of {sorted(FAMILIES) + list(FLOWS)}")
     unknown = sorted(set(options) - set(ADVIConfig._fields))
@@ -198,7 +103,7 @@ def advi(
     ahead = (
         None if mesh is not None or family in FLOWS else _compile_ahead(target, family, init, c, opt_key, key, checks)
     )
-    if isinstance(init, Fit):
+    if isinstance(init, Fit) and (family not in FLOWS or isinstance(init.q, Flow)):
         state, note, done = init.state, {"init": "resumed"}, init.info.steps
         prior_trace = [init.trace]
     else:
@@ -208,7 +113,7 @@ def advi(
             q0, note = initial_q(target, family, c.rank, init, init_key)
         state, done, prior_trace = _init_state(q0, opt_key), 0, []
     chunk = min(c.chunk_size, c.max_steps)
-    run = _chunk_runner(objective_for(c.objective, c.renyi_alpha), opt_key, c.num_samples, c.batch_size, mesh)
+    run = chunk_runner(objective_for(c.objective, c.renyi_alpha), opt_key, c.num_samples, c.batch_size, mesh)
     q_bar = state.q
     traces: list[np.ndarray] = list(prior_trace)
     outcome, message, decays, prev = "max_steps", "", 0, None
@@ -300,16 +205,51 @@ FLOW_START_MAX_DIM = 200
 above it, from a mean-field one."""
 
 
+def auto_family(target: Target, checks: Any = "default", **kwargs: Any) -> Fit:
+    """ADVI with the family chosen for the fit to pass its checks: full rank up to :data:`FULLRANK_MAX_DIM` (low
+    rank above); when that fit is flagged and d ≤ :data:`ESCALATE_MAX_DIM`, a masked autoregressive flow started at
+    it. Returns the flow's fit when it passes its checks or has the higher ELBO, else the Gaussian's; either way
+    ``info.extra["family_choice"]`` says what was tried and why, and ``grad_evals`` counts every fit made.
+    Mean-field stays available by name (``advi(target, "meanfield")``)."""
+    d = target.dim
+    family = "fullrank" if d <= FULLRANK_MAX_DIM else "lowrank"
+    why = f"{family}: d = {d} {'≤' if family == 'fullrank' else '>'} {FULLRANK_MAX_DIM}"
+    first = advi(target, family, checks=checks, **kwargs)
+    if first.verdict.status != "flagged" or d < 2 or d > ESCALATE_MAX_DIM or first.info.outcome == "diverged":
+        return _chose(first, why, 0)
+    flow = advi(target, "maf", checks=checks, **{**kwargs, "init": first})
+    reason = first.verdict.flags[0] if first.verdict.flags else "flagged"
+    if flow.trusted or flow.elbo > first.elbo:
+        return _chose(flow, f"maf: the {why.split(':')[0]} fit was flagged ({reason}); a flow started at it", 0)
+    extra = flow.info.grad_evals - flow.info.extra.get("init_evals", 0)
+    return _chose(first, f"{why}; a flow started at it was flagged too, with a lower ELBO ({flow.elbo:.4g})", extra)
+
+
+def _chose(fit: Fit, why: str, extra_evals: int) -> Fit:
+    """``fit`` with the automatic family's reason in its record (and the cost of a fit it did not keep)."""
+    info = dataclasses.replace(
+        fit.info,
+        grad_evals=fit.info.grad_evals + extra_evals,
+        extra={**fit.info.extra, "family_choice": why},
+        message=f"family {why}; {fit.info.message}",
+    )
+    return dataclasses.replace(fit, info=info)
+
+
 def _flow_start(target: Target, kind: str, init: Any, key: Array, checks: tuple) -> tuple[Family, dict]:
     """A flow's start: the given flow, or the flow of ``kind`` around a Gaussian ADVI fit from ``init`` (full rank
     up to :data:`FLOW_START_MAX_DIM`, mean-field above): its layers start as the identity, so q starts as that
     Gaussian, found in a few hundred whitened steps instead of thousands of the flow's plain Adam."""
     if isinstance(init, Flow):
         return init, {"init": "given", "init_evals": 0}
-    family = "fullrank" if target.dim <= FLOW_START_MAX_DIM else "meanfield"
-    gauss = advi(target, family, key=key, init=init, progress=False, checks="none")
-    scale = gauss.q.scale_tril if family == "fullrank" else gauss.q.marginal_sd()
-    note = f"advi-{family} ({gauss.info.outcome} after {gauss.info.steps} steps; {gauss.info.extra['init']})"
+    if isinstance(init, Fit):  # a Gaussian fit to start from (auto_family's escalation)
+        gauss, family = init, init.info.method.removeprefix("advi-")
+    else:
+        family = "fullrank" if target.dim <= FLOW_START_MAX_DIM else "meanfield"
+        gauss = advi(target, family, key=key, init=init, progress=False, checks="none")
+    scale = gauss.q.scale_tril if isinstance(gauss.q, FullRankGaussian) else gauss.q.marginal_sd()
+    how = gauss.info.extra.get("init", "")
+    note = f"advi-{family} ({gauss.info.outcome} after {gauss.info.steps} steps{'; ' + how if how else ''})"
     return build_flow(kind, gauss.q.loc, scale, key), {"init": note, "init_evals": gauss.info.grad_evals}
 
 
@@ -331,7 +271,7 @@ def _compile_ahead(
 
         state = jax.eval_shape(build)
     chunk = min(c.chunk_size, c.max_steps)
-    run = _chunk_runner(objective_for(c.objective, c.renyi_alpha), opt_key, c.num_samples, c.batch_size, None)
+    run = chunk_runner(objective_for(c.objective, c.renyi_alpha), opt_key, c.num_samples, c.batch_size, None)
     first = compile_ahead(run, state, target, key, chunk, key, chunk, c.num_check)
     wants = {"importance", "reweighting"} & set(checks) and family != "pointmass"
     second = compile_ahead(*ratio_draws_args(target, state.q, key)) if wants else None
@@ -349,11 +289,6 @@ def _keys(key: Array) -> tuple[Array, Array, Array, Array]:
 def _init_state(q: Family, optimizer_key: Any) -> ADVIState:
     """:func:`init_state` for a registered optimiser, compiled (a handful of eager operations otherwise)."""
     return init_state(q, OPTIMIZERS[optimizer_key])
-
-
-def polyak_average(state: ADVIState, n: int) -> Family:
-    """Mean of the ``n`` iterates summed in ``q_sum`` since the driver last reset it."""
-    return jax.tree_util.tree_map(lambda x: x / n, state.q_sum)
 
 
 def _divergence_message(target: Target, state: ADVIState, n: int) -> str:
