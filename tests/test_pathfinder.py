@@ -114,3 +114,19 @@ def test_a_density_that_fails_everywhere_is_a_clear_error():
     bad = vbayes.from_logdensity(lambda p: jnp.sum(p["z"]) * jnp.nan, {"z": jnp.zeros(2)}, name="nan_everywhere")
     with pytest.raises(VBayesError, match="not finite"):
         pathfinder(bad, num_paths=2, max_iter=5)
+
+
+def test_psis_corrected_draws_move_a_too_narrow_q_towards_the_posterior():
+    """A mean-field q of a correlated Gaussian has sds √(1/Λ_ii), too small; its k̂ allows importance weights, and
+    the PSIS-resampled draws have sds much closer to the exact ones. A q that the weights cannot correct is refused."""
+    cov = np.array([[1.0, 0.6], [0.6, 1.0]])
+    prec = jnp.asarray(np.linalg.inv(cov))
+    target = vbayes.from_logdensity(lambda p: -0.5 * p["z"] @ prec @ p["z"], {"z": jnp.zeros(2)}, name="corr")
+    fit = vbayes.advi(target, "meanfield", progress=False, key=0)
+    own = np.asarray(fit.draws(8000)["z"]).std(0)
+    corrected = np.asarray(fit.corrected_draws(8000, key=1)["z"]).std(0)
+    assert own.max() < 0.85  # q is too narrow (√(1 − 0.6²) = 0.8) ...
+    assert np.all(np.abs(corrected - 1) < np.abs(own - 1) / 2)  # ... the corrected draws halve every sd's error
+    too_narrow = vbayes.advi(_gaussian(), "meanfield", progress=False, key=0)  # correlation 0.64: k̂ 0.82
+    with pytest.raises(VBayesError, match="k̂"):
+        too_narrow.corrected_draws(1000)

@@ -18,7 +18,7 @@ import numpy as np
 
 from vbayes.compilation import QUICK
 from vbayes.errors import VBayesError
-from vbayes.families import Empirical
+from vbayes.families import Empirical, PointMass
 from vbayes.psis import ImportanceCheck
 from vbayes.targets import Target
 
@@ -186,6 +186,17 @@ class Fit:
             return {k: np.asarray(v) for k, v in _constrain_rows(self.target, self.q.sample(key, n)).items()}
         blocks = [jax.device_get(_draw_block(self.target, self.q, key, i)) for i in range(-(-n // DRAW_BLOCK))]
         return {k: np.concatenate([b[k] for b in blocks])[:n] for k in blocks[0]}
+
+    def corrected_draws(self, n: int = 1000, key: Array | int = 0) -> dict[str, np.ndarray]:
+        """``n`` draws θ(z) as :meth:`draws`, but with z resampled from draws of q by their PSIS-smoothed importance
+        weights p̃/q (:func:`vbayes.psis.psis_resample`): closer to the posterior than q's own draws when q is
+        slightly off. A :class:`VBayesError` when k̂ says the weights cannot correct q, or q has no density."""
+        from vbayes.psis import psis_resample
+
+        if self.target is None or isinstance(self.q, Empirical | PointMass):
+            raise VBayesError("corrected draws need a q with a density (not MCMC draws or a point mass) and a target")
+        z, _ = psis_resample(self.target, self.q, int(n), as_key(key))
+        return {k: np.asarray(v) for k, v in _constrain_rows(self.target, jnp.asarray(z)).items()}
 
     @property
     def elbo(self) -> float:

@@ -12,8 +12,10 @@ import math
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from vbayes.errors import VBayesError
 from vbayes.families import Family
 from vbayes.targets import Target
 
@@ -122,6 +124,26 @@ def log_ratios(target: Target, q: Family, key: Array, num_draws: int) -> tuple[A
     """Draws z ~ q ``(S, d)`` and their log ratios log p̃(z) − log q(z) ``(S,)``."""
     z = q.sample(key, num_draws)
     return z, jax.vmap(target.log_density)(z) - q.log_prob(z)
+
+
+def psis_resample(
+    target: Target, q: Family, n: int, key: Array, num_draws: int | None = None
+) -> tuple[np.ndarray, float]:
+    """``n`` draws ``(n, d)`` approximately from the posterior: ``num_draws`` (default max(4n, 4000)) draws of q
+    resampled with replacement by their PSIS-smoothed weights p̃/q (sampling-importance-resampling), and k̂. Raises a
+    :class:`VBayesError` when k̂ ≥ min(1 − 1/log10 S, 0.7): then the weights cannot correct q (Vehtari et al. 2024)."""
+    num = int(num_draws or max(4 * n, 4000))
+    k_draw, k_pick = jax.random.split(key)
+    z, r = jax.device_get(log_ratios(target, q, k_draw, num))
+    khat, log_w = psis(np.asarray(r))
+    limit = khat_threshold(num)
+    if not khat < limit:
+        raise VBayesError(
+            f"k̂ = {khat:.2f} ≥ {limit:.2f}: importance weights p̃/q cannot correct this q (it misses part of the "
+            "posterior's mass); use another method (vbayes compare)"
+        )
+    pick = np.asarray(jax.random.choice(k_pick, num, (n,), p=jnp.asarray(np.exp(log_w))))
+    return np.asarray(z)[pick], float(khat)
 
 
 def importance_check(target: Target, q: Family, num_draws: int = 4000, key: Array | int = 0) -> ImportanceCheck:
