@@ -147,3 +147,14 @@ def test_recommend_names_nuts_with_its_caveat_after_a_clean_rerun():
     assert "after a rerun at target_accept 0.975 with 2000 warm-up steps (the first run, at 0.95, had 4)" in reason
     method, reason = _recommend([vi, _nuts_result(4, 2)])
     assert method == "none" and "NUTS itself warns" in reason and "2 divergent transitions (0.05%" in reason
+
+
+def test_a_trusted_vi_fit_is_not_recommended_where_nuts_still_diverges():
+    """Divergences a rerun did not clear mark a funnel's neck that no q's checks reach: a VI method that passes its
+    own checks there is not recommended (on the centred eight schools a flow did, and its log τ was too narrow)."""
+    flow = _result("advi-maf", None, (Check("importance", "pass", "k̂ 0.60 < 0.70"),))
+    assert flow.trusted
+    method, reason = _recommend([flow, _nuts_result(40, 30)])
+    assert method == "none" and "advi-maf passes its own checks" in reason and "extreme curvature" in reason
+    method, _ = _recommend([flow, _nuts_result(4, 0)])  # a clean rerun: no neck left, the cheaper flow wins
+    assert method == "advi-maf"
