@@ -22,7 +22,8 @@ For every posterior (``vbayes.examples.posteriordb.POSTERIORS``; ``--quick``: 3 
    BlackJAX's ``multipathfinder`` with its defaults (4 paths from uniform draws in [−2, 2]^d, as vbayes starts
    them; ``maxiter`` 30, 200 draws per path), its draws resampled by its PSIS weights.
 
-Raw results go to ``benchmarks/.cache/posteriordb_suite.json`` (rewritten after every posterior).
+Raw results go to ``benchmarks/.cache/posteriordb_suite.json`` (rewritten after every posterior). Each posterior
+runs in a fresh process (a single process ran out of memory maps after about five posteriors' compiled programs).
 """
 
 from __future__ import annotations
@@ -336,16 +337,37 @@ def summary(results: list[dict[str, Any]]) -> str:
     return "\n\n".join(out)
 
 
+def run_posterior(name: str) -> dict[str, Any]:
+    """Every vbayes method (through ``compare``) and every anchor on one posterior."""
+    target = posteriordb_target(name)
+    ref_z = np.asarray(to_unconstrained(name, load_reference(name).pooled))
+    res: dict[str, Any] = {"posterior": name, "dim": target.dim}
+    res["vbayes"] = run_vbayes(target)
+    res["anchors"] = [run_numpyro(target, ref_z, guide_name=g) for g in GUIDES]
+    res["anchors"].append(run_blackjax_pathfinder(target, ref_z))
+    return res
+
+
+def _in_subprocess(name: str, out: Path) -> dict[str, Any]:
+    """:func:`run_posterior` in a fresh Python process (this script with ``--posteriors NAME``)."""
+    import subprocess
+
+    part = out.with_name(f"{out.stem}.{name}.json")
+    command = [sys.executable, __file__, "--posteriors", name, "--out", str(part)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(part.read_text())["results"][0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 small posteriors only")
     parser.add_argument("--posteriors", default=None, help="comma-separated posterior names")
     parser.add_argument("--out", default=str(CACHE), help="JSON file for the raw results")
-    parser.add_argument("--from-json", default=None, help="print table and summary of a saved run; run nothing")
+    parser.add_argument("--from-json", default=None, help="print table and summary of saved runs (comma-separated)")
     args = parser.parse_args()
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        print(table(saved["results"]) + "\n\n" + verdict_summary(saved["results"]) + "\n\n" + summary(saved["results"]))
+        saved = [r for f in args.from_json.split(",") for r in json.loads(Path(f).read_text())["results"]]
+        print(table(saved) + "\n\n" + verdict_summary(saved) + "\n\n" + summary(saved))
         return
     names = args.posteriors.split(",") if args.posteriors else (QUICK if args.quick else POSTERIORS)
     info = machine_info()
@@ -360,12 +382,10 @@ def main() -> None:
     t_all = time.perf_counter()
     for name in names:
         t0 = time.perf_counter()
-        target = posteriordb_target(name)
-        ref_z = np.asarray(to_unconstrained(name, load_reference(name).pooled))
-        res: dict[str, Any] = {"posterior": name, "dim": target.dim}
-        res["vbayes"] = run_vbayes(target)
-        res["anchors"] = [run_numpyro(target, ref_z, guide_name=g) for g in GUIDES]
-        res["anchors"].append(run_blackjax_pathfinder(target, ref_z))
+        if len(names) > 1:  # a fresh process per posterior: one process ran out of memory maps after ~5 posteriors'
+            res = _in_subprocess(name, out)  # hundreds of compiled programs ("LLVM ERROR: Unable to allocate")
+        else:
+            res = run_posterior(name)
         results.append(res)
         print(
             f"[{time.perf_counter() - t_all:7.1f} s] {name}: recommended {res['vbayes']['recommended']} "

@@ -5,10 +5,10 @@ The verdicts are the fits' own (:mod:`vbayes.checks`, run by every driver): conv
 from a widened q, the curvature of Laplace, divergences and R-hat of NUTS; ``compare`` adds restarts for the
 methods with a random start (``restarts=True``) and otherwise computes nothing of its own. The methods are the
 registry's (:mod:`vbayes.methods`); by default the Gaussian families, Laplace, Pathfinder and NUTS (target_accept
-0.95: a careful reference), plus CAVI and SVI when the target has a conjugate form, and a normalizing flow
-(``advi-maf``) when every one of the others but NUTS is flagged. The recommendation is the trusted
-non-MCMC method with the fewest gradient evaluations (for the conjugate methods: passes over the data, each as
-costly as one gradient of the log density), else NUTS, else (NUTS flagged too) ``"none"`` with what to do next;
+0.95: a careful reference), plus CAVI and SVI when the target has a conjugate form. The flows (``advi-flow``,
+``advi-maf``) run when named: on the shared posteriors a flow's fit took longer than NUTS's. The recommendation is
+the trusted non-MCMC method with the fewest gradient evaluations (for the conjugate methods: passes over the data,
+each as costly as one gradient of the log density), else NUTS, else (NUTS flagged too) ``"none"`` with what to do next;
 also ``"none"`` when NUTS's divergences survive its rerun, whatever passes: they mark a region no q's checks reach.
 """
 
@@ -33,8 +33,6 @@ from vbayes.targets import Target
 Array = jax.Array
 
 DEFAULT_METHODS = ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace", "pathfinder", "nuts")
-ESCALATION = ("advi-maf",)
-"""Run by default only when every method before it is flagged (a flow costs several Gaussian fits)."""
 CONJUGATE_METHODS = ("cavi", "svi")
 NUM_DRAWS = 4000
 NUTS_OPTIONS = {"target_accept": 0.95}
@@ -136,7 +134,6 @@ def compare(
     its cost is counted). Accuracy is measured in the unconstrained space z, on ``NUM_DRAWS`` draws of each q (all
     draws for NUTS).
     """
-    escalate = methods is None and target.dim >= 2
     methods = tuple(default_methods(target) if methods is None else methods)
     if not methods:
         raise VBayesError("give at least one method")
@@ -154,9 +151,6 @@ def compare(
     names = target.coordinate_names()
     for i, method in enumerate(methods):
         results[method] = _run(target, method, jax.random.fold_in(key, i), restarts, log)
-    if escalate and not any(r.trusted for r in results.values() if not isinstance(r.fit.q, Empirical)):
-        for i, method in enumerate(ESCALATION, start=len(methods)):
-            results[method] = _run(target, method, jax.random.fold_in(key, i), restarts, log)
     ref_name, ref = _reference_draws(reference, target, results, key)
     if ref is not None:
         for method, r in results.items():
