@@ -130,3 +130,16 @@ def test_psis_corrected_draws_move_a_too_narrow_q_towards_the_posterior():
     too_narrow = vbayes.advi(_gaussian(), "meanfield", progress=False, key=0)  # correlation 0.64: k̂ 0.82
     with pytest.raises(VBayesError, match="k̂"):
         too_narrow.corrected_draws(1000)
+
+
+def test_path_weights_share_the_psis_weights_and_survive_no_finite_ratio():
+    from vbayes.infer.pathfinder import path_weights
+
+    r = np.log(np.array([[1.0, 1.0, 1.0], [3.0, 3.0, 3.0]]))  # constant within a path: shares 1/4 and 3/4
+    log_w, _ = path_weights(r)
+    np.testing.assert_allclose(np.exp(log_w), [0.25, 0.75], rtol=1e-12)
+    log_w, _ = path_weights(np.array([[0.0, -np.inf], [np.nan, 0.0]]))  # a non-finite ratio weighs 0
+    np.testing.assert_allclose(np.exp(log_w), [0.5, 0.5], rtol=1e-12)
+    log_w, khat = path_weights(np.full((2, 3), np.nan))
+    np.testing.assert_allclose(np.exp(log_w), [0.5, 0.5])
+    assert khat == np.inf

@@ -108,7 +108,7 @@ def advi(
         prior_trace = [init.trace]
     else:
         if family in FLOWS:
-            q0, note = _flow_start(target, family, init, init_key, checks=())
+            q0, note = _flow_start(target, family, init, init_key)
         else:
             q0, note = initial_q(target, family, c.rank, init, init_key)
         state, done, prior_trace = _init_state(q0, opt_key), 0, []
@@ -236,7 +236,7 @@ def _chose(fit: Fit, why: str, extra_evals: int) -> Fit:
     return dataclasses.replace(fit, info=info)
 
 
-def _flow_start(target: Target, kind: str, init: Any, key: Array, checks: tuple) -> tuple[Family, dict]:
+def _flow_start(target: Target, kind: str, init: Any, key: Array) -> tuple[Family, dict]:
     """A flow's start: the given flow, or the flow of ``kind`` around a Gaussian ADVI fit from ``init`` (full rank
     up to :data:`FLOW_START_MAX_DIM`, mean-field above): its layers start as the identity, so q starts as that
     Gaussian, found in a few hundred whitened steps instead of thousands of the flow's plain Adam."""

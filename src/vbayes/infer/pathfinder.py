@@ -111,6 +111,8 @@ def path_weights(log_ratios: np.ndarray) -> tuple[np.ndarray, float]:
     ``(K, n)`` against the equal mixture; a draw whose ratio is not finite weighs 0."""
     r = np.asarray(log_ratios, dtype=np.float64)
     finite = np.isfinite(r)
+    if not finite.any():  # no draw of any path has a finite ratio: nothing to weight by
+        return np.full(r.shape[0], -np.log(r.shape[0])), float("inf")
     khat, log_w = psis(r[finite])
     w = np.zeros(r.shape)
     w[finite] = np.exp(log_w)
