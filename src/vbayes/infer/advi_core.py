@@ -46,7 +46,7 @@ class ADVIInfo(NamedTuple):
 
 def init_state(q: Family, optimizer: optax.GradientTransformation) -> ADVIState:
     """Initial state at ``q``."""
-    one = jnp.ones((), q.loc.dtype)
+    one = jnp.ones((), jax.tree_util.tree_leaves(q)[0].dtype)  # (not q.loc: a flow's is a Monte Carlo mean)
     return ADVIState(q, optimizer.init(q), one, one, jax.tree_util.tree_map(jnp.zeros_like, q))
 
 

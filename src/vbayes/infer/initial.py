@@ -100,12 +100,12 @@ def _pathfinder_q(target: Target, cls: type, rank: int, key: Array) -> tuple[Fam
     """q in family ``cls`` from one Pathfinder path from z = 0 (:mod:`vbayes.infer.pathfinder`): its mean, and its
     covariance (full rank; diagonal when not positive definite), its marginal sds (the other families); the
     Gaussian at z = 0 with scale 0.1 when the path found no q with a finite ELBO."""
-    from vbayes.infer.pathfinder import single_path
+    from vbayes.infer.pathfinder import path_cost, single_path
 
     start = PATHFINDER_START
     found = single_path(target, key, start["max_iter"], start["history"], start["num_elbo_draws"])
     elbo, best, iterations = (float(x) for x in jax.device_get((found.elbo, found.best, found.iterations)))
-    evals = int(2 * iterations + 1 + (iterations + 1) * PATHFINDER_START["num_elbo_draws"])
+    evals = sum(path_cost(int(iterations), start["num_elbo_draws"]))
     z0 = jnp.zeros(target.dim, jnp.result_type(float))
     if not np.isfinite(elbo):
         return make_q(cls, z0, jnp.full(target.dim, 0.1, z0.dtype), rank, key), {

@@ -106,6 +106,14 @@ def single_path(target: Target, key: Array, max_iter: int, history: int, num_elb
     return path(target, key, jnp.zeros(target.dim, jnp.result_type(float)), max_iter, history, num_elbo_draws)
 
 
+def path_cost(iterations: np.ndarray | int, num_elbo_draws: int) -> tuple[int, int]:
+    """(evaluations of log p̃ and its gradient, of log p̃ alone) of paths of ``iterations`` L-BFGS iterations: two
+    per iteration and one at the start (BlackJAX does not report its line search's extra ones); ``num_elbo_draws``
+    per iterate, the start included."""
+    n = np.asarray(iterations)
+    return int(np.sum(2 * n + 1)), int(np.sum((n + 1) * num_elbo_draws))
+
+
 def path_weights(log_ratios: np.ndarray) -> tuple[np.ndarray, float]:
     """(log w_k ``(K,)``, k̂): each path's share of the PSIS-smoothed weights of its draws' log ratios
     ``(K, n)`` against the equal mixture; a draw whose ratio is not finite weighs 0."""
@@ -173,8 +181,8 @@ def pathfinder(
         q = Mixture(paths.q, jnp.asarray(log_w))
     heaviest = int(np.argmax(log_w))
     converged = bool(np.all(iterations < max_iter))
-    lbfgs_evals = int(np.sum(2 * iterations + 1))
-    density_evals = int(np.sum((iterations + 1) * num_elbo_draws)) + (num_paths * num_draws if num_paths > 1 else 0)
+    lbfgs_evals, elbo_evals = path_cost(iterations, num_elbo_draws)
+    density_evals = elbo_evals + (num_paths * num_draws if num_paths > 1 else 0)
     weights = np.exp(log_w)
     message = (
         f"{num_paths} path{'s' if num_paths > 1 else ''}: L-BFGS ran {_span(iterations)} iterations"
