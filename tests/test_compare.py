@@ -57,7 +57,7 @@ def test_no_silent_failures(name):
     """Every VI method is accurate (mean W₁/sd ≤ 0.1, sd ratios in [0.8, 1.25]) or flagged by its own checks."""
     c = compare(
         load(f"posteriordb:{name}"),
-        methods=("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace"),
+        methods=("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace", "pathfinder"),
         reference="posteriordb",
     )
     for r in c.results:
@@ -78,7 +78,7 @@ def test_no_silent_failures_at_the_single_fit_level(name):
 
     target = load(f"posteriordb:{name}")
     ref = np.asarray(to_unconstrained(name, load_reference(name).pooled))
-    for method in ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace"):
+    for method in ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace", "pathfinder"):
         fit = methods.fit(target, method)
         accuracy = compare_draws(np.asarray(fit.draws_unconstrained(4000, 99)), ref)
         assert accuracy.accurate() or not fit.trusted, (name, method, accuracy.as_dict(), fit.verdict.summary())
