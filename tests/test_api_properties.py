@@ -73,8 +73,11 @@ def test_any_option_value_is_refused_by_name_or_gives_a_sound_fit(target, case, 
         assert option in str(e), (option, value, str(e))
         return
     assert fit.info.outcome in OUTCOMES
-    if fit.info.outcome in ("converged", "completed") and method.startswith(("laplace", "cavi")):
-        mean, _, _ = linear_regression_exact()  # deterministic methods that say they converged are right
+    # deterministic methods that say they converged are right (at a tolerance the user did not loosen: with tol=1
+    # CAVI stops by the user's own rule long before the optimum)
+    exact = method.startswith(("laplace", "cavi")) and "tol" not in option
+    if fit.info.outcome in ("converged", "completed") and exact:
+        mean, _, _ = linear_regression_exact()
         np.testing.assert_allclose(np.asarray(fit.q.mean), mean, atol=1e-3 * (1 + np.abs(mean).max()))
 
 
