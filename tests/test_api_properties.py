@@ -3,6 +3,8 @@ and any array given to the Gaussian-mixture estimator, gives a :class:`VBayesErr
 correct result; never another exception, never a Python warning. Fixed seed (derandomized) and a bounded number of
 examples, so the run is the same every time."""
 
+import functools
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -73,12 +75,20 @@ def test_any_option_value_is_refused_by_name_or_gives_a_sound_fit(target, case, 
         assert option in str(e), (option, value, str(e))
         return
     assert fit.info.outcome in OUTCOMES
-    # deterministic methods that say they converged are right (at a tolerance the user did not loosen: with tol=1
-    # CAVI stops by the user's own rule long before the optimum)
-    exact = method.startswith(("laplace", "cavi")) and "tol" not in option
-    if fit.info.outcome in ("converged", "completed") and exact:
-        mean, _, _ = linear_regression_exact()
+    # deterministic methods that say they converged reach their answer whatever the option's value (at a tolerance
+    # the user did not loosen: with tol=1 CAVI stops by the user's own rule long before the optimum): Laplace the exact
+    # posterior mean; CAVI its own mean-field optimum, the default fit's (mean-field VB over the weights and the noise
+    # precision is not the exact Student-t posterior: its mean differs from it by 0.004 here)
+    deterministic = method.startswith(("laplace", "cavi")) and "tol" not in option
+    if fit.info.outcome in ("converged", "completed") and deterministic:
+        mean = _cavi_mean() if method == "cavi" else linear_regression_exact()[0]
         np.testing.assert_allclose(np.asarray(fit.q.mean), mean, atol=1e-3 * (1 + np.abs(mean).max()))
+
+
+@functools.lru_cache(maxsize=1)
+def _cavi_mean() -> np.ndarray:
+    """The mean of CAVI's fit of the linear regression with the default options."""
+    return np.asarray(methods.fit(linear_regression(), "cavi", checks="none").q.mean)
 
 
 DTYPES = st.sampled_from(["float64", "float32", "int64", "bool", "complex128", "object", "U3"])
