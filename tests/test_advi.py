@@ -139,6 +139,8 @@ def test_a_region_of_minus_inf_log_density_flags_the_fit_and_names_the_cause(met
     assert fit.elbo == -np.inf
     if method == "advi":
         assert "−inf at" in fit.info.message
+        # the automatic family does not escalate to a flow: its support is unbounded too
+        assert fit.info.method == "advi-fullrank" and "not a flow: the ELBO is -inf" in fit.info.extra["family_choice"]
 
 
 def test_nan_at_the_start_is_a_clear_error():

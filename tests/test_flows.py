@@ -14,6 +14,7 @@ from vbayes.diagnostics import compare_draws
 from vbayes.examples import banana
 from vbayes.examples.classic import BANANA_B
 from vbayes.flows import FLOWS, FlowSize, build_flow
+from vbayes.infer.advi_config import FLOW_FIRST_STAGE
 
 COV = np.array([[2.0, 0.9, 0.0], [0.9, 1.0, -0.4], [0.0, -0.4, 0.5]])
 MEAN = np.array([1.0, -2.0, 0.5])
@@ -66,14 +67,19 @@ def test_on_a_gaussian_target_the_flow_reaches_the_log_evidence(kind):
     np.testing.assert_allclose(z.mean(0), MEAN, atol=0.03 * sd.min())
     np.testing.assert_allclose(z.std(0) / sd, 1.0, atol=0.03)
     assert fit.info.method == f"advi-{kind}" and fit.info.grad_evals > fit.info.extra["init_evals"] > 0
-    assert fit.info.extra["objective"] == "renyi" and fit.info.extra["num_samples"] == 8  # the flows' defaults
+    # the short first stage is enough here: its schedule, and no second stage
+    assert fit.info.extra["objective"] == "renyi" and fit.info.extra["num_samples"] == 4
+    assert fit.info.extra["schedule"].startswith("short (chunk_size 125") and "then" not in fit.info.extra["schedule"]
+    assert fit.info.grad_evals == fit.info.steps * 4 + fit.info.extra["init_evals"]
+    unchecked = vbayes.advi(_gaussian(), kind, progress=False, key=0, checks="none")  # nothing to decide a stage on
+    assert "schedule" not in unchecked.info.extra and unchecked.info.extra["num_samples"] == 8
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", FLOWS)
 def test_flows_fit_the_banana_that_every_gaussian_misses(kind):
     """The full-rank Gaussian is wrong and flagged; each flow is right (posteriordb's rule against exact draws) and
-    trusted (measured: ELBO −0.02 and −0.01 against log Z = 0, sd ratios 0.99–1.01 and 0.89–0.97)."""
+    trusted; the flow's short first stage alone is not, and is flagged."""
     target = banana()
     truth = _banana_draws(20_000)
     gaussian = vbayes.advi(target, "fullrank", progress=False, key=0)
@@ -84,6 +90,12 @@ def test_flows_fit_the_banana_that_every_gaussian_misses(kind):
     assert cmp.accurate(), cmp.as_dict()
     assert fit.trusted, fit.verdict.summary()
     assert abs(fit.elbo) < 0.05  # log Z = 0: the banana's density is normalised
+    # the short first stage was flagged, so the fit went on with the full schedule from its q; both are counted
+    short = vbayes.advi(target, kind, progress=False, key=0, **FLOW_FIRST_STAGE)
+    assert not short.trusted
+    assert "flagged" in fit.info.extra["schedule"] and "then the full schedule" in fit.info.extra["schedule"]
+    assert fit.info.extra["num_samples"] == 8
+    assert fit.info.grad_evals == fit.info.steps * 8 + short.info.grad_evals
 
 
 def test_a_flow_too_small_for_its_target_is_flagged():

@@ -24,8 +24,10 @@ def gaussian_target():
 
 
 def _draws(fn, n):
+    """``fn(key)`` for ``n`` keys, in one compiled program (run eagerly, a vmap dispatches and compiles each of its
+    operations on its own)."""
     keys = jax.random.split(jax.random.PRNGKey(0), n)
-    return jax.vmap(fn)(keys)
+    return jax.jit(jax.vmap(fn))(keys)
 
 
 @pytest.mark.parametrize("name", ["elbo", "stl", "score"])
@@ -123,10 +125,18 @@ def test_renyi_at_alpha_zero_is_the_iwelbo():
         np.testing.assert_allclose(renyi_bound(w, alpha), expected, rtol=1e-12)
 
 
-def test_renyi_gradient_is_unbiased_and_zero_at_the_optimum():
+def test_renyi_gradient_is_zero_at_the_optimum():
+    """The doubly reparameterised gradient is exactly zero, draw by draw, when q equals the target."""
+    exact = FullRankGaussian.from_covariance(MEAN, COV)
+    at_optimum = _draws(lambda key: jax.grad(lambda q: renyi(0.5)(gaussian_target(), q, key, 8))(exact), 50)
+    for leaf in _leaves(at_optimum):
+        np.testing.assert_allclose(leaf, 0.0, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_renyi_gradient_is_unbiased_with_less_variance():
     """The doubly reparameterised gradient agrees in expectation with autodiff through the plain estimator
-    (4-sigma on 6 coordinates, fixed seed; measured |z| ≤ 2.1 at n = 20,000) with about half its sd, and it is
-    exactly zero, draw by draw, when q equals the target."""
+    (4-sigma on 6 coordinates, fixed seed; measured |z| ≤ 2.1 at n = 20,000) with about half its sd."""
     target = gaussian_target()
     q = MeanFieldGaussian(jnp.array([0.5, -1.0, 0.0]), jnp.array([-0.3, 0.1, -0.7]))
     alpha, k, n = 0.5, 8, 10_000
@@ -146,10 +156,6 @@ def test_renyi_gradient_is_unbiased_and_zero_at_the_optimum():
         assert z.max() < 4.0, z
         assert np.abs(b.mean(0)).max() > 0.1  # q is away from the optimum: a non-trivial comparison
         assert np.all(a.std(0) < b.std(0))
-    exact = FullRankGaussian.from_covariance(MEAN, COV)
-    at_optimum = _draws(lambda key: jax.grad(lambda q: renyi(alpha)(target, q, key, k))(exact), 50)
-    for leaf in _leaves(at_optimum):
-        np.testing.assert_allclose(leaf, 0.0, atol=1e-10)
 
 
 RHO = 0.9

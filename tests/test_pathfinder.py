@@ -30,7 +30,8 @@ def test_the_path_and_its_gaussians_are_blackjaxs():
     target = _gaussian()
     key, z0 = jax.random.PRNGKey(3), jnp.full(D, 2.0)
     ours = path(target, key, z0, 30, 5, 25)
-    _, info = approximate(key, target.log_density, z0, num_samples=25, maxiter=30, maxcor=5)
+    run = jax.jit(lambda k, z: approximate(k, target.log_density, z, num_samples=25, maxiter=30, maxcor=5))
+    _, info = run(key, z0)  # compiled: eagerly, each of BlackJAX's operations compiles on its own
     i = int(ours.best)
     theirs = jax.tree_util.tree_map(lambda x: x[i], info.path)
     for name in ("alpha", "beta", "gamma"):

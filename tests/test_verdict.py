@@ -6,16 +6,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.scipy.stats import multivariate_normal
+from jax.scipy.stats import t as student_t
 
 import vbayes
 from vbayes import conjugate as cj
 from vbayes import methods
-from vbayes.checks import DEFAULT, NAMES, resolve
+from vbayes.checks import DEFAULT, NAMES, resolve, verify
 from vbayes.conjugate import gmm
 from vbayes.data import Stream
 from vbayes.errors import VBayesError
 from vbayes.examples import funnel, linear_regression, linear_regression_exact
-from vbayes.fit import OUTCOMES, Fit
+from vbayes.families import MeanFieldGaussian
+from vbayes.fit import OUTCOMES, Fit, FitInfo
 
 COVARIANCE = np.array([[1.0, 0.95], [0.95, 1.0]])
 
@@ -72,6 +74,35 @@ def test_laplace_on_a_conjugate_model_is_trusted_and_exact():
     np.testing.assert_allclose(np.asarray(fit.q.mean), mean, atol=1e-6)
     assert fit.trusted, fit.verdict.summary()
     assert fit.info.importance.log_evidence == pytest.approx(log_z, abs=1e-2)
+
+
+def _student_t(nu: float) -> vbayes.Target:
+    return vbayes.from_logdensity(lambda p: jnp.sum(student_t.logpdf(p["x"], nu)), {"x": np.zeros(2)}, name="t")
+
+
+def _gaussian_fit(target: vbayes.Target, sd: float) -> Fit:
+    """An unchecked fit whose q is N(0, sd² I): the verdict's checks judge q alone."""
+    q = MeanFieldGaussian(jnp.zeros(2), jnp.full(2, np.log(sd)))
+    info = FitInfo("advi-meanfield", "converged", "", 1, 1, 0, 0.0)
+    return Fit(target=target, q=q, trace=np.zeros(1), info=info, state=None)
+
+
+@pytest.mark.parametrize("key", [0, 1])
+def test_light_tails_are_only_a_note_when_a_twice_wider_q_confirms_the_sds_too(key):
+    """k̂ ≥ 0.7 says q's tails are too light; it is only a note when widened proposals confirm q's sds. On a
+    Student-t with 2.5 degrees of freedom (sd √5), a Gaussian q with 65% of that sd has k̂ ≥ 0.7 and the 1.5× wider
+    q reweights to sds only 9–12% above q's (it reaches too little of the tail to see more), which used to make k̂
+    a note and the fit trusted; the 2× wider q sees 15–20% more, outside the band: flagged (measured, seeds 0–2).
+    With 5 degrees of freedom and q's sd exact, both proposals confirm: trusted, with the note."""
+    narrow = verify(_gaussian_fit(_student_t(2.5), 0.65 * np.sqrt(5.0)), ("importance", "reweighting"), key=key)
+    imp, rew = narrow.verdict.check("importance"), narrow.verdict.check("reweighting")
+    assert imp.value >= 0.7 and rew.status == "pass"  # what the 1.5× proposal alone says
+    assert imp.status == "flag" and "a 2× wider q does not confirm q's sds" in imp.message
+    assert not narrow.trusted
+    exact = verify(_gaussian_fit(_student_t(5.0), np.sqrt(5.0 / 3.0)), ("importance", "reweighting"), key=key)
+    imp = exact.verdict.check("importance")
+    assert imp.value >= 0.7 and imp.status == "note" and "a 2× wider q confirm its means and sds" in imp.message
+    assert exact.trusted
 
 
 def test_checks_cost_is_recorded_and_can_be_skipped_or_extended():

@@ -17,11 +17,13 @@ moments or entropy: ``mean``, ``marginal_sd`` and ``covariance`` are Monte Carlo
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vbayes.errors import VBayesError
 
@@ -48,11 +50,20 @@ def default_size(kind: str, dim: int) -> FlowSize:
 
 
 class _Structure:
-    """The flow's non-trainable part (functions, integer settings): compared by identity, so that every q built
-    from the same flow shares one compiled program."""
+    """The flow's non-trainable part (functions, integer settings, masks and permutations), compared by
+    ``signature``: what it was built from and its integer arrays' contents. Its functions are closures that
+    flowjax makes afresh in each build, but from those same inputs; so flows of one layout share their compiled
+    programs (a restart, a second stage or another fit of the same model compiles nothing new)."""
 
-    def __init__(self, value: Any):
+    def __init__(self, value: Any, signature: tuple):
         self.value = value
+        self.signature = signature
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Structure) and self.signature == other.signature
+
+    def __hash__(self) -> int:
+        return hash(self.signature)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -78,10 +89,10 @@ class Flow:
         return paramax.unwrap(eqx.combine(self.params, self.structure.value))
 
     def sample(self, key: Array, n: int) -> Array:
-        return self._dist().sample(_typed(key), (n,))
+        return _sample(self, key, n)
 
     def log_prob(self, z: Array) -> Array:
-        return self._dist().log_prob(z)
+        return _log_prob(self, z)
 
     def sample_and_log_prob(self, key: Array, n: int) -> tuple[Array, Array]:
         return self._dist().sample_and_log_prob(_typed(key), (n,))
@@ -100,25 +111,44 @@ class Flow:
     def _moment_dtype(self):
         return jax.tree_util.tree_leaves(self.params)[0].dtype
 
-    def _draws(self) -> Array:
-        return jax.lax.stop_gradient(self.sample(jax.random.PRNGKey(_MOMENT_KEY), MOMENT_DRAWS))
-
     @property
     def mean(self) -> Array:
-        return jnp.mean(self._draws(), 0)
+        return _moments(self)[0]
 
     @property
     def loc(self) -> Array:
         return self.mean
 
     def marginal_sd(self) -> Array:
-        return jnp.std(self._draws(), 0)
+        return _moments(self)[1]
 
     def covariance(self) -> Array:
-        return jnp.cov(self._draws().T)
+        return _moments(self)[2]
 
     def entropy(self) -> Array:
         raise NotImplementedError("a flow's entropy has no closed form; use objective='stl' (the default) or 'iwelbo'")
+
+
+# A flow's methods are compiled (its structure is static and shared by flows of one layout): called eagerly, each
+# would trace flowjax's layers again, ~0.1 s a call.
+@functools.partial(jax.jit, static_argnums=2)
+def _sample(flow: Flow, key: Array, n: int) -> Array:
+    """``n`` draws ``(n, d)``."""
+    return flow._dist().sample(_typed(key), (n,))
+
+
+@jax.jit
+def _log_prob(flow: Flow, z: Array) -> Array:
+    """log q(z) for ``z`` ``(..., d)``."""
+    return flow._dist().log_prob(z)
+
+
+@jax.jit
+def _moments(flow: Flow) -> tuple[Array, Array, Array]:
+    """Mean ``(d,)``, marginal sds ``(d,)`` and covariance ``(d, d)`` from :data:`MOMENT_DRAWS` draws with a fixed
+    key (the same q gives the same moments); no gradient flows through them."""
+    draws = jax.lax.stop_gradient(flow._dist().sample(_typed(jax.random.PRNGKey(_MOMENT_KEY)), (MOMENT_DRAWS,)))
+    return jnp.mean(draws, 0), jnp.std(draws, 0), jnp.cov(draws.T)
 
 
 def _typed(key: Array) -> Array:
@@ -160,7 +190,13 @@ def build_flow(kind: str, loc: Array, scale: Array, key: Array, size: FlowSize |
     inner = _zero_last_layers(inner)
     q = Transformed(base, Chain([inner.bijection, affine]))
     params, structure = eqx.partition(q, eqx.is_inexact_array)
-    return Flow(params, _Structure(structure))
+    arrays = tuple(
+        (x.shape, str(x.dtype), np.asarray(x).tobytes())
+        for x in jax.tree_util.tree_leaves(structure)
+        if hasattr(x, "shape")
+    )
+    signature = (kind, size, loc.shape, str(loc.dtype), str(scale.dtype), scale.ndim, arrays)
+    return Flow(params, _Structure(structure, signature))
 
 
 _LAYER = re.compile(r"^(.*)\.layers\[(\d+)\]")

@@ -31,7 +31,7 @@ from vbayes.errors import VBayesError
 from vbayes.families import FAMILIES, Family, FullRankGaussian
 from vbayes.fit import Fit, FitInfo, as_key
 from vbayes.flows import FLOWS, Flow, build_flow
-from vbayes.infer.advi_config import ADVIConfig
+from vbayes.infer.advi_config import FLOW_FIRST_STAGE, ADVIConfig
 from vbayes.infer.advi_core import ADVIInfo, ADVIState, build_step, chunk_runner, init_state, polyak_average
 from vbayes.infer.initial import initial_q, make_q
 from vbayes.infer.preconditioner import OPTIMIZERS, register_optimizer
@@ -90,7 +90,11 @@ def advi(
     unknown = sorted(set(options) - set(ADVIConfig._fields))
     if unknown:
         raise VBayesError(f"unknown option(s) {unknown} for advi; its options are {', '.join(ADVIConfig._fields)}")
-    c = (config or ADVIConfig())._replace(**options).checked(family, target.dim)
+    given = (config or ADVIConfig())._replace(**options)
+    c = given.checked(family, target.dim)
+    if family in FLOWS and optimizer is None and _staged(given, init) and resolve_checks(checks):
+        args = dict(key=key, optimizer=optimizer, devices=devices, progress=progress, checks=checks)
+        return _in_two_stages(target, family, init, given, **args)
     checks = resolve_checks(checks)
     mesh = None
     if c.batch_size is not None or devices is not None:
@@ -103,7 +107,8 @@ def advi(
     ahead = (
         None if mesh is not None or family in FLOWS else _compile_ahead(target, family, init, c, opt_key, key, checks)
     )
-    if isinstance(init, Fit) and (family not in FLOWS or isinstance(init.q, Flow)):
+    resuming = isinstance(init, Fit) and (family not in FLOWS or isinstance(init.q, Flow))
+    if resuming:
         state, note, done = init.state, {"init": "resumed"}, init.info.steps
         prior_trace = [init.trace]
     else:
@@ -197,7 +202,8 @@ def advi(
 
     if ahead is not None and ahead[1] is not None:
         ahead[1].result()
-    return verify(fit, checks, refit=None if isinstance(init, Fit) else refit, key=verify_key)
+    # a resumed fit has no start to vary; a flow from a Gaussian fit restarts from it with another seed
+    return verify(fit, checks, refit=None if resuming else refit, key=verify_key)
 
 
 FLOW_START_MAX_DIM = 200
@@ -208,7 +214,8 @@ above it, from a mean-field one."""
 def auto_family(target: Target, checks: Any = "default", **kwargs: Any) -> Fit:
     """ADVI with the family chosen for the fit to pass its checks: full rank up to :data:`FULLRANK_MAX_DIM` (low
     rank above); when that fit is flagged and d ≤ :data:`ESCALATE_MAX_DIM`, a masked autoregressive flow started at
-    it. Returns the flow's fit when it passes its checks or has the higher ELBO, else the Gaussian's; either way
+    it (not when its ELBO is −inf: q's unbounded support meets a region where the density is −inf, which no flow
+    mends). Returns the flow's fit when it passes its checks or has the higher ELBO, else the Gaussian's; either way
     ``info.extra["family_choice"]`` says what was tried and why, and ``grad_evals`` counts every fit made.
     Mean-field stays available by name (``advi(target, "meanfield")``)."""
     d = target.dim
@@ -217,6 +224,8 @@ def auto_family(target: Target, checks: Any = "default", **kwargs: Any) -> Fit:
     first = advi(target, family, checks=checks, **kwargs)
     if first.verdict.status != "flagged" or d < 2 or d > ESCALATE_MAX_DIM or first.info.outcome == "diverged":
         return _chose(first, why, 0)
+    if not np.isfinite(first.elbo):  # q has mass where the density is −inf: a flow's support is unbounded too
+        return _chose(first, f"{why}; not a flow: the ELBO is {first.elbo}, a support the model must declare", 0)
     flow = advi(target, "maf", checks=checks, **{**kwargs, "init": first})
     reason = first.verdict.flags[0] if first.verdict.flags else "flagged"
     if flow.trusted or flow.elbo > first.elbo:
@@ -225,14 +234,41 @@ def auto_family(target: Target, checks: Any = "default", **kwargs: Any) -> Fit:
     return _chose(first, f"{why}; a flow started at it was flagged too, with a lower ELBO ({flow.elbo:.4g})", extra)
 
 
+def _staged(given: ADVIConfig, init: Any) -> bool:
+    """A flow runs in two stages when the user left its schedule to the defaults and is not resuming a flow (and
+    there are checks to decide whether the first stage is enough)."""
+    schedule = (given.chunk_size, given.num_samples, given.learning_rate)
+    resuming = isinstance(init, Flow) or (isinstance(init, Fit) and isinstance(init.q, Flow))
+    return all(v is None for v in schedule) and not resuming
+
+
+def _in_two_stages(target: Target, family: str, init: Any, given: ADVIConfig, **kwargs: Any) -> Fit:
+    """A flow fitted first on the short schedule :data:`~vbayes.infer.advi_config.FLOW_FIRST_STAGE`; when that fit
+    is flagged, fitted again from the same start on the full default schedule (a first stage gone wrong, say at
+    too high a rate for a badly scaled posterior, is no start to go on from). Returns the fit kept, with the first
+    stage's cost in ``grad_evals`` and ``info.extra["schedule"]`` saying which stages ran."""
+    start = init if isinstance(init, Fit) else _gaussian_start(target, init, _keys(as_key(kwargs["key"]))[1])
+    first = advi(target, family, init=start, config=given._replace(**FLOW_FIRST_STAGE), **kwargs)
+    stage = ", ".join(f"{k} {v}" for k, v in FLOW_FIRST_STAGE.items())
+    if first.verdict.status != "flagged" or first.info.outcome in ("diverged", "interrupted"):
+        return _noted(first, "schedule", f"short ({stage})", 0)
+    full = advi(target, family, init=start, config=given.checked(family, target.dim), **kwargs)  # defaults filled
+    reason = first.verdict.flags[0] if first.verdict.flags else "flagged"
+    why = f"short ({stage}), flagged ({reason}); then the full schedule from the same start"
+    return _noted(full, "schedule", why, first.info.grad_evals - first.info.extra["init_evals"])
+
+
 def _chose(fit: Fit, why: str, extra_evals: int) -> Fit:
     """``fit`` with the automatic family's reason in its record (and the cost of a fit it did not keep)."""
-    info = dataclasses.replace(
-        fit.info,
-        grad_evals=fit.info.grad_evals + extra_evals,
-        extra={**fit.info.extra, "family_choice": why},
-        message=f"family {why}; {fit.info.message}",
-    )
+    return _noted(fit, "family_choice", why, extra_evals, prefix="family")
+
+
+def _noted(fit: Fit, field: str, why: str, extra_evals: int, prefix: str = "", init: str | None = None) -> Fit:
+    """``fit`` with ``why`` in ``info.extra[field]`` (and at the head of its message when ``prefix`` is given),
+    ``extra_evals`` more gradient evaluations (a fit made on the way to it), and ``init`` as its start."""
+    extra = {**fit.info.extra, field: why, **({"init": init} if init else {})}
+    message = f"{prefix} {why}; {fit.info.message}" if prefix else fit.info.message
+    info = dataclasses.replace(fit.info, grad_evals=fit.info.grad_evals + extra_evals, extra=extra, message=message)
     return dataclasses.replace(fit, info=info)
 
 
@@ -242,15 +278,19 @@ def _flow_start(target: Target, kind: str, init: Any, key: Array) -> tuple[Famil
     Gaussian, found in a few hundred whitened steps instead of thousands of the flow's plain Adam."""
     if isinstance(init, Flow):
         return init, {"init": "given", "init_evals": 0}
-    if isinstance(init, Fit):  # a Gaussian fit to start from (auto_family's escalation)
-        gauss, family = init, init.info.method.removeprefix("advi-")
-    else:
-        family = "fullrank" if target.dim <= FLOW_START_MAX_DIM else "meanfield"
-        gauss = advi(target, family, key=key, init=init, progress=False, checks="none")
+    gauss = init if isinstance(init, Fit) else _gaussian_start(target, init, key)
+    family = gauss.info.method.removeprefix("advi-")
     scale = gauss.q.scale_tril if isinstance(gauss.q, FullRankGaussian) else gauss.q.marginal_sd()
     how = gauss.info.extra.get("init", "")
     note = f"advi-{family} ({gauss.info.outcome} after {gauss.info.steps} steps{'; ' + how if how else ''})"
     return build_flow(kind, gauss.q.loc, scale, key), {"init": note, "init_evals": gauss.info.grad_evals}
+
+
+def _gaussian_start(target: Target, init: Any, key: Array) -> Fit:
+    """A flow's Gaussian start from ``init``: a full-rank ADVI fit up to :data:`FLOW_START_MAX_DIM`, mean-field
+    above, unchecked."""
+    family = "fullrank" if target.dim <= FLOW_START_MAX_DIM else "meanfield"
+    return advi(target, family, key=key, init=init, progress=False, checks="none")
 
 
 def _compile_ahead(
