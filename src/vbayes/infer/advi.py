@@ -263,10 +263,10 @@ def _chose(fit: Fit, why: str, extra_evals: int) -> Fit:
     return _noted(fit, "family_choice", why, extra_evals, prefix="family")
 
 
-def _noted(fit: Fit, field: str, why: str, extra_evals: int, prefix: str = "", init: str | None = None) -> Fit:
-    """``fit`` with ``why`` in ``info.extra[field]`` (and at the head of its message when ``prefix`` is given),
-    ``extra_evals`` more gradient evaluations (a fit made on the way to it), and ``init`` as its start."""
-    extra = {**fit.info.extra, field: why, **({"init": init} if init else {})}
+def _noted(fit: Fit, field: str, why: str, extra_evals: int, prefix: str = "") -> Fit:
+    """``fit`` with ``why`` in ``info.extra[field]`` (and at the head of its message when ``prefix`` is given) and
+    ``extra_evals`` more gradient evaluations (a fit made on the way to it)."""
+    extra = {**fit.info.extra, field: why}
     message = f"{prefix} {why}; {fit.info.message}" if prefix else fit.info.message
     info = dataclasses.replace(fit.info, grad_evals=fit.info.grad_evals + extra_evals, extra=extra, message=message)
     return dataclasses.replace(fit, info=info)
