@@ -1,5 +1,5 @@
 """Test configuration: float64 everywhere (closed-form comparisons need it), one persistent compilation cache
-for the test runs, and compiled code freed after every test module."""
+for the test runs, unoptimised compilation in the default run, and compiled code freed after every test module."""
 
 import os
 from pathlib import Path
@@ -21,6 +21,20 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+QUICK_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The default run (slow checks deselected) compiles every program without LLVM's optimisations: it compiles
+    thousands of small programs and runs each briefly, so optimising them costs more time than it saves (measured:
+    a cold default run ~20% faster). The slow run, whose fits run each program for minutes, keeps XLA's defaults.
+    Set before JAX starts its backend; inherited by the worker processes and the commands the tests start; a
+    user's own XLA_FLAGS optimisation level is kept."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if (config.getoption("markexpr") or "").strip() == "not slow" and "optimization_level" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {QUICK_COMPILE}".strip()
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -306,7 +306,9 @@ def _far_model_and_data():
 def test_dreg_has_the_same_value_and_decoder_gradient():
     model, x = _far_model_and_data()
     (v_rep, g_rep), (v_dreg, g_dreg) = (_iwae_grad(model, x, jax.random.PRNGKey(0), g) for g in ("reparam", "dreg"))
-    assert float(v_rep) == float(v_dreg)
+    # the same value to the last bits: two programs (their gradients differ), so rounding may differ by an ulp
+    # (it does when compiled without LLVM's optimisations, as in the default test run)
+    np.testing.assert_allclose(float(v_rep), float(v_dreg), rtol=4 * np.finfo(np.float64).eps, atol=0)
     _assert_same_params(g_rep.decoder, g_dreg.decoder, atol=1e-12)
 
 
