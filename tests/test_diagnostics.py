@@ -119,6 +119,17 @@ def test_compare_draws_sees_correlation_errors():
     assert c.corr_error == pytest.approx(0.9, abs=0.05)  # ...the joint measure does
 
 
+@pytest.mark.filterwarnings("error")
+def test_draws_of_a_diverged_q_are_inaccurate_without_a_numpy_warning():
+    """Finite draws so large that their squares overflow (a flow that diverged on diamonds): inaccurate, and no
+    RuntimeWarning leaks (it did, from the sds)."""
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(1000, 2))
+    huge = rng.normal(size=(500, 2)) * 1e200
+    c = compare_draws(huge, ref)
+    assert not c.accurate() and c.sd_ratio.max() == np.inf
+
+
 def test_compare_draws_bad_input():
     ref = np.random.default_rng(0).normal(size=(100, 2))
     x = ref.copy()

@@ -101,15 +101,16 @@ def compare_draws(
         raise VBayesError("a reference coordinate has zero spread; cannot measure errors in its sd units")
     from scipy.stats import wasserstein_distance
 
-    w1 = np.array([wasserstein_distance(x[:, j], y[:, j]) for j in range(x.shape[1])]) / sd_y
-    corr_error = 0.0
-    if x.shape[1] > 1:
-        corr_error = float(np.max(np.abs(np.corrcoef(x.T) - np.corrcoef(y.T))))
     labels = tuple(names) if names is not None else tuple(f"z[{j}]" for j in range(x.shape[1]))
-    return DrawComparison(
-        mean_error=np.abs(x.mean(0) - y.mean(0)) / sd_y,
-        sd_ratio=x.std(0, ddof=1) / sd_y,
-        w1=w1,
-        corr_error=corr_error,
-        names=labels,
-    )
+    with np.errstate(over="ignore", invalid="ignore"):  # draws of a diverged q overflow: inf/NaN, i.e. inaccurate
+        w1 = np.array([wasserstein_distance(x[:, j], y[:, j]) for j in range(x.shape[1])]) / sd_y
+        corr_error = 0.0
+        if x.shape[1] > 1:
+            corr_error = float(np.max(np.abs(np.corrcoef(x.T) - np.corrcoef(y.T))))
+        return DrawComparison(
+            mean_error=np.abs(x.mean(0) - y.mean(0)) / sd_y,
+            sd_ratio=x.std(0, ddof=1) / sd_y,
+            w1=w1,
+            corr_error=corr_error,
+            names=labels,
+        )
