@@ -166,7 +166,10 @@ def test_sharded_drivers_equal_one_device():
     ``ShardedData`` (100 iterations), minibatch ADVI."""
     out = _on_eight_devices("drivers")
     assert out["svi_run"] < 1e-9 and out["svi_steps"][0] == out["svi_steps"][1]
-    assert out["svi_run_f32"] < 1e-4  # float32 statistics summed over 8 devices instead of one
+    # float32 statistics summed over 8 devices instead of one: rounding that grows over the run and depends on the
+    # CPU's vector code (measured 1.2e-4 on a 2-core Intel Xeon, below 1e-4 on an AMD EPYC, at this commit and the
+    # one before); a lost or doubled shard would be off by O(1/8)
+    assert out["svi_run_f32"] < 1e-3
     assert out["cavi"] < 1e-9 and out["cavi_iters"] == [100, 100]
     assert out["advi_run"] < 1e-9
 
