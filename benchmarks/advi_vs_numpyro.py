@@ -373,6 +373,7 @@ def section_overhead(b: Bench, timing: dict, repeats: int) -> dict:
             lambda: (
                 advi(
                     b.target,
+                    "meanfield",
                     init="zero",
                     max_steps=n,
                     max_decays=NEVER,
@@ -410,7 +411,7 @@ def section_accuracy(b: Bench, ref: np.ndarray, seeds: list[int], np_seeds: list
 
     for seed in seeds:
         with count_compiles() as c:
-            t, fit = wall(lambda seed=seed: advi(b.target, key=seed, progress=False))
+            t, fit = wall(lambda seed=seed: advi(b.target, "meanfield", key=seed, progress=False))
         x = np.asarray(fit.draws_unconstrained(S_DRAWS, key=10_000 + seed))
         w = w1_over_sd(x, ref)
         r = sd_ratio(x, ref)
@@ -432,7 +433,7 @@ def section_accuracy(b: Bench, ref: np.ndarray, seeds: list[int], np_seeds: list
         }
         res["vbayes"].append(row)
         log(
-            f"  vbayes  advi(target, key={seed}): W1/sd mean {w.mean():.3f} (max {w.max():.3f}), sd ratio "
+            f"  vbayes  advi(target, 'meanfield', key={seed}): W1/sd mean {w.mean():.3f} (max {w.max():.3f}), sd ratio "
             f"[{r.min():.2f}, {r.max():.2f}], {fit.info.outcome} after {fit.info.steps} steps, init {row['init']}, "
             f"wall {fmt_time(t)} ({c.programs} compilations, {fmt_time(c.seconds)})"
         )
@@ -441,7 +442,9 @@ def section_accuracy(b: Bench, ref: np.ndarray, seeds: list[int], np_seeds: list
 
     if optimum:
         # the best a mean-field Gaussian can do: a long, low-noise run (32 draws per step, 8 halvings)
-        t, fit = wall(lambda: advi(b.target, key=0, num_samples=32, max_decays=8, max_steps=50_000, progress=False))
+        t, fit = wall(
+            lambda: advi(b.target, "meanfield", key=0, num_samples=32, max_decays=8, max_steps=50_000, progress=False)
+        )
         w4 = w1_over_sd(np.asarray(fit.draws_unconstrained(S_DRAWS, key=10_000)), ref)
         w100 = w1_over_sd(np.asarray(fit.draws_unconstrained(100_000, key=10_001)), ref)
         names = b.target.coordinate_names()

@@ -117,6 +117,16 @@ def test_flows_need_two_dimensions_and_a_known_kind():
         vbayes.advi(banana(), "realnvp")
 
 
+def test_a_flow_refuses_the_closed_form_elbo_and_the_automatic_family_does_not_escalate_with_it():
+    """The ``elbo`` objective needs q's entropy in closed form: a flow family refuses it with a clear error, and the
+    automatic family keeps its flagged Gaussian and says why instead of failing inside the flow's fit."""
+    with pytest.raises(VBayesError, match="objective 'elbo' needs q's entropy in closed form"):
+        vbayes.advi(banana(), "maf", objective="elbo", progress=False)
+    auto = vbayes.advi(banana(), objective="elbo", progress=False, key=0)
+    assert auto.info.method == "advi-fullrank" and not auto.trusted
+    assert "not a flow: objective 'elbo' needs a closed-form entropy" in auto.info.extra["family_choice"]
+
+
 def test_the_automatic_family_is_full_rank_when_that_passes():
     """No family named: full rank (d ≤ 500), the same fit as naming it, and the record says why."""
     auto = vbayes.advi(_gaussian(), progress=False, key=3)

@@ -126,7 +126,9 @@ class Flow:
         return _moments(self)[2]
 
     def entropy(self) -> Array:
-        raise NotImplementedError("a flow's entropy has no closed form; use objective='stl' (the default) or 'iwelbo'")
+        raise NotImplementedError(
+            "a flow's entropy has no closed form; use objective='renyi' (the flows' default), 'stl' or 'iwelbo'"
+        )
 
 
 # A flow's methods are compiled (its structure is static and shared by flows of one layout): called eagerly, each

@@ -226,6 +226,10 @@ def auto_family(target: Target, checks: Any = "default", **kwargs: Any) -> Fit:
         return _chose(first, why, 0)
     if not np.isfinite(first.elbo):  # q has mass where the density is −inf: a flow's support is unbounded too
         return _chose(first, f"{why}; not a flow: the ELBO is {first.elbo}, a support the model must declare", 0)
+    if (kwargs.get("objective") or (kwargs.get("config") or ADVIConfig()).objective) == "elbo":
+        return _chose(
+            first, f"{why}; not a flow: objective 'elbo' needs a closed-form entropy, which a flow has not", 0
+        )
     flow = advi(target, "maf", checks=checks, **{**kwargs, "init": first})
     reason = first.verdict.flags[0] if first.verdict.flags else "flagged"
     if flow.trusted or flow.elbo > first.elbo:

@@ -83,6 +83,11 @@ class ADVIConfig(NamedTuple):
         if family == "lowrank":
             rules.append(("rank", self.rank, is_count(self.rank) and self.rank <= dim, f"between 1 and {dim} (d)"))
         require(rules, "advi")
+        if flow and objective == "elbo":
+            raise VBayesError(
+                "advi: objective 'elbo' needs q's entropy in closed form, which a flow has not; use 'renyi' (the "
+                "flows' default), 'stl', 'iwelbo' or 'score'"
+            )
         samples = self.num_samples or (8 if objective in ("score", "iwelbo", "renyi") or flow else 1)
         return self._replace(
             objective=objective,
