@@ -94,7 +94,7 @@ def advi(
     c = given.checked(family, target.dim)
     if family in FLOWS and optimizer is None and _staged(given, init) and resolve_checks(checks):
         args = dict(key=key, optimizer=optimizer, devices=devices, progress=progress, checks=checks)
-        return _in_two_stages(target, family, init, given, **args)
+        return _in_two_stages(target, family, init, c, **args)
     checks = resolve_checks(checks)
     mesh = None
     if c.batch_size is not None or devices is not None:
@@ -246,17 +246,18 @@ def _staged(given: ADVIConfig, init: Any) -> bool:
     return all(v is None for v in schedule) and not resuming
 
 
-def _in_two_stages(target: Target, family: str, init: Any, given: ADVIConfig, **kwargs: Any) -> Fit:
+def _in_two_stages(target: Target, family: str, init: Any, c: ADVIConfig, **kwargs: Any) -> Fit:
     """A flow fitted first on the short schedule :data:`~vbayes.infer.advi_config.FLOW_FIRST_STAGE`; when that fit
     is flagged, fitted again from the same start on the full default schedule (a first stage gone wrong, say at
     too high a rate for a badly scaled posterior, is no start to go on from). Returns the fit kept, with the first
-    stage's cost in ``grad_evals`` and ``info.extra["schedule"]`` saying which stages ran."""
+    stage's cost in ``grad_evals`` and ``info.extra["schedule"]`` saying which stages ran. ``c``: the settings
+    checked, with the full schedule's defaults filled in."""
     start = init if isinstance(init, Fit) else _gaussian_start(target, init, _keys(as_key(kwargs["key"]))[1])
-    first = advi(target, family, init=start, config=given._replace(**FLOW_FIRST_STAGE), **kwargs)
+    first = advi(target, family, init=start, config=c._replace(**FLOW_FIRST_STAGE), **kwargs)
     stage = ", ".join(f"{k} {v}" for k, v in FLOW_FIRST_STAGE.items())
     if first.verdict.status != "flagged" or first.info.outcome in ("diverged", "interrupted"):
         return _noted(first, "schedule", f"short ({stage})", 0)
-    full = advi(target, family, init=start, config=given.checked(family, target.dim), **kwargs)  # defaults filled
+    full = advi(target, family, init=start, config=c, **kwargs)
     reason = first.verdict.flags[0] if first.verdict.flags else "flagged"
     why = f"short ({stage}), flagged ({reason}); then the full schedule from the same start"
     return _noted(full, "schedule", why, first.info.grad_evals - first.info.extra["init_evals"])
