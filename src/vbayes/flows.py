@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vbayes.errors import VBayesError
 
@@ -50,10 +49,10 @@ def default_size(kind: str, dim: int) -> FlowSize:
 
 
 class _Structure:
-    """The flow's non-trainable part (functions, integer settings, masks and permutations), compared by
-    ``signature``: what it was built from and its integer arrays' contents. Its functions are closures that
-    flowjax makes afresh in each build, but from those same inputs; so flows of one layout share their compiled
-    programs (a restart, a second stage or another fit of the same model compiles nothing new)."""
+    """The flow's static part (functions and integer settings), compared by ``signature``: what it was built from
+    and the shapes and dtypes of its integer arrays. Its functions are closures that flowjax makes afresh in each
+    build, but from those same inputs; so flows of one layout share their compiled programs (a restart, a second
+    stage, another seed or another fit of the same model compiles nothing new)."""
 
     def __init__(self, value: Any, signature: tuple):
         self.value = value
@@ -68,25 +67,28 @@ class _Structure:
 
 @jax.tree_util.register_pytree_node_class
 class Flow:
-    """q = (A ∘ F)_# N(0, I): ``params`` the flow's floating-point arrays (what ADVI optimises), ``structure`` the
-    rest. ``sample(key, n)`` ``(n, d)``; ``log_prob(z)`` for ``z`` ``(..., d)``."""
+    """q = (A ∘ F)_# N(0, I): ``params`` the flow's floating-point arrays (what ADVI optimises), ``buffers`` its
+    integer and boolean arrays (the layers' masks and permutations, drawn from the build's key: arrays, not
+    constants, so that a flow built from another key runs the same compiled programs), ``structure`` the rest.
+    ``sample(key, n)`` ``(n, d)``; ``log_prob(z)`` for ``z`` ``(..., d)``."""
 
-    def __init__(self, params: Any, structure: _Structure):
+    def __init__(self, params: Any, buffers: Any, structure: _Structure):
         self.params = params
+        self.buffers = buffers
         self.structure = structure
 
     def tree_flatten(self):
-        return (self.params,), self.structure
+        return (self.params, self.buffers), self.structure
 
     @classmethod
     def tree_unflatten(cls, structure, children):
-        return cls(children[0], structure)
+        return cls(*children, structure)
 
     def _dist(self):
         import equinox as eqx
         import paramax
 
-        return paramax.unwrap(eqx.combine(self.params, self.structure.value))
+        return paramax.unwrap(eqx.combine(self.params, self.buffers, self.structure.value))
 
     def sample(self, key: Array, n: int) -> Array:
         return _sample(self, key, n)
@@ -191,14 +193,11 @@ def build_flow(kind: str, loc: Array, scale: Array, key: Array, size: FlowSize |
     affine = TriangularAffine(loc, scale) if scale.ndim == 2 else Affine(loc, scale)
     inner = _zero_last_layers(inner)
     q = Transformed(base, Chain([inner.bijection, affine]))
-    params, structure = eqx.partition(q, eqx.is_inexact_array)
-    arrays = tuple(
-        (x.shape, str(x.dtype), np.asarray(x).tobytes())
-        for x in jax.tree_util.tree_leaves(structure)
-        if hasattr(x, "shape")
-    )
+    params, rest = eqx.partition(q, eqx.is_inexact_array)
+    buffers, structure = eqx.partition(rest, eqx.is_array)
+    arrays = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(buffers))
     signature = (kind, size, loc.shape, str(loc.dtype), str(scale.dtype), scale.ndim, arrays)
-    return Flow(params, _Structure(structure, signature))
+    return Flow(params, buffers, _Structure(structure, signature))
 
 
 _LAYER = re.compile(r"^(.*)\.layers\[(\d+)\]")

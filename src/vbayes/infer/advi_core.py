@@ -29,7 +29,8 @@ Array = jax.Array
 class ADVIState(NamedTuple):
     """``q``: current approximation; ``step_size``: multiplies every update (the driver's schedule);
     ``backoff``: a further factor, halved by each non-finite step and recovering by 5% per good step;
-    ``q_sum``: running sum of iterates since the driver last reset it (Polyak averaging)."""
+    ``q_sum``: running sum of iterates since the driver last reset it (Polyak averaging). The optimiser's state
+    and ``q_sum`` cover q's floating-point leaves only (:func:`trainable`)."""
 
     q: Family
     opt_state: optax.OptState
@@ -44,10 +45,22 @@ class ADVIInfo(NamedTuple):
     objective: Array
 
 
+def trainable(q: Family) -> Any:
+    """``q`` with its floating-point leaves (what the optimiser moves) and ``None`` in place of the others (a
+    flow's masks and permutations, fixed when it was built)."""
+    return jax.tree_util.tree_map(lambda x: x if jnp.issubdtype(jnp.result_type(x), jnp.inexact) else None, q)
+
+
+def with_trainable(q: Family, params: Any) -> Family:
+    """``q`` with its floating-point leaves taken from ``params`` (a :func:`trainable` tree)."""
+    return jax.tree_util.tree_map(lambda p, x: x if p is None else p, params, q, is_leaf=lambda v: v is None)
+
+
 def init_state(q: Family, optimizer: optax.GradientTransformation) -> ADVIState:
     """Initial state at ``q``."""
-    one = jnp.ones((), jax.tree_util.tree_leaves(q)[0].dtype)  # (not q.loc: a flow's is a Monte Carlo mean)
-    return ADVIState(q, optimizer.init(q), one, one, jax.tree_util.tree_map(jnp.zeros_like, q))
+    params = trainable(q)
+    one = jnp.ones((), jax.tree_util.tree_leaves(params)[0].dtype)  # (not q.loc: a flow's is a Monte Carlo mean)
+    return ADVIState(q, optimizer.init(params), one, one, jax.tree_util.tree_map(jnp.zeros_like, params))
 
 
 def build_step(
@@ -57,9 +70,12 @@ def build_step(
     update is non-finite is skipped (its objective is reported as NaN) and halves ``backoff``."""
 
     def step(key: Array, state: ADVIState, target: Target, active: Array = True) -> tuple[ADVIState, ADVIInfo]:
-        loss, grad = jax.value_and_grad(lambda q: -objective(target, q, key, num_samples))(state.q)
+        params = trainable(state.q)
+        loss, grad = jax.value_and_grad(lambda p: -objective(target, with_trainable(state.q, p), key, num_samples))(
+            params
+        )
         value = -loss
-        updates, opt_state = optimizer.update(grad, state.opt_state, state.q)
+        updates, opt_state = optimizer.update(grad, state.opt_state, params)
         scale = state.step_size * state.backoff
         updates = jax.tree_util.tree_map(lambda u: scale * u, updates)
         # one reduction sees any NaN/inf in the objective, the gradient (through the update) or the update
@@ -68,11 +84,12 @@ def build_step(
         add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
 
         def accept():
-            q = optax.apply_updates(state.q, updates)
-            return q, opt_state, jnp.minimum(1.0, 1.05 * state.backoff), add(state.q_sum, q)
+            moved = optax.apply_updates(params, updates)
+            q = with_trainable(state.q, moved)
+            return q, opt_state, jnp.minimum(1.0, 1.05 * state.backoff), add(state.q_sum, moved)
 
         def reject():
-            return state.q, state.opt_state, jnp.where(active, 0.5, 1.0) * state.backoff, add(state.q_sum, state.q)
+            return state.q, state.opt_state, jnp.where(active, 0.5, 1.0) * state.backoff, add(state.q_sum, params)
 
         q, opt_state, backoff, q_sum = jax.lax.cond(take, accept, reject)
         return ADVIState(q, opt_state, state.step_size, backoff, q_sum), ADVIInfo(jnp.where(take, value, jnp.nan))
@@ -132,4 +149,4 @@ def chunk_runner(
 
 def polyak_average(state: ADVIState, n: int) -> Family:
     """Mean of the ``n`` iterates summed in ``q_sum`` since the driver last reset it."""
-    return jax.tree_util.tree_map(lambda x: x / n, state.q_sum)
+    return with_trainable(state.q, jax.tree_util.tree_map(lambda x: x / n, state.q_sum))
