@@ -114,6 +114,8 @@ def advi(
     else:
         if family in FLOWS:
             q0, note = _flow_start(target, family, init, init_key)
+            if mesh is None:  # the checks' program compiles in the background while the chunk runner compiles
+                ahead = (None, _checks_ahead(target, q0, key, checks, family))
         else:
             q0, note = initial_q(target, family, c.rank, init, init_key)
         state, done, prior_trace = _init_state(q0, opt_key), 0, []
@@ -124,7 +126,7 @@ def advi(
     outcome, message, decays, prev = "max_steps", "", 0, None
     steps, skipped, bad_in_row = 0, 0, 0
     bar = ChunkProgress(progress, c.max_steps, target.name)
-    if ahead is not None:
+    if ahead is not None and ahead[0] is not None:
         ahead[0].result()
     try:
         while steps < c.max_steps:
@@ -318,9 +320,13 @@ def _compile_ahead(
     chunk = min(c.chunk_size, c.max_steps)
     run = chunk_runner(objective_for(c.objective, c.renyi_alpha), opt_key, c.num_samples, c.batch_size, None)
     first = compile_ahead(run, state, target, key, chunk, key, chunk, c.num_check)
+    return first, _checks_ahead(target, state.q, key, checks, family)
+
+
+def _checks_ahead(target: Target, q: Any, key: Array, checks: tuple, family: str) -> Future | None:
+    """Compile the program of the reweighting checks for ``q``'s shapes in the background, when they will run."""
     wants = {"importance", "reweighting"} & set(checks) and family != "pointmass"
-    second = compile_ahead(*ratio_draws_args(target, state.q, key)) if wants else None
-    return first, second
+    return compile_ahead(*ratio_draws_args(target, q, key)) if wants else None
 
 
 @functools.partial(jax.jit, compiler_options=QUICK)
