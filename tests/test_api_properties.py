@@ -136,13 +136,13 @@ def test_the_mixture_estimator_refuses_bad_arrays_by_name_or_fits_them(x):
 @PROPERTY
 @given(seed=st.integers(min_value=-(2**63), max_value=2**63 - 1))
 def test_an_integer_seed_gives_the_key_jax_gives(seed):
-    from vbayes.fit import as_key
+    from vbayes.keys import as_key
 
     assert np.array_equal(np.asarray(as_key(seed)), np.asarray(jax.random.PRNGKey(seed)))
 
 
 def test_a_seed_beyond_64_bits_is_a_clear_error():
-    from vbayes.fit import as_key
+    from vbayes.keys import as_key
 
     for seed in (2**63, -(2**63) - 1, 2**64):  # JAX itself overflows on 2**63 and up
         with pytest.raises(VBayesError, match="signed 64-bit"):

@@ -403,3 +403,49 @@ def test_normal_runs_let_no_python_warning_reach_the_user(tmp_path):
         assert "Warning" not in result.stderr, result.stderr
         if status == 3:
             assert "−inf at" in result.stdout and "Declare the support" in result.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# model criticism: --predict and vbayes compare-models
+
+
+def test_fit_predict_writes_the_predictive_check_and_the_exact_loo(tmp_path):
+    """For the normal mean (closed form), the printed and written elpd_loo is the exact Σ log p(y_i | y₋ᵢ)."""
+    from scipy import stats
+
+    module = load_module(DATA / "normal_model.py")
+    y, sigma = module.data["y"], module.data["sigma"]
+    exact = 0.0
+    for i in range(y.size):
+        rest = np.delete(y, i)
+        precision = 1 / module.PRIOR_SD**2 + rest.size / sigma**2
+        mean = (module.PRIOR_MEAN / module.PRIOR_SD**2 + rest.sum() / sigma**2) / precision
+        exact += stats.norm.logpdf(y[i], mean, np.sqrt(sigma**2 + 1 / precision))
+    out = tmp_path / "normal"
+    result = invoke("fit", f"{DATA / 'normal_model.py'}:model", "--method", "advi-meanfield", "--predict", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "LOO: elpd_loo" in result.stdout and "q-corrected" in result.stdout
+    assert (out / "ppc.png").read_bytes().startswith(PNG_SIGNATURE)
+    record = json.loads((out / "loo.json").read_text())
+    assert record["elpd"] == pytest.approx(exact, abs=0.1) and record["n_obs"] == 8 and record["reliable"]
+    assert len(record["pointwise"]) == 8 and record["corrected"]
+
+
+def test_fit_predict_needs_observations_and_says_so_before_fitting(tmp_path):
+    result = invoke("fit", "banana", "--predict", "--out", tmp_path / "b")
+    assert_error(result, "no per-observation log-likelihood", "from_numpyro")
+    assert not (tmp_path / "b").exists()
+
+
+def test_compare_models_names_the_better_model_and_writes_its_picture(tmp_path):
+    models = DATA / "two_models.py"
+    out = tmp_path / "models"
+    result = invoke("compare-models", f"{models}:right", f"{models}:wrong", "--method", "advi-meanfield", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "right predicts best" in " ".join(result.stdout.split())
+    table = pd.read_csv(out / "model_comparison.csv", index_col="model")
+    assert list(table.index) == ["right", "wrong"] and table.loc["wrong", "elpd_diff"] > 10
+    assert table.loc["right", "weight"] > 0.9
+    assert (out / "model_comparison.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert_error(invoke("compare-models", f"{models}:right", "--out", out), "at least two models")
+    assert_error(invoke("compare-models", f"{models}:right", "banana", "--out", out), "per-observation")

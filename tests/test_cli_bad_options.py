@@ -49,6 +49,13 @@ CASES = [
     (["compare", "banana", "--seed", "-3"], USAGE, "--seed"),
     (["compare", "banana", "--report", "FILE"], REFUSED, "it is a file"),
     (["compare", "banana", "--out", "x"], USAGE, "--out"),
+    (["compare-models"], USAGE, "Missing argument"),
+    (["compare-models", "banana", "funnel", "--method", "hmc"], REFUSED, "unknown method 'hmc'"),
+    (["compare-models", "banana", "funnel"], REFUSED, "no per-observation log-likelihood"),
+    (["compare-models", "banana", "banana"], REFUSED, "named twice"),
+    (["compare-models", "banana", "funnel", "--seed", "-1"], USAGE, "--seed"),
+    (["compare-models", "banana", "funnel", "--out", "FILE"], REFUSED, "it is a file"),
+    (["fit", "banana", "--predict"], REFUSED, "no per-observation log-likelihood"),
     (["gmm"], USAGE, "Missing argument"),
     (["gmm", "DATA", "--components", "0"], USAGE, "--components"),
     (["gmm", "DATA", "--seed", "-1"], USAGE, "--seed"),
@@ -88,7 +95,7 @@ def _command_line(args: list[str], files: dict[str, Path], out: Path) -> list[st
         for name, path in files.items():
             a = a.replace(name, str(path)) if a.startswith(name) else a
         line.append(a)
-    writes = {"fit": "--out", "gmm": "--out", "compare": "--report"}
+    writes = {"fit": "--out", "gmm": "--out", "compare": "--report", "compare-models": "--out"}
     flag = writes.get(line[0]) if line else None
     if flag and flag not in line and len(line) > 1 and "--out" not in line:
         line += [flag, str(out)]

@@ -54,7 +54,7 @@ _LATER = (
 def test_a_first_fit_compiles_a_handful_of_programs_and_a_second_process_loads_them(tmp_path):
     """Everything a fit does runs in a few compiled programs (the start, the steps, the checks), not in dozens of
     eagerly compiled operations: in a fresh process, those and the one that stages a key (a seed's key is made on the
-    host, without a program of its own: ``fit.as_key``); for a model of
+    host, without a program of its own: ``keys.as_key``); for a model of
     a new layout later, the four that depend on it. A second process on the same cache folder loads every program
     instead of compiling it, and gets the same fit to the last bit."""
     env = {"VBAYES_CACHE_DIR": str(tmp_path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}

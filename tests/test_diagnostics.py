@@ -8,7 +8,7 @@ from jax.scipy.stats import multivariate_normal, norm
 from vbayes import VBayesError, from_logdensity
 from vbayes.diagnostics import compare_draws
 from vbayes.families import FullRankGaussian, MeanFieldGaussian
-from vbayes.psis import importance_check, khat_threshold, psis
+from vbayes.psis import importance_check, khat_threshold, psis, psis_rows
 
 LOG_Z = -3.2
 
@@ -86,6 +86,16 @@ def test_psis_agrees_with_arviz(n):
             lw_az, khat_az = az.psislw(r.copy())
         assert khat == pytest.approx(float(khat_az), abs=1e-10)
         np.testing.assert_allclose(lw, lw_az, atol=1e-10)
+    # many rows at once (PSIS-LOO: one row per observation), with a row of constant and one of non-finite ratios
+    rows = np.stack([*cases, np.full(n, 3.0), np.where(np.arange(n) == 1, np.inf, cases[0])])
+    khats, lws = psis_rows(rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lw_az, khat_az = az.psislw(rows[:-2].copy())
+    np.testing.assert_allclose(khats[:-2], khat_az, atol=1e-10)
+    np.testing.assert_allclose(lws[:-2], lw_az, atol=1e-10)
+    assert khats[-2] == 0.0 and khats[-1] == np.inf
+    np.testing.assert_allclose(lws[-2], -np.log(n))
     assert psis(np.log(rng.pareto(0.3, size=4000)))[0] > 1.0  # a very heavy tail is seen as one
 
 

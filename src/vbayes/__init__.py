@@ -8,6 +8,7 @@ load when a feature first needs them.
 from typing import Any
 
 from vbayes.compilation import enable_cache
+from vbayes.cross_validation import loo
 from vbayes.errors import VBayesError
 from vbayes.families import (
     FullRankGaussian,
@@ -41,6 +42,7 @@ __all__ = [
     "VariationalGaussianMixture",
     "advi",
     "laplace",
+    "loo",
     "nuts",
     "pathfinder",
     "from_least_squares",

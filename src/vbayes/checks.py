@@ -46,7 +46,8 @@ import numpy as np
 
 from vbayes.errors import VBayesError
 from vbayes.families import Empirical, PointMass
-from vbayes.fit import Check, Fit, Verdict, as_key
+from vbayes.fit import Check, Fit, Verdict
+from vbayes.keys import as_key
 from vbayes.psis import importance_from_ratios, psis
 
 Array = jax.Array

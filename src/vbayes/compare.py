@@ -27,7 +27,8 @@ from vbayes import methods as registry
 from vbayes.diagnostics import DrawComparison, compare_draws
 from vbayes.errors import VBayesError
 from vbayes.families import Empirical
-from vbayes.fit import Fit, as_key
+from vbayes.fit import Fit
+from vbayes.keys import as_key
 from vbayes.targets import Target
 
 Array = jax.Array

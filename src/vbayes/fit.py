@@ -19,8 +19,10 @@ import numpy as np
 from vbayes.compilation import QUICK
 from vbayes.errors import VBayesError
 from vbayes.families import Empirical, PointMass
+from vbayes.keys import as_key
 from vbayes.psis import ImportanceCheck
 from vbayes.targets import Target
+from vbayes.targets.core import constrain_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,12 +138,6 @@ def _draw_block(target: Target | None, q: Any, key: Array, i: int) -> dict[str, 
     return jax.vmap(target.constrain)(q.sample(k, DRAW_BLOCK))
 
 
-@jax.jit
-def _constrain_rows(target: Target, z: Array) -> dict[str, Array]:
-    """θ(z) for each row: ``(n, d) -> {name: (n, *shape)}`` (compiled once per target layout)."""
-    return jax.vmap(target.constrain)(z)
-
-
 @dataclass
 class Fit:
     """An approximation ``q`` of ``target``'s posterior, with its record.
@@ -183,7 +179,7 @@ class Fit:
         resampled without replacement while ``n`` allows."""
         key = as_key(key)
         if isinstance(self.q, Empirical):
-            return {k: np.asarray(v) for k, v in _constrain_rows(self.target, self.q.sample(key, n)).items()}
+            return {k: np.asarray(v) for k, v in constrain_rows(self.target, self.q.sample(key, n)).items()}
         blocks = [jax.device_get(_draw_block(self.target, self.q, key, i)) for i in range(-(-n // DRAW_BLOCK))]
         return {k: np.concatenate([b[k] for b in blocks])[:n] for k in blocks[0]}
 
@@ -196,7 +192,7 @@ class Fit:
         if self.target is None or isinstance(self.q, Empirical | PointMass):
             raise VBayesError("corrected draws need a q with a density (not MCMC draws or a point mass) and a target")
         z, _ = psis_resample(self.target, self.q, int(n), as_key(key))
-        return {k: np.asarray(v) for k, v in _constrain_rows(self.target, jnp.asarray(z)).items()}
+        return {k: np.asarray(v) for k, v in constrain_rows(self.target, jnp.asarray(z)).items()}
 
     @property
     def elbo(self) -> float:
@@ -232,31 +228,33 @@ class Fit:
     def draws_by_chain(self) -> dict[str, np.ndarray]:
         """MCMC draws in constrained form, ``{name: (chains, draws, *shape)}`` (Empirical q only)."""
         c, s, d = self.q.samples.shape
-        flat = _constrain_rows(self.target, self.q.samples.reshape(c * s, d))
+        flat = constrain_rows(self.target, self.q.samples.reshape(c * s, d))
         return {k: np.asarray(v).reshape((c, s) + v.shape[1:]) for k, v in flat.items()}
 
-    def to_arviz(self, n: int = 1000, key: Array | int = 0):
-        """An ``arviz.InferenceData`` with one chain of ``n`` draws from q (constrained); MCMC draws keep
-        their chains, all of them. Its attributes name the method, the outcome and the verdict."""
-        from vbayes.diagnostics import import_arviz
+    def predict(
+        self, *args: Any, n: int = 1000, key: Array | int = 0, simulator: Any = None, **kwargs: Any
+    ) -> dict[str, np.ndarray]:
+        """Posterior predictive draws ``{site: (n, *shape)}`` (:func:`vbayes.predictive.posterior_predictive`): a
+        NumPyro model's observed sites replicated at the fit's data, or at the model arguments given (new
+        covariates, the observation ``None``); any other target through ``simulator(params, key)``."""
+        from vbayes.predictive import posterior_predictive
 
-        az = import_arviz()
+        return posterior_predictive(self, *args, n=n, key=key, simulator=simulator, **kwargs)
 
-        posterior = (
-            self.draws_by_chain()
-            if isinstance(self.q, Empirical)
-            else {k: v[None] for k, v in self.draws(n, key).items()}
-        )
-        return az.from_dict(
-            posterior=posterior,
-            attrs={
-                "inference_library": "vbayes",
-                "method": self.info.method,
-                "outcome": self.info.outcome,
-                "verdict": self.info.verdict.status,
-                "flags": "; ".join(self.info.verdict.flags),
-            },
-        )
+    def log_likelihood(self, n: int = 1000, key: Array | int = 0) -> dict[str, np.ndarray]:
+        """log p(y_i | θ) per observation at ``n`` draws of q: ``{site: (n, *site_shape)}``
+        (:func:`vbayes.predictive.pointwise_log_likelihood`)."""
+        from vbayes.predictive import pointwise_log_likelihood
+
+        return pointwise_log_likelihood(self.target, self.draws_unconstrained(n, key))
+
+    def to_arviz(self, n: int = 1000, key: Array | int = 0, **groups: Any):
+        """An ``arviz.InferenceData``: posterior, posterior predictive, pointwise log-likelihood, observed data and
+        sample stats from ``n`` draws of q (MCMC draws keep their chains, all of them); its attributes name the
+        method, the outcome and the verdict. ``groups``: see :func:`vbayes.inference_data.inference_data`."""
+        from vbayes.inference_data import inference_data
+
+        return inference_data(self, n, key, **groups)
 
     def __repr__(self) -> str:
         i = self.info
@@ -286,30 +284,3 @@ def summarize(draws: dict[str, np.ndarray]) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame(rows, index=index, columns=["mean", "sd", "5%", "50%", "95%"])
-
-
-def _seed_key(seed: int) -> Array:
-    """``jax.random.PRNGKey(seed)`` without its compiled seeding program (a first fit's first 0.07 s): for the
-    default threefry key the key is the seed's high and low 32 bits, as JAX forms it (a test checks it)."""
-    threefry = jax.config.jax_default_prng_impl == "threefry2x32" and not jax.config.jax_enable_custom_prng
-    low, high = (-(2**63), 2**63) if jax.config.jax_enable_x64 else (0, 2**31)
-    if not threefry or not low <= seed < high:
-        return jax.random.PRNGKey(seed)
-    return jnp.asarray(np.array([(seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF], dtype=np.uint32))
-
-
-def as_key(key: Array | int | None) -> Array:
-    """A PRNG key from an int seed, a key, or None (seed 0)."""
-    if key is None:
-        return _seed_key(0)
-    if isinstance(key, int | np.integer) and not isinstance(key, bool):
-        if not -(2**63) <= int(key) < 2**63:
-            raise VBayesError(
-                f"key must be an integer seed that fits in a signed 64-bit integer or a JAX PRNG key, got {key}"
-            )
-        return _seed_key(int(key))
-    if isinstance(key, jax.Array | np.ndarray) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    if isinstance(key, jax.Array | np.ndarray) and key.shape[-1:] == (2,) and key.dtype == np.uint32:
-        return jnp.asarray(key)
-    raise VBayesError(f"key must be an integer seed or a JAX PRNG key, got {type(key).__name__} {key!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -178,6 +179,7 @@ def write_compare_report(comparison, directory: str | Path) -> Path:
     plot_marginals(comparison, reference, directory / "marginals.png")
     plot_traces(comparison, directory / "traces.png")
     plot_pair(comparison, reference, directory / "pair.png")
+    predictive = _predictive_section(comparison, directory)
     table = comparison.table().to_html(float_format=lambda x: f"{x:.3g}", border=0, classes="t")
     name = html.escape(comparison.target.name)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>vbayes compare: {name}</title>
@@ -192,8 +194,77 @@ and W₁ in reference-sd units, sd ratio q/reference; "accurate" means mean W₁
 from a widened q, the curvature of Laplace, NUTS's divergences and R-hat) raises a flag.</p>
 {table}
 <h2>Marginals</h2><img src="marginals.png"><h2>Objective traces</h2><img src="traces.png">
-<h2>Pair plot</h2><img src="pair.png"></body></html>"""
+<h2>Pair plot</h2><img src="pair.png">{predictive}</body></html>"""
     return write_text(directory / "index.html", page)
+
+
+def _predictive_section(comparison, directory: Path) -> str:
+    """HTML for the recommended fit's posterior predictive check (``ppc.png``, NumPyro models) and its q-corrected
+    PSIS-LOO; empty when nothing is recommended or the target has no per-observation likelihood."""
+    import html
+
+    from vbayes.cross_validation import loo
+    from vbayes.predictive import has_observations, observed_data
+
+    fits = {r.method: r.fit for r in comparison.results}
+    fit = fits.get(comparison.recommended)
+    if fit is None or not has_observations(comparison.target):
+        return ""
+    out = f"<h2>Checking the model: {html.escape(comparison.recommended)}</h2>"
+    observed = observed_data(fit.target)
+    if observed:
+        title = f"{fit.target.name}: posterior predictive check ({comparison.recommended})"
+        plot_ppc(observed, fit.predict(n=200, key=3), directory / "ppc.png", title)
+        out += '<img src="ppc.png">'
+    return out + f"<p>LOO: {html.escape(loo(fit).summary())}.</p>"
+
+
+# ----------------------------------------------------------------------------------------------
+# model criticism: posterior predictive check, model comparison
+
+
+def plot_ppc(
+    observed: dict[str, np.ndarray], replicated: dict[str, np.ndarray], path: str | Path, title: str, lines: int = 40
+) -> Path:
+    """The posterior predictive check: per observed site (up to four), the histogram of the observed values (black)
+    over those of ``lines`` replicated data sets ``(n, *shape)`` (light), on common bins. Returns the path."""
+    names = [k for k in observed if k in replicated][:4]
+    fig = _new_figure(max(6.5, 4.2 * len(names)), 3.8, dpi=110)
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), i + 1)
+        y = np.asarray(observed[name], dtype=np.float64).ravel()
+        reps = np.asarray(replicated[name], dtype=np.float64).reshape(len(replicated[name]), -1)[:lines]
+        both = np.concatenate([y, reps.ravel()])
+        lo, hi = np.quantile(both[np.isfinite(both)], [0.005, 0.995])
+        bins = np.linspace(lo, hi, max(8, min(40, int(np.sqrt(y.size)) * 2)))
+        for rep in reps:
+            ax.hist(rep, bins=bins, density=True, histtype="step", color="tab:blue", alpha=0.15, lw=0.8)
+        ax.hist(y, bins=bins, density=True, histtype="step", color="black", lw=2.0, label="observed")
+        ax.plot([], [], color="tab:blue", alpha=0.5, label=f"{len(reps)} replicated data sets")
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, Path(path))
+
+
+def plot_model_comparison(comparison, path: str | Path) -> Path:
+    """elpd_loo ± se of each model (filled) and its difference to the best ± the paired difference's se (open),
+    best on top, with the stacking weights. Returns the path."""
+    table = comparison.table()
+    fig = _new_figure(8, 1.6 + 0.6 * len(table), dpi=110)
+    ax = fig.add_subplot()
+    rows = np.arange(len(table))[::-1]
+    ax.errorbar(table["elpd_loo"], rows, xerr=table["se"], fmt="o", color="black", label="elpd_loo ± se")
+    shifted = table["elpd_loo"].iloc[0] + table["elpd_diff"].to_numpy() * -1
+    ax.errorbar(shifted[1:], rows[1:] + 0.2, xerr=table["se_diff"].iloc[1:], fmt="o", mfc="white", color="tab:red",
+                label="difference to the best ± se")  # fmt: skip
+    labels = [f"{m}  (weight {w:.2f})" for m, w in zip(table.index, table["weight"], strict=True)]
+    ax.set_yticks(rows, labels)
+    ax.set_xlabel("expected log predictive density (LOO)")
+    ax.set_title(textwrap.fill(comparison.verdict, 100), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    return save_figure(fig, Path(path))
 
 
 # ----------------------------------------------------------------------------------------------

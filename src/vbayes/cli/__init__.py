@@ -6,6 +6,7 @@ failure becomes ``error: <message>`` on stderr and exit status 1, never a traceb
 
 This module holds the typer ``app`` and registers the commands on it; each command lives in its own module
 (:mod:`~vbayes.cli.examples`, :mod:`~vbayes.cli.fit`, :mod:`~vbayes.cli.gmm`, :mod:`~vbayes.cli.compare`,
+:mod:`~vbayes.cli.models` (``vbayes compare-models``),
 and the ``vbayes vae`` sub-app in :mod:`~vbayes.cli.vae`), on top of :mod:`~vbayes.cli.common` (output
 helpers) and :mod:`~vbayes.cli.loading` (targets and data from what the user named).
 """
@@ -18,7 +19,7 @@ import sys
 
 import typer
 
-from vbayes.cli import compare, examples, fit, gmm
+from vbayes.cli import compare, examples, fit, gmm, models
 from vbayes.cli.vae import vae_app
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ app.command()(examples.examples)
 app.command(help=fit.HELP)(fit.fit)
 app.command(help=gmm.HELP)(gmm.gmm)
 app.command(help=compare.HELP)(compare.compare)
+app.command(name="compare-models", help=models.HELP)(models.compare_models)
 
 
 def main() -> None:

@@ -34,9 +34,11 @@ from vbayes.cli.common import (
 from vbayes.cli.loading import resolve_mesh, resolve_target
 from vbayes.compilation import import_ahead
 from vbayes.errors import MAX_SEED, VBayesError
+from vbayes.families import PointMass
 from vbayes.fit import Fit
 from vbayes.outputs import check_writable, write_atomic, write_json
-from vbayes.report import DRAWING_MODULES, plot_mesh_fields, plot_trace
+from vbayes.predictive import require_observations
+from vbayes.report import DRAWING_MODULES, plot_mesh_fields, plot_ppc, plot_trace
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,6 +87,15 @@ def fit(
         Path | None, typer.Option(help="Output folder (default: vbayes-out/<target name>).", show_default=False)
     ] = None,
     draws: Annotated[int, typer.Option(min=2, help="Draws from q for the summary.")] = 4000,
+    predict: Annotated[
+        bool,
+        typer.Option(
+            "--predict",
+            help="Also check the model against its data: the posterior predictive check (ppc.png, for a NumPyro "
+            "model) and the q-corrected PSIS-LOO (loo.json, printed). Needs per-observation log-likelihoods: a "
+            "NumPyro model or a from_loglik target.",
+        ),
+    ] = False,
 ) -> None:
     """Resolve TARGET, run the method, print the outcome, verdict and summary, write the report; see the help."""
     enable_x64()
@@ -106,6 +117,8 @@ def fit(
             console_err = Console(stderr=True, highlight=False, soft_wrap=True)
             options["log"] = lambda m: console_err.print(f"[dim]{escape(m)}[/dim]")
         resolved = resolve_target(target)
+        if predict:
+            require_observations(resolved)
         folder = check_writable(out if out is not None else Path("vbayes-out") / safe_name(resolved.name))
         console = stdout()
         console.print(f"[bold]{escape(resolved.name)}[/bold]  dim {resolved.dim}  method {method}")
@@ -123,6 +136,8 @@ def fit(
         mesh = resolve_mesh(target)
         if mesh is not None:
             written.append(write_mesh_picture(result, summary, mesh, folder))
+        if predict and result.info.outcome != "diverged":
+            written += write_predictive(result, folder, seed, console)
         console.print(f"wrote {', '.join(p.name for p in written)} to {folder}", soft_wrap=True)
     if result.info.outcome == "interrupted":  # the result so far is written; the shell sees the interruption
         console.print(f"[yellow]interrupted[/yellow]: the fit so far is in {folder}", soft_wrap=True)
@@ -149,6 +164,29 @@ def write_outputs(result: Fit, summary: pd.DataFrame, folder: Path) -> list[Path
     record["trusted"] = result.trusted
     info = write_json(folder / "info.json", jsonable(record))
     return [png, csv, info]
+
+
+def write_predictive(result: Fit, folder: Path, seed: int, console: Console) -> list[Path]:
+    """``ppc.png`` (a NumPyro model's observed sites against data replicated from the fit) and ``loo.json`` (the
+    q-corrected PSIS-LOO, also printed); a fit that has no draws to give (a point estimate) gets neither LOO nor a
+    check, and says why."""
+    from vbayes.cross_validation import loo
+    from vbayes.predictive import observed_data
+
+    if isinstance(result.q, PointMass):
+        console.print("[yellow]no LOO or predictive check[/yellow]: a point estimate has no posterior draws")
+        return []
+    written = []
+    observed = observed_data(result.target)
+    if observed:
+        title = f"{result.target.name}: posterior predictive check ({result.info.method})"
+        written.append(plot_ppc(observed, result.predict(n=200, key=seed), folder / "ppc.png", title))
+    cv = loo(result, key=seed)
+    style = "green" if cv.reliable else "yellow"
+    console.print(f"[{style}]LOO[/{style}]: {escape(cv.summary())}", soft_wrap=True)
+    record = cv._asdict() | {"n_obs": cv.n_obs, "reliable": cv.reliable, "warnings": cv.warnings()}
+    written.append(write_json(folder / "loo.json", jsonable(record)))
+    return written
 
 
 def write_mesh_picture(result: Fit, summary: pd.DataFrame, mesh: tuple, folder: Path) -> Path:

@@ -29,13 +29,14 @@ from vbayes.checks import resolve as resolve_checks
 from vbayes.compilation import QUICK, compile_ahead
 from vbayes.errors import VBayesError
 from vbayes.families import FAMILIES, Family, FullRankGaussian
-from vbayes.fit import Fit, FitInfo, as_key
+from vbayes.fit import Fit, FitInfo
 from vbayes.flows import FLOWS, Flow, build_flow
 from vbayes.infer.advi_config import FLOW_FIRST_STAGE, ADVIConfig
 from vbayes.infer.advi_core import ADVIInfo, ADVIState, build_step, chunk_runner, init_state, polyak_average
 from vbayes.infer.initial import initial_q, make_q
 from vbayes.infer.preconditioner import OPTIMIZERS, register_optimizer
 from vbayes.infer.progress import ChunkProgress
+from vbayes.keys import as_key
 from vbayes.objectives import objective_for
 from vbayes.targets import Target, value_and_grad
 

@@ -25,10 +25,11 @@ from vbayes.checks import resolve as resolve_checks
 from vbayes.checks import verify
 from vbayes.errors import VBayesError, is_count, is_fraction, is_real, require
 from vbayes.families import LowRankPrecisionGaussian, MeanFieldGaussian
-from vbayes.fit import Fit, FitInfo, as_key
+from vbayes.fit import Fit, FitInfo
 from vbayes.infer import curvature as curv
 from vbayes.infer.curvature import gauss_newton_rows, hessian_rows
 from vbayes.infer.optimize import STATUS, ModeResult, find_map
+from vbayes.keys import as_key
 from vbayes.linalg.precision import DiagonalPrecision, as_precision
 from vbayes.targets import Target, check_initial_point, least_squares_parts, value_and_grad
 

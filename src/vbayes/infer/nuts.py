@@ -20,7 +20,8 @@ from vbayes.compilation import import_ahead
 from vbayes.diagnostics import import_arviz, rhat_ess
 from vbayes.errors import VBayesError, is_count, is_fraction, is_positive, require
 from vbayes.families import Empirical
-from vbayes.fit import Fit, FitInfo, as_key
+from vbayes.fit import Fit, FitInfo
+from vbayes.keys import as_key
 from vbayes.targets import Target, check_initial_point
 
 Array = jax.Array

@@ -28,7 +28,8 @@ from vbayes.checks import verify
 from vbayes.compilation import QUICK
 from vbayes.errors import VBayesError, is_count, is_positive, require
 from vbayes.families import QuasiNewtonGaussian
-from vbayes.fit import Fit, FitInfo, as_key
+from vbayes.fit import Fit, FitInfo
+from vbayes.keys import as_key
 from vbayes.mixtures import Mixture
 from vbayes.psis import psis
 from vbayes.targets import Target, check_initial_point

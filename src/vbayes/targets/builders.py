@@ -51,7 +51,7 @@ _CONSTRAINT_NAMES = {
 
 
 @dataclass(frozen=True, eq=False)
-class _NumPyroDensity:
+class NumPyroDensity:
     """``z ↦ −potential_energy(model, args, kwargs, unflatten(z))``, NumPyro's own transforms."""
 
     model: Callable
@@ -62,7 +62,7 @@ class _NumPyroDensity:
         return (self.model, self.specs, self.frozen)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _NumPyroDensity) and self._key() == other._key()
+        return isinstance(other, NumPyroDensity) and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -187,7 +187,7 @@ def from_numpyro(model: Callable, *args: Any, **kwargs: Any) -> Target:
     if not specs:
         raise VBayesError("the model has no latent sample sites: there is nothing to infer")
     frozen, arrays = split((tuple(args), dict(kwargs)))
-    density = _NumPyroDensity(model, tuple(specs), frozen)
+    density = NumPyroDensity(model, tuple(specs), frozen)
     target = Target(density, arrays, getattr(model, "__name__", "model"))
     check_scalar(target)
     return target

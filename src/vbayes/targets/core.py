@@ -386,3 +386,9 @@ def raise_if_not_finite(target: Target, z: Array, value: Array, grad: Array) -> 
         "check the model and data there: the log density must be finite wherever the parameters' declared support "
         "allows (from the Python API, init= starts a fit elsewhere)"
     )
+
+
+@jax.jit
+def constrain_rows(target: Target, z: Array) -> dict[str, Array]:
+    """θ(z) for each row: ``(n, d) -> {name: (n, *shape)}`` (compiled once per target layout)."""
+    return jax.vmap(target.constrain)(z)

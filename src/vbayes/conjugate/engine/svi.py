@@ -33,7 +33,8 @@ from vbayes.conjugate.model import ConjugateModel, Mode, SVIState, as_mode, call
 from vbayes.data import DataSource, InMemory, Stream, as_source
 from vbayes.data.sources import check_data, next_rows, row_order, tree_add, tree_div, working_dtype
 from vbayes.errors import VBayesError, is_count, is_positive, is_real, require
-from vbayes.fit import Fit, as_key
+from vbayes.fit import Fit
+from vbayes.keys import as_key
 
 PyTree = Any
 TRACE_OF = "the objective (total nats, estimated on a fixed subset) of the tail average at each checkpoint"

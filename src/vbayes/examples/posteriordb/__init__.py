@@ -33,6 +33,7 @@ from vbayes.examples.posteriordb.loader import (
     posteriordb_root,
 )
 from vbayes.examples.posteriordb.models import ODE_STEPS, nes_design, one_comp_concentrations
+from vbayes.examples.posteriordb.observations import OBSERVATION_POSTERIORS, observation_target
 from vbayes.examples.posteriordb.targets import (
     POSTERIORS,
     posteriordb_target,
@@ -42,6 +43,7 @@ from vbayes.examples.posteriordb.targets import (
 
 __all__ = [
     "ENV_VAR",
+    "OBSERVATION_POSTERIORS",
     "ODE_STEPS",
     "POSTERIORS",
     "Reference",
@@ -49,6 +51,7 @@ __all__ = [
     "load_data",
     "load_reference",
     "nes_design",
+    "observation_target",
     "one_comp_concentrations",
     "posteriordb_root",
     "posteriordb_target",
