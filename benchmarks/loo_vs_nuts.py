@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE))
 D = 10
 PRIOR_SD = 2.5
 SUBSAMPLE = 2000
-NUTS = {"num_warmup": 1000, "num_samples": 1000, "num_chains": 2}
+NUTS_SETTINGS = {"num_warmup": 1000, "num_samples": 1000, "num_chains": 2}
 
 
 def data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +102,7 @@ def run_nuts(n: int) -> dict:
         numpyro.sample("y", dist.Bernoulli(logits=X @ beta), obs=y)
 
     t0 = time.perf_counter()
-    mcmc = MCMC(NUTS(model), **NUTS, chain_method="sequential", progress_bar=False)
+    mcmc = MCMC(NUTS(model), **NUTS_SETTINGS, chain_method="sequential", progress_bar=False)
     mcmc.run(jax.random.PRNGKey(0), X, y=y)
     t1 = time.perf_counter()
     with warnings.catch_warnings():
@@ -141,7 +141,10 @@ def main() -> None:
     print("machine:", machine_info())
     out, rows = {}, []
     for n in sizes:
-        vb, nuts = child("vbayes", n), child("nuts", n)
+        vb = child("vbayes", n)
+        print(f"N={n}: vbayes", json.dumps(vb), flush=True)
+        nuts = child("nuts", n)
+        print(f"N={n}: NUTS", json.dumps(nuts), flush=True)
         out[n] = {"vbayes": vb, "nuts": nuts}
         ratio = nuts["seconds"] / vb["seconds"]
         diff = (vb["elpd"] - nuts["elpd"]) / nuts["se"]

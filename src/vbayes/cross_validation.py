@@ -131,18 +131,27 @@ def loo(
     s = z.shape[0]
     weights_khat, log_w = psis(log_r) if corrected else (math.nan, np.full(s, -math.log(s)))
     if subsample is None:
-        ll = flat_log_likelihood(target, z)
-        elpd_i, khat = _elpd_rows(ll, log_r)
-        lpd = _logsumexp(log_w[:, None] + ll, axis=0)
+        elpd_i, khat, lpd = _elpd_rows(flat_log_likelihood(target, z), log_r, log_w)
         elpd, se = float(elpd_i.sum()), float(math.sqrt(elpd_i.size * np.var(elpd_i)))
         return LOO(elpd, se, float(lpd.sum() - elpd), elpd_i, khat, weights_khat, s, corrected, None, 0.0, method)
     return _subsampled(target, z, log_r, log_w, int(subsample), k_pick, weights_khat, corrected, method)
 
 
-def _elpd_rows(ll: np.ndarray, log_r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """elpd_i and k̂_i from log-likelihoods ``(S, N)`` and log ratios ``(S,)``."""
-    khat, log_w = psis_rows(log_r[None, :] - ll.T)  # (N, S)
-    return _logsumexp(log_w + ll.T, axis=1), khat
+OBS_BLOCK = 1024
+"""Observations whose leave-one-out weights are smoothed together (a (block, S) array at a time)."""
+
+
+def _elpd_rows(ll: np.ndarray, log_r: np.ndarray, log_w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """elpd_i, k̂_i and the in-sample lpd_i = log Σ_s w_s p(y_i | θ_s) from log-likelihoods ``(S, N)``, log ratios
+    ``(S,)`` and the ratios' normalised smoothed log weights ``(S,)``; a block of observations at a time."""
+    n = ll.shape[1]
+    elpd, khat, lpd = np.empty(n), np.empty(n), np.empty(n)
+    for first in range(0, n, OBS_BLOCK):
+        part = np.ascontiguousarray(ll[:, first : first + OBS_BLOCK].T)  # (block, S)
+        k, loo_w = psis_rows(log_r[None, :] - part)
+        done = slice(first, first + part.shape[0])
+        elpd[done], khat[done], lpd[done] = _logsumexp(loo_w + part, axis=1), k, _logsumexp(log_w + part, axis=1)
+    return elpd, khat, lpd
 
 
 def _subsampled(target, z, log_r, log_w, m, key, weights_khat, corrected, method) -> LOO:
@@ -156,14 +165,12 @@ def _subsampled(target, z, log_r, log_w, m, key, weights_khat, corrected, method
     if not 1 < m < n:
         raise VBayesError(f"subsample must be between 2 and the number of observations ({n}) exclusive, got {m}")
     pick = np.sort(np.asarray(jax.random.choice(key, n, (m,), replace=False)))
-    ll = flat_log_likelihood(target, z, columns=pick)
-    elpd_j, khat_j = _elpd_rows(ll, log_r)
+    elpd_j, khat_j, lpd_j = _elpd_rows(flat_log_likelihood(target, z, columns=pick), log_r, log_w)
     diff = elpd_j - point[pick]
     elpd = float(point.sum() + n / m * diff.sum())
     sub_var = n**2 * (1.0 - m / n) * np.var(diff, ddof=1) / m
     sum_sq = point @ point + n / m * np.sum(elpd_j**2 - point[pick] ** 2)
     var_i = max(sum_sq / n - (elpd / n) ** 2, 0.0)
-    lpd_j = _logsumexp(log_w[:, None] + ll, axis=0)
     p_loo = float(n / m * np.sum(lpd_j - elpd_j))
     pointwise, khat = np.full(n, np.nan), np.full(n, np.nan)
     pointwise[pick], khat[pick] = elpd_j, khat_j

@@ -71,10 +71,16 @@ def _log_lik_block(target: Target, z: Array) -> dict[str, Array]:
     return jax.vmap(lambda one: _log_lik_one(target, one))(z)
 
 
+@jax.jit
+def _flat_block(target: Target, z: Array) -> Array:
+    sites = _log_lik_block(target, z)
+    return jnp.concatenate([v.reshape(v.shape[0], -1) for v in sites.values()], axis=1)
+
+
 def pointwise_log_likelihood(target: Target, z: Array | np.ndarray) -> dict[str, np.ndarray]:
     """log p(y_i | θ(z_s)) for draws ``z`` ``(S, d)``: ``{site: (S, *site_shape)}`` (``{"rows": (S, N)}`` for a
     :func:`~vbayes.from_loglik` target)."""
-    return _in_blocks(require_observations(target), z, lambda out: out)
+    return _in_blocks(_log_lik_block, require_observations(target), z)
 
 
 def flat_log_likelihood(target: Target, z: Array | np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
@@ -84,28 +90,29 @@ def flat_log_likelihood(target: Target, z: Array | np.ndarray, columns: np.ndarr
     target = require_observations(target)
     if columns is not None and isinstance(target.density, RowsDensity):
         target, columns = target.take(jnp.asarray(columns)), None
-
-    def flat(out: dict[str, np.ndarray]) -> np.ndarray:
-        x = np.concatenate([v.reshape(v.shape[0], -1) for v in out.values()], axis=1)
-        return x if columns is None else x[:, columns]
-
-    return _in_blocks(target, z, flat)
+    return _in_blocks(_flat_block, target, z, columns)
 
 
-def _in_blocks(target: Target, z: Array | np.ndarray, keep: Callable) -> Any:
-    """``keep`` of the log-likelihoods of :data:`DRAW_BLOCK` draws at a time (fewer draws: all at once), joined
-    along the draws; one compiled program for every block (the last one is padded)."""
-    z = jnp.asarray(z)
-    size = min(DRAW_BLOCK, z.shape[0])
-    blocks = []
-    for first in range(0, z.shape[0], size):
+def _in_blocks(program: Callable, target: Target, z: Array | np.ndarray, columns: np.ndarray | None = None) -> Any:
+    """``program(target, block)`` for :data:`DRAW_BLOCK` draws at a time (fewer draws: all at once), written into
+    arrays of all ``S`` draws (only ``columns`` of a matrix when given); one compiled program for every block (the
+    last one is padded)."""
+    z = np.asarray(z)
+    total = z.shape[0]
+    size = min(DRAW_BLOCK, total)
+    pick = (lambda v: v) if columns is None else (lambda v: v[:, columns])
+    out = None
+    for first in range(0, total, size):
         block = z[first : first + size]
-        padded = jnp.concatenate([block, jnp.repeat(block[-1:], size - block.shape[0], 0)])
-        out = jax.device_get(_log_lik_block(target, padded))
-        blocks.append(keep({k: np.asarray(v)[: block.shape[0]] for k, v in out.items()}))
-    if isinstance(blocks[0], dict):
-        return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
-    return np.concatenate(blocks)
+        n = block.shape[0]
+        if n < size:
+            block = np.concatenate([block, np.repeat(block[-1:], size - n, axis=0)])
+        got = jax.tree_util.tree_map(lambda v, n=n: pick(np.asarray(v)[:n]), jax.device_get(program(target, block)))
+        if out is None:
+            out = jax.tree_util.tree_map(lambda v: np.empty((total, *v.shape[1:]), v.dtype), got)
+        for o, v in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(got), strict=True):
+            o[first : first + n] = v
+    return out
 
 
 def observed_data(target: Target) -> dict[str, np.ndarray]:

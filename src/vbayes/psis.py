@@ -74,26 +74,28 @@ def psis_rows(log_ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import costs seconds on every first fit)."""
     r = np.atleast_2d(np.asarray(log_ratios, dtype=np.float64))
     n_rows, n = r.shape
-    khat = np.zeros(n_rows)
-    log_w = np.full(r.shape, -math.log(n))
-    finite = np.all(np.isfinite(r), axis=1)
+    khat, log_w = np.zeros(n_rows), np.empty_like(r)
+    top, low = r.max(axis=1), r.min(axis=1)
+    finite = np.isfinite(top) & np.isfinite(low)  # (a NaN anywhere makes the row's maximum NaN)
     khat[~finite], log_w[~finite] = math.inf, -math.inf
-    constant = finite & (np.ptp(np.where(finite[:, None], r, 0.0), axis=1) < 1e-10 * np.maximum(1.0, np.abs(r).max(1)))
+    constant = finite & (top - low < 1e-10 * np.maximum(1.0, np.maximum(np.abs(top), np.abs(low))))
+    log_w[constant] = -math.log(n)
     rows = np.flatnonzero(finite & ~constant)
     for first in range(0, rows.size, ROW_BLOCK):
         block = rows[first : first + ROW_BLOCK]
-        khat[block], log_w[block] = _smooth(r[block] - r[block].max(axis=1, keepdims=True))
+        khat[block], log_w[block] = _smooth(r[block] - top[block, None])
     return khat, log_w
 
 
 def _smooth(lw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`psis_rows` on finite rows ``(B, S)`` whose maximum is 0."""
+    """:func:`psis_rows` on finite rows ``(B, S)`` whose maximum is 0 (only each row's M + 1 largest are sorted)."""
     b, n = lw.shape
     tail_len = math.ceil(min(0.2 * n, 3.0 * math.sqrt(n)))
-    order = np.argsort(lw, axis=1)
-    sorted_lw = np.take_along_axis(lw, order, axis=1)
-    cutoff = np.maximum(sorted_lw[:, -tail_len - 1], math.log(np.finfo(np.float64).tiny))
-    tail = sorted_lw[:, -tail_len:]
+    top = np.argpartition(lw, n - tail_len - 1, axis=1)[:, n - tail_len - 1 :]  # the M + 1 largest, unordered
+    top = np.take_along_axis(top, np.argsort(np.take_along_axis(lw, top, axis=1), axis=1), axis=1)
+    values = np.take_along_axis(lw, top, axis=1)
+    cutoff = np.maximum(values[:, 0], math.log(np.finfo(np.float64).tiny))
+    tail, where = values[:, 1:], top[:, 1:]
     khat = np.full(b, math.inf)
     clean = np.all(tail > cutoff[:, None], axis=1)  # no ties at the cutoff: every row's tail has M entries
     if tail_len > 4 and clean.any():
@@ -106,7 +108,7 @@ def _smooth(lw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             quantiles = _gpd_quantile(probs[None], khat[fitted][:, None], sigma[np.isfinite(k)][:, None])
             smoothed = np.minimum(np.log(quantiles + np.exp(cutoff[fitted])[:, None]), 0.0)
             rows = lw[fitted]
-            np.put_along_axis(rows, order[fitted][:, -tail_len:], smoothed, axis=1)
+            np.put_along_axis(rows, where[fitted], smoothed, axis=1)
             lw[fitted] = rows
     for i in np.flatnonzero(~clean):  # ties at the cutoff (rare): this row's tail is what exceeds it
         khat[i], lw[i] = _smooth_row_with_ties(lw[i], cutoff[i])
