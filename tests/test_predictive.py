@@ -264,3 +264,19 @@ def test_model_comparison_selects_the_generating_model_and_calls_a_tie(nested):
     assert abs(tie.table()["elpd_diff"].iloc[1]) < 4
     with pytest.raises(VBayesError, match="at least two"):
         compare_models({"x1": nested["x1"]}, "advi-fullrank")
+
+
+def test_bad_arguments_get_a_clear_error(regression):
+    X, y, model, exact = regression
+    fit = _exact_fit(model, exact)
+    with pytest.raises(VBayesError, match="could not be run with the arguments given for prediction"):
+        fit.predict(np.ones((4, 5)), y=None)  # five covariates where the model has three
+    with pytest.raises(VBayesError, match="n must be an integer"):
+        fit.predict(n=0)
+    with pytest.raises(VBayesError, match="num_draws must be an integer ≥ 100"):
+        vbayes.loo(fit, num_draws=10)
+    with pytest.raises(VBayesError, match="subsample must be None or an integer"):
+        vbayes.loo(fit, subsample=0.5)
+    point = vbayes.advi(model, "pointmass", progress=False)
+    with pytest.raises(VBayesError, match="point estimate"):
+        vbayes.loo(point)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from vbayes.errors import VBayesError
+from vbayes.errors import VBayesError, is_count, require
 from vbayes.families import Empirical, PointMass
 from vbayes.fit import Fit
 from vbayes.keys import as_key
@@ -116,6 +116,14 @@ def loo(
     (for N in the tens of thousands and more). Needs a target with per-observation log-likelihoods
     (:func:`vbayes.from_numpyro`, :func:`vbayes.from_loglik`)."""
     target = require_observations(fit.target)
+    require(
+        [
+            ("num_draws", num_draws, is_count(num_draws, 100), "an integer ≥ 100 (PSIS fits the largest ratios' tail)"),
+            ("subsample", subsample, subsample is None or is_count(subsample, 2), "None or an integer ≥ 2"),
+            ("correct", correct, isinstance(correct, bool), "True or False"),
+        ],
+        "loo",
+    )
     if isinstance(fit.q, PointMass):
         raise VBayesError("LOO needs draws from the posterior: a point estimate (MAP) has none")
     k_draw, k_pick = jax.random.split(as_key(key))

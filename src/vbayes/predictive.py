@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vbayes.errors import VBayesError
+from vbayes.errors import VBayesError, is_count, require
 from vbayes.targets import Target
 from vbayes.targets.builders import NumPyroDensity
 from vbayes.targets.core import RowsDensity
@@ -167,6 +167,7 @@ def posterior_predictive(
 
     if fit.target is None:
         raise VBayesError("posterior predictive draws need a fit with a target (a log density or a model)")
+    require([("n", n, is_count(n), "an integer ≥ 1")], "predict")
     k_draw, k_pred = jax.random.split(as_key(key))
     z = jnp.asarray(fit.draws_unconstrained(int(n), k_draw))
     return predict_at(fit.target, z, k_pred, args, kwargs, simulator)
@@ -193,7 +194,14 @@ def predict_at(
     from numpyro.infer import Predictive
 
     latent = jax.vmap(lambda one: _latent(target, one))(z)
-    out = Predictive(target.density.model, posterior_samples=latent)(key, *args, **(kwargs or {}))
+    try:
+        out = Predictive(target.density.model, posterior_samples=latent)(key, *args, **(kwargs or {}))
+    except Exception as e:  # noqa: BLE001 - the user's model on the user's new arguments: name both
+        given = [type(a).__name__ + str(list(np.shape(a))) for a in args] + [f"{k}=..." for k in kwargs or {}]
+        raise VBayesError(
+            f"the model could not be run with the arguments given for prediction ({', '.join(given)}): "
+            f"{type(e).__name__}: {e}"
+        ) from e
     return {k: np.asarray(v) for k, v in out.items()}
 
 
