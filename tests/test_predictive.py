@@ -113,6 +113,7 @@ def test_loo_of_exact_draws_is_the_exact_leave_one_out_density(regression):
     assert az.loo(idata).elpd_loo == pytest.approx(truth.sum(), abs=0.15)
 
 
+@pytest.mark.slow
 def test_vi_loo_needs_the_q_correction_when_q_is_too_narrow(regression):
     """Mean-field q of a correlated posterior is too narrow: its draws taken as posterior draws (what az.loo does
     with them) put elpd_loo measurably off; corrected by p̃/q it is back near the exact value. A full-rank q needs
@@ -163,8 +164,8 @@ def _nig_posterior(X, y, a0=3.0, b0=2.0):
 
 def test_posterior_predictive_is_the_exact_student_t(regression):
     """ỹ at new covariates from exact posterior draws of (σ², β) follows the closed-form Student-t predictive
-    (2a_N degrees of freedom, location x*ᵀm_N, scale² (b_N/a_N)(1 + x*ᵀV_N x*)); a full-rank ADVI fit's
-    predictive has its moments; replicates at the fit's own data have the data's shape."""
+    (2a_N degrees of freedom, location x*ᵀm_N, scale² (b_N/a_N)(1 + x*ᵀV_N x*)); replicates at the fit's own data
+    have the data's shape. (A full-rank ADVI fit's predictive has its moments: the slow run.)"""
     X, y, _, _ = regression
     X_new = np.array([[0.0, 0.0, 0.0], [1.5, 1.2, 2.0], [-2.0, 1.0, 0.5]])
     m, v, a, b = _nig_posterior(X, y)
@@ -181,12 +182,19 @@ def test_posterior_predictive_is_the_exact_student_t(regression):
         t = stats.t(2 * a, loc=x @ m, scale=np.sqrt(b / a * (1 + x @ v @ x)))
         assert stats.kstest(draws[:, j], t.cdf).pvalue > 1e-3
         assert draws[:, j].std() == pytest.approx(t.std(), rel=0.06)
-    advi = vbayes.advi(target, "fullrank", key=0, progress=False)
+    assert exact.predict(n=50)["y"].shape == (50, len(y))  # replicates of the observed site
+
+
+@pytest.mark.slow
+def test_a_full_rank_fits_predictive_has_the_student_t_moments(regression):
+    X, y, _, _ = regression
+    X_new = np.array([[0.0, 0.0, 0.0], [1.5, 1.2, 2.0], [-2.0, 1.0, 0.5]])
+    m, v, a, b = _nig_posterior(X, y)
+    advi = vbayes.advi(vbayes.from_numpyro(nig_model, X, y=y), "fullrank", key=0, progress=False)
     approx = advi.predict(X_new, n=4000, key=1)["y"]
     t_sd = np.sqrt(b / a * (1 + np.einsum("ij,jk,ik->i", X_new, v, X_new)) * 2 * a / (2 * a - 2))
     np.testing.assert_allclose(approx.mean(0), X_new @ m, atol=0.1 * t_sd.max())
     np.testing.assert_allclose(approx.std(0), t_sd, rtol=0.1)
-    assert advi.predict(n=50)["y"].shape == (50, len(y))  # replicates of the observed site
 
 
 def test_a_simulator_predicts_for_a_log_density_target(regression):
@@ -202,6 +210,7 @@ def test_a_simulator_predicts_for_a_log_density_target(regression):
         fit.predict(n=10)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*alias_mapping:DeprecationWarning", "ignore:The inplace keyword")
 def test_arviz_runs_loo_compare_and_plot_ppc_on_the_export(regression):
     """The exported InferenceData has every group ArviZ's model criticism needs, from the same draws."""
@@ -248,6 +257,7 @@ def nested():
     }
 
 
+@pytest.mark.slow
 def test_model_comparison_selects_the_generating_model_and_calls_a_tie(nested):
     """Against a model without x₂ the generating model wins by a clear margin and takes the stacking weight;
     against one with an irrelevant x₃ added the two cannot be told apart, and the comparison says so."""
