@@ -56,13 +56,23 @@ def test_a_new_flow_is_the_gaussian_it_is_built_around(kind, full):
 
 def test_a_flow_from_another_seed_runs_the_same_compiled_programs():
     """Another key draws other weights and other permutations between the layers, but the flow's static part is the
-    same (both kinds): a fit with a new seed compiles nothing new (the permutations are arrays, not constants)."""
+    same (both kinds): a compiled program of one flow runs the other without compiling (the permutations are
+    arrays, not constants). (A whole fit with a new seed compiling nothing: the slow run.)"""
     loc, scale = jnp.zeros(5), jnp.ones(5)
+    z = jnp.asarray(np.random.default_rng(0).normal(size=(3, 5)))
     for kind in FLOWS:
         a, b = (build_flow(kind, loc, scale, jax.random.PRNGKey(k)) for k in (0, 1))
         assert a.structure == b.structure and hash(a.structure) == hash(b.structure)
         pairs = zip(jax.tree_util.tree_leaves(a.buffers), jax.tree_util.tree_leaves(b.buffers), strict=True)
         assert any(not np.array_equal(x, y) for x, y in pairs)  # other permutations
+        a.log_prob(z)
+        with count_compilations() as c:
+            b.log_prob(z)
+        assert c.events == [], c.events
+
+
+@pytest.mark.slow
+def test_a_fit_with_another_seed_compiles_nothing():
     target = vbayes.from_logdensity(lambda p: -0.5 * jnp.sum(p["z"] ** 2), {"z": jnp.zeros(5)}, name="normal5")
     options = dict(progress=False, checks="none", max_steps=100)
     vbayes.advi(target, "flow", key=0, **options)

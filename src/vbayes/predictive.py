@@ -38,6 +38,7 @@ def has_observations(target: Target | None) -> bool:
 
 
 def require_observations(target: Target | None) -> Target:
+    """``target`` itself when :func:`has_observations`; else a :class:`VBayesError` saying how to build one."""
     if not has_observations(target):
         what = "a fit without a target" if target is None else f"target {target.name!r}"
         raise VBayesError(
@@ -57,7 +58,7 @@ def _log_lik_one(target: Target, z: Array) -> dict[str, Array]:
     """{site: log p(y | θ(z)) per element} at one ``z`` ``(d,)``."""
     density = target.density
     if isinstance(density, RowsDensity):
-        params, _ = density._params_and_log_jacobian(z)
+        params = target.constrain(z)
         one_row = lambda row: density.fn(params, density.frozen.merge(tuple(a[None] for a in row)))  # noqa: E731
         return {ROWS: jax.vmap(one_row)(target.data)}
     from numpyro.infer import log_likelihood
