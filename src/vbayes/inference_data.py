@@ -19,9 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vbayes.diagnostics import import_arviz
 from vbayes.errors import VBayesError
 from vbayes.families import Empirical, PointMass
+from vbayes.keys import as_key
 from vbayes.predictive import has_observations, observed_data, pointwise_log_likelihood, predict_at
+from vbayes.targets.core import constrain_rows
 
 Array = jax.Array
 
@@ -62,10 +65,6 @@ def inference_data(
     draws resampled by their PSIS weights p̃/q (:meth:`Fit.corrected_draws`); ``predictive`` / ``log_likelihood``:
     include those groups when the target allows (a NumPyro model, a :func:`~vbayes.from_loglik` target, or a
     ``simulator``); ``observed``: observed data to show (a NumPyro model's own observed sites otherwise)."""
-    from vbayes.diagnostics import import_arviz
-    from vbayes.keys import as_key
-    from vbayes.targets.core import constrain_rows
-
     az = import_arviz()
     target = fit.target
     attrs = _attrs(fit)
@@ -88,9 +87,10 @@ def inference_data(
     groups["sample_stats"] = by_chain(_sample_stats(fit, flat, corrected))
     if log_likelihood and has_observations(target):
         groups["log_likelihood"] = by_chain(pointwise_log_likelihood(target, flat))
-    if predictive and (simulator is not None or has_observations(target) and observed_data(target)):
+    own = observed_data(target)  # a NumPyro model's observed sites (traced once), else {}
+    if predictive and (simulator is not None or own):
         groups["posterior_predictive"] = by_chain(predict_at(target, flat, k_pred, simulator=simulator))
-    seen = observed if observed is not None else observed_data(target)
+    seen = observed if observed is not None else own
     if seen:
         groups["observed_data"] = {k: np.asarray(v) for k, v in seen.items()}
     return az.from_dict(**groups, attrs=attrs)

@@ -115,9 +115,9 @@ def compare_models(
     if len(models) < 2:
         raise VBayesError("compare at least two models")
     for name, target in models.items():
-        require_observations(target)
         if not isinstance(target, Target):
             raise VBayesError(f"model {name!r} is not a vbayes Target")
+        require_observations(target)
     key = as_key(key)
     results = []
     for i, (name, target) in enumerate(models.items()):

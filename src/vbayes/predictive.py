@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vbayes.errors import VBayesError, is_count, require
+from vbayes.keys import as_key
 from vbayes.targets import Target
 from vbayes.targets.builders import NumPyroDensity
 from vbayes.targets.core import RowsDensity
@@ -164,8 +165,6 @@ def posterior_predictive(
     ``None``) through ``numpyro.infer.Predictive`` (every sample site that is not a latent of the fit, and the
     deterministic sites); without them, replicates of the observed sites at the fit's own data. Other targets:
     ``simulator(params, key)`` (``params`` the constrained parameters of one draw) vectorised over the draws."""
-    from vbayes.keys import as_key
-
     if fit.target is None:
         raise VBayesError("posterior predictive draws need a fit with a target (a log density or a model)")
     require([("n", n, is_count(n), "an integer ≥ 1")], "predict")
