@@ -172,8 +172,8 @@ def test_the_automatic_family_escalates_to_a_flow_when_the_gaussian_is_flagged()
     gaussian = vbayes.advi(banana(), "fullrank", progress=False, key=0)
     auto = vbayes.advi(banana(), progress=False, key=0)
     assert not gaussian.trusted
-    assert auto.info.method == "advi-maf" and auto.trusted, auto.verdict.summary()
-    assert auto.info.extra["family_choice"].startswith("maf: the fullrank fit was flagged (")
+    assert auto.info.method == "advi-flow" and auto.trusted, auto.verdict.summary()
+    assert auto.info.extra["family_choice"].startswith("flow: the fullrank fit was flagged (")
     assert auto.info.extra["init"].startswith("advi-fullrank")  # the flow started at that very fit
     assert auto.info.grad_evals > gaussian.info.grad_evals  # and its cost is counted
     cmp = compare_draws(np.asarray(auto.draws_unconstrained(20_000)), _banana_draws(20_000), ["x1", "x2"])

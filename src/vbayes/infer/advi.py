@@ -47,7 +47,11 @@ __all__ = ["ADVIConfig", "ADVIInfo", "ADVIState", "advi", "auto_family", "build_
 FULLRANK_MAX_DIM = 500
 """Up to this dimension the automatic family is full rank (d² scale parameters); above it, low rank."""
 ESCALATE_MAX_DIM = 200
-"""Up to this dimension a flagged Gaussian is followed by a flow (:data:`vbayes.flows.FLOWS` ``maf``)."""
+"""Up to this dimension a flagged Gaussian is followed by the flow :data:`ESCALATE_FLOW`."""
+ESCALATE_FLOW = "flow"
+"""The flow a flagged Gaussian escalates to: affine coupling, whose draws and densities each cost one pass (a masked
+autoregressive flow's draw costs d passes). On the shared posteriors where full rank is flagged it was accurate
+wherever the masked autoregressive flow was, and never trusted where inaccurate (``benchmarks/RESULTS.md``)."""
 
 
 def advi(
@@ -216,7 +220,7 @@ above it, from a mean-field one."""
 
 def auto_family(target: Target, checks: Any = "default", **kwargs: Any) -> Fit:
     """ADVI with the family chosen for the fit to pass its checks: full rank up to :data:`FULLRANK_MAX_DIM` (low
-    rank above); when that fit is flagged and d ≤ :data:`ESCALATE_MAX_DIM`, a masked autoregressive flow started at
+    rank above); when that fit is flagged and d ≤ :data:`ESCALATE_MAX_DIM`, the flow :data:`ESCALATE_FLOW` started at
     it (not when its ELBO is −inf: q's unbounded support meets a region where the density is −inf, which no flow
     mends). Returns the flow's fit when it passes its checks or has the higher ELBO, else the Gaussian's; either way
     ``info.extra["family_choice"]`` says what was tried and why, and ``grad_evals`` counts every fit made.
@@ -233,10 +237,12 @@ def auto_family(target: Target, checks: Any = "default", **kwargs: Any) -> Fit:
         return _chose(
             first, f"{why}; not a flow: objective 'elbo' needs a closed-form entropy, which a flow has not", 0
         )
-    flow = advi(target, "maf", checks=checks, **{**kwargs, "init": first})
+    flow = advi(target, ESCALATE_FLOW, checks=checks, **{**kwargs, "init": first})
     reason = first.verdict.flags[0] if first.verdict.flags else "flagged"
     if flow.trusted or flow.elbo > first.elbo:
-        return _chose(flow, f"maf: the {why.split(':')[0]} fit was flagged ({reason}); a flow started at it", 0)
+        return _chose(
+            flow, f"{ESCALATE_FLOW}: the {why.split(':')[0]} fit was flagged ({reason}); a flow started at it", 0
+        )
     extra = flow.info.grad_evals - flow.info.extra.get("init_evals", 0)
     return _chose(first, f"{why}; a flow started at it was flagged too, with a lower ELBO ({flow.elbo:.4g})", extra)
 
