@@ -67,6 +67,15 @@ CASES = [
     (["gmm", "DATA", "--dask", "local", "--devices", "all"], REFUSED, "alternatives"),
     (["gmm", "DATA", "--out", "FILE"], REFUSED, "it is a file"),
     (["gmm", "FILE"], REFUSED, "not a readable .npy"),
+    (["lda"], USAGE, "Missing argument"),
+    (["lda", "DOCS", "--topics", "0"], USAGE, "--topics"),
+    (["lda", "DOCS", "--held-out", "0.9"], USAGE, "--held-out"),
+    (["lda", "DOCS", "--method", "gibbs"], REFUSED, "unknown method 'gibbs'"),
+    (["lda", "DOCS", "--held-out-from", "999"], REFUSED, "beyond the last document"),
+    (["lda", "DOCS", "--vocab", "FILE"], REFUSED, "has 1 words, the documents' vocabulary 3"),
+    (["lda", "DOCS", "--dates", "FILE"], REFUSED, "no readable `year` column"),
+    (["lda", "DOCS", "--out", "FILE"], REFUSED, "it is a file"),
+    (["lda", "FILE"], REFUSED, "should be D (documents), an integer"),
     (["vae", "train", "--no-such-option"], USAGE, "--no-such-option"),
     (["vae", "evaluate"], USAGE, "Missing argument"),
     (["vae", "sample", "--seed", "x"], USAGE, "--seed"),
@@ -85,7 +94,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "import jax.numpy as jnp\nimport vbayes\n"
         "target = vbayes.from_logdensity(lambda p: jnp.log(p['x'][0]), {'x': jnp.zeros(1)}, name='log_x')\n"
     )
-    return {"DATA": data, "FILE": regular, "MODEL": model}
+    docs = root / "docword.txt"  # a bag of words: 2 documents over 3 words
+    docs.write_text("2\n3\n3\n1 1 2\n1 3 1\n2 2 4\n")
+    return {"DATA": data, "FILE": regular, "MODEL": model, "DOCS": docs}
 
 
 def _command_line(args: list[str], files: dict[str, Path], out: Path) -> list[str]:
@@ -95,7 +106,7 @@ def _command_line(args: list[str], files: dict[str, Path], out: Path) -> list[st
         for name, path in files.items():
             a = a.replace(name, str(path)) if a.startswith(name) else a
         line.append(a)
-    writes = {"fit": "--out", "gmm": "--out", "compare": "--report", "compare-models": "--out"}
+    writes = {"fit": "--out", "gmm": "--out", "lda": "--out", "compare": "--report", "compare-models": "--out"}
     flag = writes.get(line[0]) if line else None
     if flag and flag not in line and len(line) > 1 and "--out" not in line:
         line += [flag, str(out)]

@@ -340,3 +340,49 @@ def plot_mixture(X: np.ndarray, weights: np.ndarray, means: np.ndarray, covarian
     ax2.set_title("ELBO per point" if trace.size else "no trace")
     ax2.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# topic models
+
+
+def top_words(topics: np.ndarray, vocabulary: list[str], n: int = 10) -> list[list[tuple[str, float]]]:
+    """Each topic's ``n`` most probable words with their probabilities, from λ ``(K, V)`` (rows normalised)."""
+    probs = topics / topics.sum(1, keepdims=True)
+    order = np.argsort(-probs, 1)[:, :n]
+    return [[(vocabulary[v], float(probs[k, v])) for v in order[k]] for k in range(len(probs))]
+
+
+def plot_topics(words: list[list[tuple[str, float]]], path: str | Path, shares: np.ndarray | None = None) -> Path:
+    """A panel of horizontal bars per topic (its top words by probability), titled with the topic's share of the
+    corpus when ``shares`` ``(K,)`` is given."""
+    k = len(words)
+    cols = min(k, 5)
+    rows = -(-k // cols)
+    fig = _new_figure(3.0 * cols, 2.6 * rows)
+    for i, topic in enumerate(words):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        labels, probs = [w for w, _ in topic], [p for _, p in topic]
+        y = np.arange(len(labels))[::-1]
+        ax.barh(y, probs, color="C0")
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        share = f" ({100 * shares[i]:.1f}%)" if shares is not None else ""
+        ax.set_title(f"topic {i}{share}", fontsize=9)
+    return save_figure(fig, path, dpi=100)
+
+
+def plot_topics_over_time(
+    times: np.ndarray, proportions: np.ndarray, labels: list[str], path: str | Path, top: int = 8
+) -> Path:
+    """The mean topic proportion of the documents at each time ``(T,)``: ``proportions`` ``(T, K)``, as lines for
+    the ``top`` topics whose share varies most, each labelled by its words."""
+    fig = _new_figure(10, 5)
+    ax = fig.add_subplot(1, 1, 1)
+    chosen = np.argsort(-proportions.std(0))[:top]
+    for k in chosen:
+        ax.plot(times, proportions[:, k], label=f"{k}: {labels[k]}")
+    ax.set_xlabel("time")
+    ax.set_ylabel("mean share of a document")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return save_figure(fig, path, dpi=100)

@@ -19,7 +19,7 @@ import sys
 
 import typer
 
-from vbayes.cli import compare, examples, fit, gmm, models
+from vbayes.cli import compare, examples, fit, gmm, lda, models
 from vbayes.cli.vae import vae_app
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.add_typer(vae_app, name="vae")
 app.command()(examples.examples)
 app.command(help=fit.HELP)(fit.fit)
 app.command(help=gmm.HELP)(gmm.gmm)
+app.command(help=lda.HELP)(lda.lda)
 app.command(help=compare.HELP)(compare.compare)
 app.command(name="compare-models", help=models.HELP)(models.compare_models)
 
