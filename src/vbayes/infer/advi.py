@@ -50,8 +50,9 @@ ESCALATE_MAX_DIM = 200
 """Up to this dimension a flagged Gaussian is followed by the flow :data:`ESCALATE_FLOW`."""
 ESCALATE_FLOW = "flow"
 """The flow a flagged Gaussian escalates to: affine coupling, whose draws and densities each cost one pass (a masked
-autoregressive flow's draw costs d passes). On the shared posteriors where full rank is flagged it was accurate
-wherever the masked autoregressive flow was, and never trusted where inaccurate (``benchmarks/RESULTS.md``)."""
+autoregressive flow's draw costs d passes). On the shared posteriors where full rank is flagged it was never
+trusted where inaccurate; the masked autoregressive flow, accurate there a little more often, was once silently
+wrong (``benchmarks/RESULTS.md``, first-fit latency)."""
 
 
 def advi(
