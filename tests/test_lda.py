@@ -318,3 +318,49 @@ def test_lda_streamed_from_disk_and_on_dask_equals_in_memory(tmp_path):
     for fit in (streamed, on_dask):
         np.testing.assert_allclose(np.asarray(fit.q.params.topic_word), np.asarray(ref.q.params.topic_word), rtol=1e-9)
         np.testing.assert_allclose(fit.trace, ref.trace, rtol=1e-10)
+
+
+LDA_ON_FOUR_DEVICES = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np, scipy.sparse as sp
+jax.config.update("jax_enable_x64", True)
+from vbayes import conjugate as cj
+from vbayes.conjugate import lda
+from vbayes.conjugate.engine.svi import SVIConfig
+from vbayes.data import devices as sh
+assert jax.local_device_count() == 4
+rng = np.random.default_rng(0)
+beta = rng.dirichlet(np.full(80, 0.05), 3)
+theta = rng.dirichlet(np.full(3, 0.3), 512)
+X = sp.csr_matrix(np.stack([rng.multinomial(40, t @ beta) for t in theta]).astype(float))
+rows = lda.document_rows(X, 3)
+model = lda.lda_model(1 / 3, 1 / 3)
+start = lda.LDAParams(jnp.asarray(lda.initial_topics(3, 80, np.random.RandomState(0))))
+rel = lambda a, b: float(jnp.max(jnp.abs(a.topic_word - b.topic_word) / b.topic_word))
+a = cj.cavi(model, start, rows, tol=0.0, max_iter=10)
+b = cj.cavi(model, start, sh.ShardedData(rows, "all", chunk_size=64), tol=0.0, max_iter=10)
+config = SVIConfig(batch_size=64, steps_per_block=8, max_epochs=2.0, eval_size=256, minibatch_dtype=np.float64)
+c = cj.svi(model, start, rows, key=1, final_pass=False, config=config)
+d = cj.svi(model, start, rows, key=1, final_pass=False, config=config, devices="all")
+print("RESULT" + json.dumps({"cavi": rel(b.q.params, a.q.params), "svi": rel(d.q.params, c.q.params),
+                             "steps": [c.info.steps, d.info.steps]}))
+"""
+
+
+@pytest.mark.slow
+def test_lda_over_a_device_mesh_equals_one_device():
+    """The engine's device meshes, with no LDA code of their own (4 simulated CPU devices, a subprocess): CAVI on
+    ``ShardedData`` and SVI with every minibatch split over the devices equal their one-device runs in float64 (only
+    the order of the sums differs)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    done = subprocess.run(
+        [sys.executable, "-c", LDA_ON_FOUR_DEVICES], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads([x for x in done.stdout.splitlines() if x.startswith("RESULT")][-1][len("RESULT") :])
+    assert out["cavi"] < 1e-9 and out["svi"] < 1e-9 and out["steps"][0] == out["steps"][1], out
