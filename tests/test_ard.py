@@ -77,6 +77,7 @@ def test_fixed_alpha_gives_the_exact_normal_gamma_posterior_and_evidence():
     np.testing.assert_allclose(fit.trace, evidence, rtol=1e-11)
 
 
+@pytest.mark.slow
 def test_elbo_is_below_the_evidence_integrated_over_a_shared_alpha():
     """One α for all weights (tied), Gamma priors on α and τ: the evidence p(y) = ∫ p(y | α) p(α) dα (Student-t
     given α, quadrature over log α) bounds the VB ELBO from above, closely; neither CAVI's passes nor the sweeps of
@@ -106,6 +107,7 @@ def test_elbo_is_below_the_evidence_integrated_over_a_shared_alpha():
     np.testing.assert_allclose(trace[-1], elbo, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_elbo_terms_match_monte_carlo():
     """The ELBO with every factor free equals E_q[log p(y, w, τ, α) − log q(w, τ, α)] estimated from 10000 draws
     of ``sample`` with scipy's densities; ``log_q`` equals scipy's log density of the draws."""
@@ -219,6 +221,7 @@ def test_svi_reaches_the_cavi_answer():
     np.testing.assert_allclose(b.tau, a.tau, rtol=2e-3)
 
 
+@pytest.mark.slow
 def test_streaming_from_disk_equals_in_memory(tmp_path):
     """The same CAVI on rows read from a .npy file in blocks (the engine's host loop, one pass per iteration)."""
     X, y, _ = regression_data(3000, 5, seed=9, coef={1: 1.0, 3: -1.0})

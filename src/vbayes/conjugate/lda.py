@@ -262,6 +262,8 @@ def document_rows(docs: Any, n_topics: int, gamma0: np.ndarray | None = None, wi
     then γ⁰ ``(D, K)`` (1 when not given). ``width`` L ≥ :func:`document_width` (to share rows' shapes)."""
     csr = docs.tocsr()
     csr.sum_duplicates()
+    if csr.nnz and not (np.all(np.isfinite(csr.data)) and csr.data.min() >= 0):
+        raise VBayesError("word counts must be finite and ≥ 0 (a negative, NaN or infinite count was found)")
     n_docs = csr.shape[0]
     lengths = np.diff(csr.indptr)
     width = document_width(csr) if width is None else int(width)
