@@ -44,7 +44,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vbayes.compilation import LLVM_O1
 from vbayes.errors import VBayesError
 from vbayes.families import Empirical, PointMass
 from vbayes.fit import Check, Fit, Verdict
@@ -314,7 +313,7 @@ def _reweighted_moments(z: np.ndarray, log_r: np.ndarray, mean: np.ndarray, sd: 
     return khat, (m - mean) / sd, s / sd
 
 
-@functools.partial(jax.jit, static_argnums=3, compiler_options=LLVM_O1)
+@functools.partial(jax.jit, static_argnums=3)
 def _ratio_draws(target, q, key: Array, n: int, widen: float):
     """Draws of q and of q widened by ``widen`` about its mean, with their log ratios log p̃ − log q, and q's
     mean and marginal sds: ``(z_q (n, d), r_q (n,), z_w (n, d), r_w (n,), mean (d,), sd (d,))``.

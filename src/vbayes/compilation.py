@@ -182,13 +182,8 @@ def _install(store: FileStore) -> None:
 
 QUICK = {"xla_backend_optimization_level": 0}
 """Compiler options for programs that run once and evaluate the model at most a few hundred times (a fit's start,
-its keys, its optimiser state): LLVM's optimisations would cost more time than they save."""
-LLVM_O1 = {} if "optimization_level" in os.environ.get("XLA_FLAGS", "") else {"xla_backend_optimization_level": 1}
-"""Compiler options for programs that evaluate the model thousands of times (ADVI's steps, the checks' draws, the
-mode search, curvature products, NUTS's chains): LLVM's O1 instead of XLA's default O2. Their heavy work is in
-library calls and simple fused loops, which O1 compiles as well: per-step times unchanged, compile times about a
-fifth to a third shorter (``benchmarks/RESULTS.md``, first-fit latency). An optimisation level the user set in
-``XLA_FLAGS`` is kept instead."""
+its keys, its optimiser state): LLVM's optimisations would cost more time than they save. Programs that evaluate it
+thousands of times (the steps, the checks' draws) keep XLA's defaults."""
 
 
 _AHEAD = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vbayes-compile")

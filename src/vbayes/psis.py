@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vbayes.compilation import LLVM_O1
 from vbayes.errors import VBayesError
 from vbayes.families import Family
 from vbayes.targets import Target
@@ -166,7 +165,7 @@ def _gpd_quantile(p: np.ndarray, k: np.ndarray | float, sigma: np.ndarray | floa
     return np.where(k == 0.0, -sigma * np.log1p(-p), sigma * np.expm1(-safe * np.log1p(-p)) / safe)
 
 
-@functools.partial(jax.jit, static_argnums=3, compiler_options=LLVM_O1)
+@functools.partial(jax.jit, static_argnums=3)
 def log_ratios(target: Target, q: Family, key: Array, num_draws: int) -> tuple[Array, Array]:
     """Draws z ~ q ``(S, d)`` and their log ratios log p̃(z) − log q(z) ``(S,)``."""
     z = q.sample(key, num_draws)

@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vbayes.compilation import LLVM_O1
 from vbayes.families import Family
 from vbayes.infer.preconditioner import OPTIMIZERS
 from vbayes.objectives import Objective
@@ -119,7 +118,7 @@ def chunk_runner(
 
         step = data_parallel(step, mesh, batch_argnum=2)
 
-    @functools.partial(jax.jit, static_argnums=(5, 6), compiler_options=LLVM_O1)
+    @functools.partial(jax.jit, static_argnums=(5, 6))
     def run(
         state: ADVIState, target: Target, key: Array, n_active: Array, check_key: Array, chunk: int, num_check: int
     ):

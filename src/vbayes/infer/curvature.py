@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vbayes.compilation import LLVM_O1
 from vbayes.families import FullRankGaussian, LowRankPrecisionGaussian, MeanFieldGaussian
 from vbayes.linalg.krylov import block_krylov_eigh, exact_eigh
 from vbayes.linalg.precision import DiagonalPrecision, SparsePrecision
@@ -46,14 +45,14 @@ Array = jax.Array
 # products with the curvature, in fixed-size row blocks (one compilation per target layout and block size)
 
 
-@functools.partial(jax.jit, static_argnums=3, compiler_options=LLVM_O1)
+@functools.partial(jax.jit, static_argnums=3)
 def hessian_rows(target: Target, z: Array, rows: Array, batch_size: int) -> Array:
     """Rows v ↦ (−∇² log p̃(z)) v by forward-over-reverse autodiff, ``(k, d) -> (k, d)``, ``batch_size`` at a time."""
     grad = jax.grad(lambda x: -target.log_density(x))
     return jax.lax.map(lambda v: jax.jvp(grad, (z,), (v,))[1], rows, batch_size=batch_size)
 
 
-@functools.partial(jax.jit, static_argnums=3, compiler_options=LLVM_O1)
+@functools.partial(jax.jit, static_argnums=3)
 def gauss_newton_rows(target: Target, z: Array, rows: Array, batch_size: int) -> Array:
     """Rows v ↦ Jᵀ W J v, the Gauss-Newton matrix of a least-squares target's data term (without the prior),
     ``(k, d) -> (k, d)``: J = ∂r/∂z of the whitened residuals r(z) ``(N,)`` and W = I, or, for a target with an
@@ -67,7 +66,7 @@ def gauss_newton_rows(target: Target, z: Array, rows: Array, batch_size: int) ->
     return jax.lax.map(lambda v: vjp(weigh(jvp(v)))[0], rows, batch_size=batch_size)
 
 
-@functools.partial(jax.jit, static_argnums=3, compiler_options=LLVM_O1)
+@functools.partial(jax.jit, static_argnums=3)
 def _gauss_newton_probes(target: Target, z: Array, keys: Array, batch_size: int) -> Array:
     """(JᵀSξ)² for Rademacher ξ, one row per key: ``(k,) keys -> (k, d)``; E[(JᵀSξ)²] = diag(JᵀWJ) with S Sᵀ = W
     (S = I, ξ ∈ {±1}^N for plain targets; ξ ∈ {±1}^m for targets with an operator)."""

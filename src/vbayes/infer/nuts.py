@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vbayes.checks import verify
-from vbayes.compilation import LLVM_O1, import_ahead
+from vbayes.compilation import import_ahead
 from vbayes.diagnostics import import_arviz, rhat_ess
 from vbayes.errors import VBayesError, is_count, is_fraction, is_positive, require
 from vbayes.families import Empirical
@@ -66,7 +66,7 @@ class Run(NamedTuple):
         }
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5), compiler_options=LLVM_O1)
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _run_chains(target: Target, key: Array, init: Array, num_warmup: int, num_samples: int, target_accept: float):
     """Warm-up and sampling for each row of ``init`` ``(chains, d)``, vmapped; returns positions
     ``(chains, num_samples, d)``, divergences, integration steps, acceptance, step sizes, warm-up steps."""

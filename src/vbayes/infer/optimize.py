@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vbayes.compilation import LLVM_O1
 from vbayes.targets import Target
 
 Array = jax.Array
@@ -103,4 +102,4 @@ def find_map_program(
     return ModeResult(z, -value, grad_z, n, evals, trace, status)
 
 
-_find_map = jax.jit(find_map_program, static_argnums=(3, 4, 5), compiler_options=LLVM_O1)
+_find_map = jax.jit(find_map_program, static_argnums=(3, 4, 5))
