@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from vbayes.conjugate import ard
 from vbayes.conjugate.engine.cavi import cavi
+from vbayes.data import DataSource, as_source
 from vbayes.errors import is_count, is_positive, is_real, require
 from vbayes.fit import Fit
 
@@ -58,8 +59,9 @@ class _VBLinearRegression(RegressorMixin, BaseEstimator):
         xc, yc = X - self.X_offset_, y - y_offset
         rows, keep, lam = np.column_stack([xc, yc]), np.ones(d, bool), np.zeros(d)
         with jax.enable_x64(True):
+            source, stats = as_source(rows), ard.statistics(jnp.asarray(rows))  # once: neither depends on the pruning
             while True:  # the same shapes each time, hence the same compiled programs
-                fit, trace, sweeps = self._fit_rows(rows, keep)
+                fit, trace, sweeps = self._fit_rows(source, stats, keep)
                 mo = jax.tree.map(np.asarray, _moments(ard.model_prior(fit.q.model), fit.q.params))
                 lam[keep] = (mo.tau * mo.alpha)[keep]
                 drop = self._pruned(lam) & keep
@@ -99,10 +101,10 @@ class _VBLinearRegression(RegressorMixin, BaseEstimator):
             type(self).__name__,
         )
 
-    def _fit_rows(self, rows: np.ndarray, keep: np.ndarray) -> tuple[Fit, np.ndarray, int]:
-        """The engine's fit on the centred rows [x, y] with the weights not in ``keep`` held at 0, and the ELBO
-        after each sweep of its global step (the same deterministic ascent, re-run on the statistics to record it)
-        with the number of sweeps."""
+    def _fit_rows(self, source: DataSource, stats: ard.ARDStats, keep: np.ndarray) -> tuple[Fit, np.ndarray, int]:
+        """The engine's fit on the centred rows [x, y] (``source``, whose statistics are ``stats``) with the weights
+        not in ``keep`` held at 0, and the ELBO after each sweep of its global step (the same deterministic ascent,
+        re-run on the statistics to record it) with the number of sweeps."""
         model = ard.ard_regression_model(
             keep.size,
             float(self.alpha_1),
@@ -114,8 +116,7 @@ class _VBLinearRegression(RegressorMixin, BaseEstimator):
             tol=float(self.tol),
             max_sweeps=int(self.max_iter),
         )
-        fit = cavi(model, ard.prior_params(model), rows, max_iter=10)
-        stats = ard.statistics(jnp.asarray(rows))
+        fit = cavi(model, ard.prior_params(model), source, max_iter=10)
         _, trace, sweeps = _ascent(ard.model_prior(model), stats, 1.0, int(self.max_iter))
         return fit, np.asarray(trace)[: int(sweeps)], int(sweeps)
 
