@@ -77,7 +77,7 @@ def main() -> None:
             r["D"],
             f"{r['vbayes_s']:.2f}",
             f"{r['sklearn_s']:.2f}",
-            f"{r['sklearn_s'] / r['vbayes_s']:.1f}×",
+            f"{r['sklearn_s'] / r['vbayes_s']:.2f}×",
             f"{r['max_coef_diff']:.1e}",
             f"{r['vbayes_pruned']} / {r['sklearn_pruned']} of {r['zeros']}",
         ]
