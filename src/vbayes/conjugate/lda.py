@@ -300,10 +300,12 @@ def width_groups(docs: Any) -> list[tuple[np.ndarray, int]]:
 
 class DocumentSource(DataSource):
     """A document-term matrix as the engine's data source: one block per width group (:func:`width_groups`), its
-    rows padded to whole chunks of ``chunk_size`` documents (weight 0) and held on the device in ``dtype``
-    (default: the working precision). CAVI's passes and the objective read it like any other source."""
+    rows padded to whole chunks of ``chunk_size`` documents (weight 0; a chunk's fixed points run until its slowest
+    document settles, so small chunks waste fewer sweeps: 32 was fastest of 8–256 for a batch pass on the UN
+    debates) and held on the device in ``dtype`` (default: the working precision). CAVI's passes and the objective
+    read it like any other source."""
 
-    def __init__(self, docs: Any, n_topics: int, chunk_size: int = 256, dtype=None, n_threads: int = 1):
+    def __init__(self, docs: Any, n_topics: int, chunk_size: int = 32, dtype=None, n_threads: int = 1):
         docs = docs.tocsr()
         self.n_samples = float(docs.shape[0])
         self.n_words = float(docs.sum())
