@@ -26,8 +26,8 @@ from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils.validation import check_is_fitted, check_non_negative
 
 from vbayes.conjugate import lda
-from vbayes.conjugate.model import ConjugateModel, IterState, Mode, SVIState, batch_pass, svi_update, update
-from vbayes.data.sources import Chunks
+from vbayes.conjugate.model import BlockPass, ConjugateModel, IterState, Mode, SVIState, call, svi_update, update
+from vbayes.data.sources import Chunks, tree_sum
 from vbayes.errors import is_count, is_positive, is_real, require
 
 try:  # scikit-learn >= 1.6
@@ -186,7 +186,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         return lda.LDAParams(jnp.asarray(self.components_, jnp.float64))
 
     def _local(self) -> lda.LDALocal:
-        return _expect(self._model(), self._params())
+        return call(self._model(), "expect", self._params())
 
     def _set_components(self, params: lda.LDAParams, local: lda.LDALocal) -> None:
         self.components_ = np.asarray(params.topic_word)
@@ -196,7 +196,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         """λ = η + S over all documents, each started at Gamma(100, 1/100) draws (the engine's CAVI update)."""
         model, params = self._model(), self._params()
         gamma0 = self.random_state_.gamma(100.0, 0.01, (docs.n_docs, self.n_components))
-        state = IterState(params, _expect(model, params), jnp.asarray(-jnp.inf), jnp.asarray(0, jnp.int32))
+        state = IterState(params, call(model, "expect", params), jnp.asarray(-jnp.inf), jnp.asarray(0, jnp.int32))
         stats, local_elbo = docs.pass_stats(model, state.local, gamma0)
         new = _update(model, state, stats, local_elbo)
         self._set_components(new.params, new.local)
@@ -207,19 +207,19 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         minibatch's statistics, its documents grouped by length as in a full pass)."""
         model, params = self._model(), self._params()
         gamma0 = self.random_state_.gamma(100.0, 0.01, (docs.n_docs, self.n_components))
-        stats, _ = docs.pass_stats(model, _expect(model, params), gamma0)
+        stats, _ = docs.pass_stats(model, call(model, "expect", params), gamma0)
         state = SVIState(params, jnp.asarray(self.n_batch_iter_, jnp.float64))
         scale = float(total_samples) / docs.n_docs
         new, _ = _svi_update(model, state, stats, scale, float(self.learning_offset), float(self.learning_decay))
-        self._set_components(new.params, _expect(model, new.params))
+        self._set_components(new.params, call(model, "expect", new.params))
         self.n_batch_iter_ += 1
 
     def _bound(self, docs: _Documents, sub_sampling: bool) -> float:
         """scikit-learn's approximate bound: (N/D)·Σ_d ELBO_d (N/D = 1 unless ``sub_sampling``) − KL(q(β) ‖ p(β))."""
         model, params = self._model(), self._params()
-        _, local_elbo = docs.pass_stats(model, _expect(model, params), None)
+        _, local_elbo = docs.pass_stats(model, call(model, "expect", params), None)
         ratio = self.total_samples / docs.n_docs if sub_sampling else 1.0
-        return float(ratio * local_elbo - _kl(model, params))
+        return float(ratio * local_elbo - call(model, "kl", params))
 
     def _perplexity(self, docs: _Documents, sub_sampling: bool) -> float:
         ratio = self.total_samples / docs.n_docs if sub_sampling else 1.0
@@ -307,10 +307,8 @@ class _Documents:
 
     def pass_stats(self, model: ConjugateModel, local: lda.LDALocal, gamma0: np.ndarray | None):
         """(Σ_d S_d, Σ_d ELBO_d) over the documents, each started at ``gamma0`` ``(D, K)`` (None: 1)."""
-        parts = [
-            _pass(model, local, block) for index, width in self.groups for block in self._blocks(index, width, gamma0)
-        ]
-        return jax.tree.map(lambda *leaves: sum(leaves[1:], leaves[0]), *parts)
+        run = BlockPass(model, local)
+        return tree_sum([run(b) for index, width in self.groups for b in self._blocks(index, width, gamma0)])
 
     def doc_topics(self, model: ConjugateModel, local: lda.LDALocal) -> np.ndarray:
         """γ ``(D, K)``: each document's q(θ_d) from γ⁰ = 1."""
@@ -324,23 +322,12 @@ class _Documents:
 def doc_topic_shares(model: ConjugateModel, params: lda.LDAParams, docs, n_topics: int) -> np.ndarray:
     """Each document's topic proportions E_q[θ_d] ``(D, K)`` at q(β) = Dir(λ): its E-step from γ⁰ = 1, γ_d / Σ γ_d.
     ``docs``: a scipy sparse document-term matrix ``(D, V)``."""
-    gamma = _Documents(docs.tocsr(), n_topics).doc_topics(model, _expect(model, params))
+    gamma = _Documents(docs.tocsr(), n_topics).doc_topics(model, call(model, "expect", params))
     return gamma / gamma.sum(1, keepdims=True)
 
 
-_pass = jax.jit(batch_pass)
 _update = jax.jit(partial(update, mode=Mode.VB))
 _svi_update = jax.jit(svi_update)
-
-
-@jax.jit
-def _expect(model: ConjugateModel, params: lda.LDAParams) -> lda.LDALocal:
-    return model.expect(params)
-
-
-@jax.jit
-def _kl(model: ConjugateModel, params: lda.LDAParams):
-    return model.kl(params)
 
 
 @jax.jit
