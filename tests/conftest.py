@@ -25,6 +25,9 @@ jax.config.update("jax_enable_x64", True)
 
 QUICK_COMPILE = "--xla_backend_optimization_level=0"
 
+SHIPPED_POSTERIORDB = Path(__file__).resolve().parent / "data" / "posteriordb"
+"""The copy of the 11 posteriordb posteriors that ships with the tests (posteriordb's layout, full draws)."""
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """The default run (slow checks deselected) compiles every program without LLVM's optimisations: it compiles
@@ -35,6 +38,24 @@ def pytest_configure(config: pytest.Config) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if (config.getoption("markexpr") or "").strip() == "not slow" and "optimization_level" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {QUICK_COMPILE}".strip()
+    _find_posteriordb()
+
+
+def _find_posteriordb() -> None:
+    """The posteriordb reference posteriors: $VBAYES_POSTERIORDB or ../shared/posteriordb when there is one (the
+    loader's own search), else the copy shipped in tests/data/posteriordb, through $VBAYES_POSTERIORDB so that every
+    test, worker process and `vbayes` command the tests start reads the same files. After the XLA flags: this
+    imports vbayes."""
+    from vbayes.errors import VBayesError
+    from vbayes.examples.posteriordb.loader import ENV_VAR, posteriordb_root
+
+    if os.environ.get(ENV_VAR):
+        return  # the user's choice, even a wrong one: the tests then say what is wrong with it
+    try:
+        posteriordb_root()
+    except VBayesError:
+        if SHIPPED_POSTERIORDB.is_dir():
+            os.environ[ENV_VAR] = str(SHIPPED_POSTERIORDB)
 
 
 @pytest.fixture(autouse=True, scope="module")

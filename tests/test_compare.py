@@ -1,9 +1,7 @@
 """`vbayes.compare`: recommendations, flags that catch inaccurate answers, NUTS against the references.
 
-The two checks over all shared posteriors are slow (minutes) and marked so; CI runs them.
+The checks over all posteriordb posteriors are slow (minutes) and marked so; CI runs them.
 """
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +10,19 @@ from vbayes import VBayesError
 from vbayes.checks import widened_reweighting
 from vbayes.compare import compare
 from vbayes.examples import POSTERIORS, linear_regression, load, load_reference, to_unconstrained
+from vbayes.examples.posteriordb import posteriordb_root
 from vbayes.infer.advi import advi
 
-HAVE_POSTERIORDB = (Path(__file__).resolve().parents[2] / "shared" / "posteriordb").exists()
-needs_posteriordb = pytest.mark.skipif(not HAVE_POSTERIORDB, reason="../shared/posteriordb not present")
+try:  # $VBAYES_POSTERIORDB, else ../shared/posteriordb, else (tests/conftest.py) the copy in tests/data/posteriordb
+    posteriordb_root()
+    MISSING = ""
+except VBayesError as e:
+    MISSING = str(e)
+needs_posteriordb = pytest.mark.skipif(
+    bool(MISSING),
+    reason=f"needs the posteriordb reference posteriors (tests/data/posteriordb ships them; or set "
+    f"VBAYES_POSTERIORDB to a clone of github.com/stan-dev/posteriordb): {MISSING}",
+)
 
 
 @pytest.mark.slow

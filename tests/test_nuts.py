@@ -1,9 +1,6 @@
 """NUTS: exact conjugate posterior, the posteriordb reference for eight schools, the Fit it returns, and its rerun
 after a few divergent transitions."""
 
-import json
-from pathlib import Path
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,12 +11,17 @@ from vbayes import VBayesError, nuts
 from vbayes.checks import verify
 from vbayes.compare import MethodResult, _recommend
 from vbayes.diagnostics import compare_draws
-from vbayes.examples import eight_schools_noncentered, linear_regression, linear_regression_exact
+from vbayes.examples import eight_schools_noncentered, linear_regression, linear_regression_exact, load_reference
+from vbayes.examples.posteriordb import posteriordb_root
 from vbayes.families import Empirical
 from vbayes.fit import Check, Fit, FitInfo, Verdict
 from vbayes.infer.nuts import RERUN_MAX_FRACTION, rerun_accept
 
-POSTERIORDB = Path(__file__).resolve().parents[2] / "shared" / "posteriordb"
+try:  # $VBAYES_POSTERIORDB, else ../shared/posteriordb, else (tests/conftest.py) the copy in tests/data/posteriordb
+    posteriordb_root()
+    MISSING = ""
+except VBayesError as e:
+    MISSING = str(e)
 
 
 def test_nuts_recovers_the_conjugate_posterior():
@@ -36,11 +38,14 @@ def test_nuts_recovers_the_conjugate_posterior():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not POSTERIORDB.exists(), reason="../shared/posteriordb not present")
+@pytest.mark.skipif(
+    bool(MISSING),
+    reason=f"needs the posteriordb reference posteriors (tests/data/posteriordb ships them; or set "
+    f"VBAYES_POSTERIORDB to a clone of github.com/stan-dev/posteriordb): {MISSING}",
+)
 def test_nuts_matches_posteriordb_eight_schools():
-    chains = json.loads((POSTERIORDB / "eight_schools-eight_schools_noncentered" / "reference_draws.json").read_text())
-    names = list(chains[0])
-    ref = np.array([[ch[n] for n in names] for ch in chains]).transpose(0, 2, 1).reshape(-1, len(names))
+    reference = load_reference("eight_schools-eight_schools_noncentered")
+    names, ref = list(reference.columns), reference.pooled
     fit = nuts(eight_schools_noncentered(), chains=4, target_accept=0.95, key=1)
     draws = {k: v.reshape(-1, *v.shape[2:]) for k, v in fit.draws_by_chain().items()}
     x = np.column_stack([draws["theta"], draws["mu"], draws["tau"]])  # the reference's column order

@@ -36,13 +36,17 @@ from vbayes.examples.posteriordb import (  # noqa: E402
 )
 from vbayes.targets import Target  # noqa: E402
 
-try:
+try:  # $VBAYES_POSTERIORDB, else ../shared/posteriordb, else (tests/conftest.py) the copy in tests/data/posteriordb
     ROOT = posteriordb_root()
-except VBayesError as e:  # the files are not part of the package; a bare install has no ../shared
+except VBayesError as e:  # the files are not part of the package: only a test run without tests/data gets here
     ROOT, WHY = None, str(e)
 else:
     WHY = ""
-needs_files = pytest.mark.skipif(ROOT is None, reason=f"posteriordb folder not found: {WHY}")
+needs_files = pytest.mark.skipif(
+    ROOT is None,
+    reason=f"needs the posteriordb reference posteriors (tests/data/posteriordb ships them; or set {ENV_VAR} to a "
+    f"clone of github.com/stan-dev/posteriordb): {WHY}",
+)
 
 DIMS = dict(zip(POSTERIORS, (10, 10, 3, 3, 10, 6, 6, 7, 26, 5, 4), strict=True))
 

@@ -48,6 +48,11 @@ from vbayes.vae import (
 from vbayes.vae.likelihoods import Bernoulli, Categorical, ContinuousBernoulli, Gaussian
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+NO_MNIST = (
+    "needs MNIST, which does not ship with the tests: the four IDX files of the MNIST database "
+    "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) "
+    "in ../shared/data/mnist next to the repository"
+)
 
 
 @pytest.fixture(scope="module")
@@ -856,7 +861,7 @@ def test_idx_reader_and_mnist_loader_on_small_files(tmp_path):
         load_mnist(tmp_path / "nowhere")
 
 
-@pytest.mark.skipif(not MNIST.is_dir(), reason="MNIST not in ../shared/data/mnist")
+@pytest.mark.skipif(not MNIST.is_dir(), reason=NO_MNIST)
 def test_mnist_from_the_shared_folder():
     data = load_mnist(MNIST)
     assert data.train.shape == (50_000, 28, 28) and data.val.shape == (10_000, 28, 28)
@@ -917,7 +922,7 @@ def test_categorical_likelihood_on_digit_levels_trains(digits):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not MNIST.is_dir(), reason="MNIST not in ../shared/data/mnist")
+@pytest.mark.skipif(not MNIST.is_dir(), reason=NO_MNIST)
 def test_mnist_vae_two_epochs_bounds_are_ordered():
     data = load_mnist(MNIST, val_size=1000)
     cfg = ModelConfig((28, 28), latent=20, width=200, depth=2)

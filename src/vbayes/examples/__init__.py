@@ -113,7 +113,8 @@ def load(name: str) -> Target:
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         raise VBayesError(
             f"unknown example {name!r}; {hint}known examples: {', '.join(EXAMPLES)}, "
-            "or posteriordb:NAME for the posteriors in ../shared/posteriordb"
+            "or posteriordb:NAME for a posteriordb posterior (the folder: $VBAYES_POSTERIORDB, a clone of "
+            "stan-dev/posteriordb or vbayes's layout, else ../shared/posteriordb)"
         )
     return example.build()
 

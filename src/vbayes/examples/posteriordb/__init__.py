@@ -1,11 +1,17 @@
 """The 11 posteriordb reference posteriors as vbayes targets, with their reference draws.
 
-The files live outside the package, in ``../shared/posteriordb/`` next to the repository (one folder per
-posterior: ``data.json``, ``reference_draws.json``, ``reference_summary.json``, ...; ``MODELS.md`` there
-states each model as mathematics). Nothing here reads them at import time: the package installs and
-runs without them, and only the functions below need them.
+The files live outside the package. The folder is ``root=`` when given, else ``$VBAYES_POSTERIORDB``, else
+``shared/posteriordb`` above the working directory or the package (``../shared/posteriordb/`` next to this
+repository); its layout is told from its contents: vbayes's (one folder per posterior: ``data.json``,
+``reference_draws.json``, ``reference_summary.json``, ...; ``MODELS.md`` there states each model as mathematics) or
+a clone of ``github.com/stan-dev/posteriordb`` (its root or its ``posterior_database/``: zipped data and draws,
+summary computed from the draws). The tests ship a copy of the 11 in ``tests/data/posteriordb`` (posteriordb's
+layout). Nothing here reads them at import time: the package installs and runs without them, and only the
+functions below need them. Only the 11 :data:`POSTERIORS` have a model here; a posteriordb clone's other
+posteriors load as data and draws but have no target.
 
-* :func:`load_reference`, :func:`load_data`, :func:`list_posteriors`, :func:`posteriordb_root`: the loader.
+* :func:`load_reference`, :func:`load_data`, :func:`list_posteriors`, :func:`posteriordb_root`,
+  :func:`posteriordb_layout`: the loader.
 * :func:`posteriordb_target`: each posterior as a :class:`~vbayes.targets.Target`, written from ``MODELS.md``
   as a plain JAX log density (``from_logdensity``), with the unconstrained layout of ``MODELS.md`` (so the
   posteriordb noise floors apply to z as is).
@@ -30,6 +36,7 @@ from vbayes.examples.posteriordb.loader import (
     list_posteriors,
     load_data,
     load_reference,
+    posteriordb_layout,
     posteriordb_root,
 )
 from vbayes.examples.posteriordb.models import ODE_STEPS, nes_design, one_comp_concentrations
@@ -53,6 +60,7 @@ __all__ = [
     "nes_design",
     "observation_target",
     "one_comp_concentrations",
+    "posteriordb_layout",
     "posteriordb_root",
     "posteriordb_target",
     "to_reference_columns",

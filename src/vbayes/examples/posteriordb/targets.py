@@ -235,7 +235,10 @@ def _spec(name: str) -> _Posterior:
     if spec is None:
         close = difflib.get_close_matches(str(name), POSTERIORS, n=2)
         hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise VBayesError(f"unknown posteriordb posterior {name!r}; {hint}known: {', '.join(POSTERIORS)}")
+        raise VBayesError(
+            f"no vbayes model for the posteriordb posterior {name!r}; {hint}the {len(POSTERIORS)} implemented "
+            f"(vbayes.examples.posteriordb.POSTERIORS): {', '.join(POSTERIORS)}"
+        )
     return spec
 
 
@@ -253,7 +256,9 @@ def _spec_of(target: Target | str) -> _Posterior:
 
 
 def posteriordb_target(name: str, root: str | os.PathLike | None = None) -> Target:
-    """The posterior ``name`` as a Target on the unconstrained z of ``MODELS.md`` (reads only ``data.json``).
+    """The posterior ``name`` as a Target on the unconstrained z of ``MODELS.md`` (reads only its data, from a folder
+    in either layout: see :func:`~vbayes.examples.posteriordb.load_data`). Only the :data:`POSTERIORS` have a model
+    here; any other name raises :class:`VBayesError` listing them, before any file is read.
 
     Dimensions: 10, 10, 3, 3, 10, 6, 6, 7, 26, 5, 4 in the order of :data:`POSTERIORS`. Needs float64
     (``jax_enable_x64``): kilpisjarvi's posterior covariance has condition number ≈ 7e11."""
