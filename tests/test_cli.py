@@ -223,6 +223,13 @@ def test_usage_errors_exit_2_as_documented():
     assert "2 on a usage error" in " ".join(invoke("fit", "--help").stdout.split())
 
 
+def test_compare_help_names_the_methods_it_runs_by_default():
+    from vbayes.compare import CONJUGATE_METHODS, DEFAULT_METHODS
+
+    text = " ".join(invoke("compare", "--help").stdout.replace("│", " ").split())
+    assert all(f" {name}," in text or f" {name} " in text for name in DEFAULT_METHODS + CONJUGATE_METHODS), text
+
+
 # ----------------------------------------------------------------------------------------------
 # bad input: one red line on stderr, exit status 1, no traceback
 

@@ -5,6 +5,7 @@ saying why at its top."""
 import ast
 import importlib
 import pkgutil
+import re
 from pathlib import Path
 
 import vbayes
@@ -130,3 +131,28 @@ def test_long_modules_say_why():
         if text.count("\n") > MAX_LINES and REASON not in (ast.get_docstring(ast.parse(text)) or ""):
             silent.append(f"{name} ({text.count(chr(10))} lines)")
     assert silent == []
+
+
+REPO = SRC.parent.parent
+README_MAX_LINES = 220
+
+
+def test_the_developers_page_lists_every_module_and_no_other():
+    """``docs/developers.md`` lists each module as ``vbayes/<path>.py`` (package ``__init__``/``__main__`` aside)."""
+    page = (REPO / "docs" / "developers.md").read_text(encoding="utf-8")
+    tree = {
+        path.relative_to(SRC.parent).as_posix()
+        for path in SRC.rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py")
+    }
+    listed = set(re.findall(r"`(vbayes/[\w/]+\.py)`", page))
+    assert sorted(tree - listed) == [], "modules missing from docs/developers.md"
+    assert sorted(listed - tree) == [], "docs/developers.md lists modules that are not in the tree"
+
+
+def test_the_readme_is_short_and_links_the_site():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert readme.count("\n") <= README_MAX_LINES
+    for page in ("docs/index.md", "docs/getting-started.md", "docs/developers.md", "docs/questions.md"):
+        assert page in readme, page
+        assert (REPO / page).is_file(), page

@@ -46,7 +46,7 @@ def run_quick(number: int, tmp_path: Path) -> dict:
 def test_registry_numbers_paths_and_pages():
     assert [q.number for q in QUESTIONS] == list(range(1, 15))
     assert {q.number for q in QUESTIONS if q.status == "planned"} == set()
-    index = (REPO / "docs" / "README.md").read_text(encoding="utf-8")
+    index = (REPO / "docs" / "questions.md").read_text(encoding="utf-8")
     for q in READY:
         script, page = REPO / q.script, REPO / q.doc
         assert script.is_file() and page.is_file(), q
@@ -56,10 +56,10 @@ def test_registry_numbers_paths_and_pages():
             assert (REPO / "docs" / figure).is_file(), figure
             assert (REPO / "docs" / figure).stat().st_size < 200_000, figure
         assert re.search(r"\]\(figures/[^)]+\.png\)", text), f"{q.doc} shows no figure"
-        assert Path(q.doc).name in index, f"docs/README.md does not link {q.doc}"
+        assert Path(q.doc).name in index, f"docs/questions.md does not link {q.doc}"
         assert "def main(argv" in script.read_text(encoding="utf-8")
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert "docs/README.md" in readme and all(q.doc in readme for q in READY)
+    assert "docs/questions.md" in readme and all(q.doc in readme for q in READY)
 
 
 def test_cli_lists_the_questions():

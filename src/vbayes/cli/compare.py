@@ -44,7 +44,8 @@ COMPARE_COLUMNS = (
 HELP = (
     "Run several methods on TARGET (default: eight_schools_noncentered), read each one's verdict (its own "
     "checks), measure each against a reference, and say which to trust.\n\n"
-    "TARGET: an example name, posteriordb:NAME (a posterior in ../shared/posteriordb, which also allows "
+    "TARGET: an example name, posteriordb:NAME (a posteriordb posterior, read from $VBAYES_POSTERIORDB, a clone "
+    "of stan-dev/posteriordb or a folder in vbayes's layout, else from ../shared/posteriordb; it also allows "
     "--reference posteriordb), or FILE.py:NAME."
 )
 """Help text of ``vbayes compare``."""
@@ -58,7 +59,7 @@ def compare(
         str | None,
         typer.Option(
             help="Comma-separated method names (any of `vbayes fit --method`'s); default: advi-meanfield, "
-            "advi-fullrank, advi-lowrank, laplace, nuts, and cavi, svi for a target with a conjugate form."
+            "advi-fullrank, advi-lowrank, laplace, pathfinder, nuts, and cavi, svi for a target with a conjugate form."
         ),
     ] = None,
     reference: Annotated[str, typer.Option(help="nuts, posteriordb (for posteriordb:NAME targets) or none.")] = "nuts",

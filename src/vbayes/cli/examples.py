@@ -41,7 +41,7 @@ def _print_questions() -> None:
     """The registry of :mod:`vbayes.questions`: number, question, one-line answer, script (or "planned")."""
     from vbayes.questions import list_questions
 
-    table = Table(title="questions about variational Bayes, answered by runnable examples (docs/README.md)")
+    table = Table(title="questions about variational Bayes, answered by runnable examples (docs/questions.md)")
     table.add_column("#", justify="right")
     table.add_column("question")
     table.add_column("answer in one line")
