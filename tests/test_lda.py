@@ -98,6 +98,31 @@ def test_the_elbo_of_batch_vb_on_the_engine_never_decreases():
     assert fit.trusted, fit.verdict.summary()
 
 
+def test_the_estimators_result_carries_the_perplexity_trace_and_its_verdict():
+    """``result_``: a batch run's trace is the training perplexity after each pass (pass i's value equals the final
+    perplexity of a run of i passes, to the documents' fixed-point tolerance), the last equals ``bound_`` and
+    ``perplexity(X)``; it is converged and trusted when the last pass moved the perplexity by less than
+    ``perp_tol``, flagged ``max_steps`` when not, and ``unchecked`` when nothing measured convergence."""
+    X, _ = _corpus(150)
+    common = dict(n_components=4, random_state=0)
+    long = LatentDirichletAllocation(max_iter=40, **common).fit(X)
+    r = long.result_
+    assert len(r.trace) == 41 and r.trace[-1] == long.bound_
+    assert abs(long.perplexity(X) / long.bound_ - 1) < 1e-12
+    for passes in (2, 5):
+        short = LatentDirichletAllocation(max_iter=passes, **common).fit(X)
+        assert abs(r.trace[passes] / short.bound_ - 1) < 1e-3, (passes, r.trace[passes], short.bound_)
+    assert r.info.outcome == "converged" and r.trusted, r.verdict.summary()
+    assert abs(r.trace[-1] - r.trace[-2]) < long.perp_tol
+    short = LatentDirichletAllocation(max_iter=2, **common).fit(X)
+    assert short.result_.info.outcome == "max_steps" and short.result_.verdict.status == "flagged"
+    assert "raise max_iter" in short.result_.info.message
+    online = LatentDirichletAllocation(learning_method="online", max_iter=2, batch_size=50, **common).fit(X)
+    assert online.result_.info.outcome == "completed" and online.result_.verdict.status == "unchecked"
+    online.partial_fit(X)
+    assert not hasattr(online, "result_")  # it described the fit before this pass
+
+
 def _topic_error(components: np.ndarray, beta: np.ndarray) -> float:
     """Mean L1 distance between the fitted topics' means and the true topics, matched by the Hungarian algorithm."""
     fitted = components / components.sum(1, keepdims=True)

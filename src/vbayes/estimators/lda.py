@@ -16,6 +16,7 @@ moves ``components_`` by ~1e-7 relative; with an exact digamma in scikit-learn b
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import jax
@@ -26,9 +27,11 @@ from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils.validation import check_is_fitted, check_non_negative
 
 from vbayes.conjugate import lda
+from vbayes.conjugate.engine.posterior import conjugate_fit
 from vbayes.conjugate.model import BlockPass, ConjugateModel, IterState, Mode, SVIState, call, svi_update, update
 from vbayes.data.sources import Chunks, tree_sum
 from vbayes.errors import is_count, is_positive, is_real, require
+from vbayes.fit import Fit
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -58,8 +61,10 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
 
     Attributes: ``components_`` λ ``(K, V)``, ``exp_dirichlet_component_`` exp(E log β), ``n_batch_iter_``,
     ``n_iter_``, ``bound_`` (the final perplexity on the training data, as scikit-learn), ``doc_topic_prior_``,
-    ``topic_word_prior_``, ``random_state_``, ``n_features_in_``. Methods: ``fit``, ``partial_fit``,
-    ``transform`` (normalised doc-topic proportions), ``fit_transform``, ``perplexity``, ``score`` (the ELBO).
+    ``topic_word_prior_``, ``random_state_``, ``n_features_in_``, and ``result_``: the last ``fit`` as a
+    :class:`vbayes.Fit` (q(β) in ``result_.q.params``, the perplexity trace, the outcome, the verdict). Methods:
+    ``fit``, ``partial_fit``, ``transform`` (normalised doc-topic proportions), ``fit_transform``, ``perplexity``,
+    ``score`` (the ELBO).
     """
 
     def __init__(
@@ -110,31 +115,89 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
     # scikit-learn's methods
 
     def fit(self, X, y=None):
-        """Fit the topics to the document-term counts ``X`` ``(D, V)`` (dense or sparse) by ``max_iter`` passes."""
+        """Fit the topics to the document-term counts ``X`` ``(D, V)`` (dense or sparse) by ``max_iter`` passes;
+        ``result_`` holds the run as a :class:`vbayes.Fit` with its verdict (:meth:`_result`)."""
         self._check_params()
         X = self._validate(X, reset=True, whom="fit")
         self._init_latent_vars(X.shape[1])
+        t0 = time.perf_counter()
         with jax.enable_x64(True):
             docs = _Documents(X, self.n_components)
-            last_bound = None
+            curve: dict[int, float] = {}  # passes done -> training perplexity, where a pass measured it
+            last_bound, stopped = None, False
             for i in range(self.max_iter):
                 if self.learning_method == "online":
                     for rows in gen_batches(X.shape[0], self.batch_size):
                         self._online_step(docs.subset(rows), total_samples=X.shape[0])
                 else:
-                    self._batch_step(docs)
+                    curve[i] = float(np.exp(-self._batch_step(docs) / docs.n_words))
                 if self.evaluate_every > 0 and (i + 1) % self.evaluate_every == 0:
-                    bound = self._perplexity(docs, sub_sampling=False)
+                    bound = curve[i + 1] = self._perplexity(docs, sub_sampling=False)
                     if self.verbose:
                         print(f"iteration: {i + 1} of max_iter: {self.max_iter}, perplexity: {bound:.4f}")
                     if last_bound and abs(last_bound - bound) < self.perp_tol:
+                        stopped = True
                         break
                     last_bound = bound
                 elif self.verbose:
                     print(f"iteration: {i + 1} of max_iter: {self.max_iter}")
                 self.n_iter_ += 1
-            self.bound_ = self._perplexity(docs, sub_sampling=False)
+            self.bound_ = curve[self.n_iter_ + stopped] = self._perplexity(docs, sub_sampling=False)
+            self.result_ = self._result(curve, stopped, docs, time.perf_counter() - t0)
         return self
+
+    def _result(self, curve: dict[int, float], stopped: bool, docs: _Documents, seconds: float) -> Fit:
+        """The run as a :class:`vbayes.Fit`: ``converged`` when the training perplexity changed by less than
+        ``perp_tol`` between its last two measurements (scikit-learn's stopping rule, which a batch run measures at
+        every pass for free: each pass's E-step gives the bound of the topics it starts from), ``max_steps`` when it
+        still changed by more, ``completed`` when no two passes were measured (online with ``evaluate_every`` ≤ 0:
+        the fixed budget asked for), a run no check can vouch for: its verdict is ``unchecked``, and the message says
+        why. ``trace``: the perplexities."""
+        passes = sorted(curve)
+        trace = np.array([curve[p] for p in passes])
+        last = abs(trace[-1] - trace[-2]) if len(trace) > 1 else float("nan")
+        if stopped or last < self.perp_tol:
+            outcome, message = (
+                "converged",
+                (
+                    f"the training perplexity changed by {last:.3g} < perp_tol={self.perp_tol:g} "
+                    f"between passes {passes[-2]} and {passes[-1]}"
+                ),
+            )
+        elif len(trace) > 1:
+            outcome, message = (
+                "max_steps",
+                (
+                    f"max_iter={self.max_iter} passes run; the training perplexity still changed by {last:.3g} ≥ "
+                    f"perp_tol={self.perp_tol:g} between passes {passes[-2]} and {passes[-1]} (raise max_iter)"
+                ),
+            )
+        else:
+            outcome, message = (
+                "completed",
+                (
+                    f"max_iter={self.max_iter} passes, as asked; convergence not checked (set evaluate_every ≥ 1 to "
+                    "measure the perplexity)"
+                ),
+            )
+        params = self._params()
+        objective = -np.log(self.bound_) * docs.n_words
+        return conjugate_fit(
+            self._model(),
+            params,
+            Mode.VB,
+            method="cavi" if self.learning_method == "batch" else "svi",
+            outcome=outcome,
+            message=message,
+            steps=self.n_iter_,
+            seconds=seconds,
+            trace=trace,
+            trace_of="training perplexity",
+            objective=float(objective),
+            n_samples=docs.n_docs,
+            extra={"passes": self.n_iter_, "perplexity": float(self.bound_)},
+            checks="none" if outcome == "completed" else "default",
+        )
 
     def partial_fit(self, X, y=None):
         """One online pass over the minibatches of ``X`` (``batch_size`` documents each), continuing the fit."""
@@ -147,6 +210,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
             docs = _Documents(X, self.n_components)
             for rows in gen_batches(X.shape[0], self.batch_size):
                 self._online_step(docs.subset(rows), total_samples=self.total_samples)
+        self.__dict__.pop("result_", None)  # it described the last fit, not these topics
         return self
 
     def transform(self, X):
@@ -192,8 +256,9 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.components_ = np.asarray(params.topic_word)
         self.exp_dirichlet_component_ = np.asarray(local.exp_log_topics)
 
-    def _batch_step(self, docs: _Documents) -> None:
-        """λ = η + S over all documents, each started at Gamma(100, 1/100) draws (the engine's CAVI update)."""
+    def _batch_step(self, docs: _Documents) -> float:
+        """λ = η + S over all documents, each started at Gamma(100, 1/100) draws (the engine's CAVI update); returns
+        the bound (total nats) of the topics the pass started from, Σ_d ELBO_d − KL(q(β) ‖ p(β))."""
         model, params = self._model(), self._params()
         gamma0 = self.random_state_.gamma(100.0, 0.01, (docs.n_docs, self.n_components))
         state = IterState(params, call(model, "expect", params), jnp.asarray(-jnp.inf), jnp.asarray(0, jnp.int32))
@@ -201,6 +266,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         new = _update(model, state, stats, local_elbo)
         self._set_components(new.params, new.local)
         self.n_batch_iter_ += 1
+        return float(local_elbo - call(model, "kl", params))
 
     def _online_step(self, docs: _Documents, total_samples: float) -> None:
         """λ ← (1 − ρ)λ + ρ(η + (N/S)·S_B), ρ = (τ₀ + t)^−κ, t = ``n_batch_iter_`` (the engine's SVI update on the
