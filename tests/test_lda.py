@@ -123,6 +123,19 @@ def test_the_estimators_result_carries_the_perplexity_trace_and_its_verdict():
     assert not hasattr(online, "result_")  # it described the fit before this pass
 
 
+@pytest.mark.parametrize("method", ["batch", "online"])
+def test_the_threads_change_nothing_but_the_time(method):
+    """``n_jobs`` threads run a pass's blocks at once; the sums over the blocks keep their order, so the topics and
+    the doc-topic shares are the same, bit for bit, on 1 thread and on 3."""
+    X = _poisson_docs(300, 60, seed=4)
+    common = dict(n_components=3, learning_method=method, max_iter=3, batch_size=100, random_state=0)
+    one = LatentDirichletAllocation(n_jobs=1, **common).fit(X)
+    three = LatentDirichletAllocation(n_jobs=3, **common).fit(X)
+    assert len(lda.width_groups(X)) > 1
+    np.testing.assert_array_equal(one.components_, three.components_)
+    np.testing.assert_array_equal(one.transform(X), three.transform(X))
+
+
 def _topic_error(components: np.ndarray, beta: np.ndarray) -> float:
     """Mean L1 distance between the fitted topics' means and the true topics, matched by the Hungarian algorithm."""
     fitted = components / components.sum(1, keepdims=True)

@@ -30,7 +30,7 @@ import numpy as np
 from jax.scipy.special import digamma, gammaln
 
 from vbayes.conjugate.model import ConjugateModel
-from vbayes.data.sources import Chunks, DataSource, in_caller_config, tree_sum, working_dtype
+from vbayes.data.sources import Chunks, DataSource, default_threads, in_caller_config, tree_sum, working_dtype
 from vbayes.errors import VBayesError
 
 Array = jax.Array
@@ -302,10 +302,11 @@ class DocumentSource(DataSource):
     """A document-term matrix as the engine's data source: one block per width group (:func:`width_groups`), its
     rows padded to whole chunks of ``chunk_size`` documents (weight 0; a chunk's fixed points run until its slowest
     document settles, so small chunks waste fewer sweeps: 32 was fastest of 8–256 for a batch pass on the UN
-    debates) and held on the device in ``dtype`` (default: the working precision). CAVI's passes and the objective
-    read it like any other source."""
+    debates) and held on the device in ``dtype`` (default: the working precision); ``n_threads`` groups are passed
+    at once (None: every core, :func:`~vbayes.data.sources.default_threads`). CAVI's passes and the objective read
+    it like any other source."""
 
-    def __init__(self, docs: Any, n_topics: int, chunk_size: int = 32, dtype=None, n_threads: int = 1):
+    def __init__(self, docs: Any, n_topics: int, chunk_size: int = 32, dtype=None, n_threads: int | None = None):
         docs = docs.tocsr()
         self.n_samples = float(docs.shape[0])
         self.n_words = float(docs.sum())
@@ -321,7 +322,7 @@ class DocumentSource(DataSource):
                 Chunks(jnp.asarray(x.reshape(n_chunks, chunk_size, -1), dt), jnp.asarray(w.reshape(n_chunks, -1), dt))
             )
         self.dim = max(b.x.shape[-1] for b in self.blocks)
-        self.n_threads = n_threads
+        self.n_threads = max(1, min(n_threads or default_threads(), len(self.blocks)))
 
     def reduce(self, fn, pool=None):
         """Σ over the width groups of ``fn(block)``."""

@@ -10,13 +10,15 @@ documents' fixed points run side by side.
 
 Differences: digamma is exact (scikit-learn's truncated series is off by up to ~2e-9, which after a few iterations
 moves ``components_`` by ~1e-7 relative; with an exact digamma in scikit-learn both agree to ~1e-12, tested);
-``n_jobs`` is accepted and ignored (XLA uses every core); every computation runs in float64 inside
+``n_jobs`` is the number of threads that run the blocks of documents of a pass at once (None: every core, where
+scikit-learn's None means one job; negative: as joblib, −1 every core); every computation runs in float64 inside
 ``jax.enable_x64(True)``, a context manager, so the process-wide flag is left alone.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import jax
@@ -29,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted, check_non_negative
 from vbayes.conjugate import lda
 from vbayes.conjugate.engine.posterior import conjugate_fit
 from vbayes.conjugate.model import BlockPass, ConjugateModel, IterState, Mode, SVIState, call, svi_update, update
-from vbayes.data.sources import Chunks, tree_sum
+from vbayes.data.sources import Chunks, default_threads, in_caller_config, tree_sum
 from vbayes.errors import is_count, is_positive, is_real, require
 from vbayes.fit import Fit
 
@@ -57,7 +59,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
     ρ_t = (``learning_offset`` + t)^−``learning_decay``: Hoffman, Blei & Bach 2010); ``max_iter`` passes;
     ``evaluate_every`` (perplexity every that many passes, stopping when it changes by less than ``perp_tol``);
     ``total_samples`` (N for ``partial_fit``); ``mean_change_tol`` and ``max_doc_update_iter`` (the per-document
-    fixed point); ``random_state``; ``verbose``; ``n_jobs`` (ignored).
+    fixed point); ``random_state``; ``verbose``; ``n_jobs`` (threads for a pass's blocks; None: every core).
 
     Attributes: ``components_`` λ ``(K, V)``, ``exp_dirichlet_component_`` exp(E log β), ``n_batch_iter_``,
     ``n_iter_``, ``bound_`` (the final perplexity on the training data, as scikit-learn), ``doc_topic_prior_``,
@@ -122,7 +124,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self._init_latent_vars(X.shape[1])
         t0 = time.perf_counter()
         with jax.enable_x64(True):
-            docs = _Documents(X, self.n_components)
+            docs = _Documents(X, self.n_components, self._threads())
             curve: dict[int, float] = {}  # passes done -> training perplexity, where a pass measured it
             last_bound, stopped = None, False
             for i in range(self.max_iter):
@@ -207,7 +209,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         if first:
             self._init_latent_vars(X.shape[1])
         with jax.enable_x64(True):
-            docs = _Documents(X, self.n_components)
+            docs = _Documents(X, self.n_components, self._threads())
             for rows in gen_batches(X.shape[0], self.batch_size):
                 self._online_step(docs.subset(rows), total_samples=self.total_samples)
         self.__dict__.pop("result_", None)  # it described the last fit, not these topics
@@ -218,7 +220,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         check_is_fitted(self)
         X = self._validate(X, reset=False, whom="transform")
         with jax.enable_x64(True):
-            return doc_topic_shares(self._model(), self._params(), X, self.n_components)
+            return doc_topic_shares(self._model(), self._params(), X, self.n_components, self._threads())
 
     def fit_transform(self, X, y=None, **params):
         """``fit(X).transform(X)``."""
@@ -229,17 +231,23 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         check_is_fitted(self)
         X = self._validate(X, reset=False, whom="score")
         with jax.enable_x64(True):
-            return self._bound(_Documents(X, self.n_components), sub_sampling=False)
+            return self._bound(_Documents(X, self.n_components, self._threads()), sub_sampling=False)
 
     def perplexity(self, X, sub_sampling=False) -> float:
         """exp(−ELBO / words in ``X``); ``sub_sampling``: ``X`` stands for ``total_samples`` documents."""
         check_is_fitted(self)
         X = self._validate(X, reset=False, whom="perplexity")
         with jax.enable_x64(True):
-            return self._perplexity(_Documents(X, self.n_components), sub_sampling)
+            return self._perplexity(_Documents(X, self.n_components, self._threads()), sub_sampling)
 
     # ------------------------------------------------------------------------------------------------
     # the steps, through the engine
+
+    def _threads(self) -> int:
+        """Threads for a pass's blocks from ``n_jobs``: None → every core; −k → cores + 1 − k (joblib's rule)."""
+        if self.n_jobs is None:
+            return default_threads()
+        return max(1, self.n_jobs if self.n_jobs > 0 else default_threads() + 1 + self.n_jobs)
 
     def _model(self) -> ConjugateModel:
         return lda.lda_model(
@@ -348,14 +356,23 @@ class _Documents:
     (:func:`vbayes.conjugate.lda.width_groups`), each padded to chunks of :data:`CHUNK` documents, with the starts
     γ⁰ of the E-step in progress."""
 
-    def __init__(self, X, n_topics: int):
-        self.X, self.n_topics = X, n_topics
+    def __init__(self, X, n_topics: int, n_threads: int = 1):
+        self.X, self.n_topics, self.n_threads = X, n_topics, n_threads
         self.n_docs = X.shape[0]
         self.n_words = float(X.sum())
         self.groups = lda.width_groups(X)
 
     def subset(self, rows: slice) -> _Documents:
-        return _Documents(self.X[rows], self.n_topics)
+        return _Documents(self.X[rows], self.n_topics, self.n_threads)
+
+    def _map(self, fn, blocks: list) -> list:
+        """``[fn(b) for b in blocks]``, on ``n_threads`` threads (each block's compiled pass runs on its own core),
+        in order, so sums over the blocks do not depend on the threads."""
+        if self.n_threads <= 1 or len(blocks) <= 1:
+            return [fn(b) for b in blocks]
+        run = in_caller_config(lambda b: jax.block_until_ready(fn(b)))
+        with ThreadPoolExecutor(min(self.n_threads, len(blocks))) as pool:
+            return list(pool.map(run, blocks))
 
     def _blocks(self, index: np.ndarray, width: int, gamma0: np.ndarray | None) -> list[Chunks]:
         """Rows of documents ``index`` at ``width`` in blocks of :data:`BLOCK_CHUNKS` chunks of :data:`CHUNK`
@@ -373,22 +390,24 @@ class _Documents:
 
     def pass_stats(self, model: ConjugateModel, local: lda.LDALocal, gamma0: np.ndarray | None):
         """(Σ_d S_d, Σ_d ELBO_d) over the documents, each started at ``gamma0`` ``(D, K)`` (None: 1)."""
-        run = BlockPass(model, local)
-        return tree_sum([run(b) for index, width in self.groups for b in self._blocks(index, width, gamma0)])
+        blocks = [b for index, width in self.groups for b in self._blocks(index, width, gamma0)]
+        return tree_sum(self._map(BlockPass(model, local), blocks))
 
     def doc_topics(self, model: ConjugateModel, local: lda.LDALocal) -> np.ndarray:
         """γ ``(D, K)``: each document's q(θ_d) from γ⁰ = 1."""
         gamma = np.empty((self.n_docs, self.n_topics))
         for index, width in self.groups:
-            out = [np.asarray(_doc_topics(model, local, b.x)) for b in self._blocks(index, width, None)]
-            gamma[index] = np.concatenate(out).reshape(-1, self.n_topics)[: len(index)]
+            out = self._map(lambda b: _doc_topics(model, local, b.x), self._blocks(index, width, None))
+            gamma[index] = np.concatenate([np.asarray(o) for o in out]).reshape(-1, self.n_topics)[: len(index)]
         return gamma
 
 
-def doc_topic_shares(model: ConjugateModel, params: lda.LDAParams, docs, n_topics: int) -> np.ndarray:
+def doc_topic_shares(
+    model: ConjugateModel, params: lda.LDAParams, docs, n_topics: int, n_threads: int = 1
+) -> np.ndarray:
     """Each document's topic proportions E_q[θ_d] ``(D, K)`` at q(β) = Dir(λ): its E-step from γ⁰ = 1, γ_d / Σ γ_d.
-    ``docs``: a scipy sparse document-term matrix ``(D, V)``."""
-    gamma = _Documents(docs.tocsr(), n_topics).doc_topics(model, call(model, "expect", params))
+    ``docs``: a scipy sparse document-term matrix ``(D, V)``; ``n_threads``: blocks run at once."""
+    gamma = _Documents(docs.tocsr(), n_topics, n_threads).doc_topics(model, call(model, "expect", params))
     return gamma / gamma.sum(1, keepdims=True)
 
 
