@@ -76,7 +76,7 @@ def document_completion(lam: np.ndarray, first, second, k: int) -> float:
     import jax.numpy as jnp
 
     from vbayes.conjugate import lda
-    from vbayes.estimators.lda import doc_topic_shares
+    from vbayes.estimators.lda_documents import doc_topic_shares
 
     lam = np.asarray(lam, np.float64)
     with jax.enable_x64(True):

@@ -195,7 +195,7 @@ def _top_words(lam: np.ndarray, vocabulary: list[str]) -> list[list[tuple[str, f
 def _write_outputs(tmp, words, shares, curve, years, docs, model, params, n_topics) -> None:
     import pandas as pd
 
-    from vbayes.estimators.lda import doc_topic_shares
+    from vbayes.estimators.lda_documents import doc_topic_shares
     from vbayes.report import plot_topics, plot_topics_over_time
 
     rows = [

@@ -18,7 +18,6 @@ scikit-learn's None means one job; negative: as joblib, −1 every core); every 
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import jax
@@ -30,9 +29,10 @@ from sklearn.utils.validation import check_is_fitted, check_non_negative
 
 from vbayes.conjugate import lda
 from vbayes.conjugate.engine.posterior import conjugate_fit
-from vbayes.conjugate.model import BlockPass, ConjugateModel, IterState, Mode, SVIState, call, svi_update, update
-from vbayes.data.sources import Chunks, default_threads, in_caller_config, tree_sum
+from vbayes.conjugate.model import ConjugateModel, IterState, Mode, SVIState, call, svi_update, update
+from vbayes.data.sources import default_threads
 from vbayes.errors import is_count, is_positive, is_real, require
+from vbayes.estimators.lda_documents import DocumentBlocks, doc_topic_shares
 from vbayes.fit import Fit
 
 try:  # scikit-learn >= 1.6
@@ -41,13 +41,6 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
     def _validate_data(est, X, *, reset, **kw):
         return est._validate_data(X, reset=reset, **kw)
-
-
-CHUNK = 8
-"""Documents per chunk (their fixed points run together, until the slowest has settled: small chunks waste
-fewer sweeps; 8 was fastest of 4–256 on the UN debates at K = 20 and 50, batch and online)."""
-BLOCK_CHUNKS = 32
-"""Chunks per block (a compiled pass is a ``lax.scan`` over the chunks of one block)."""
 
 
 class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -124,7 +117,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self._init_latent_vars(X.shape[1])
         t0 = time.perf_counter()
         with jax.enable_x64(True):
-            docs = _Documents(X, self.n_components, self._threads())
+            docs = DocumentBlocks(X, self.n_components, self._threads())
             curve: dict[int, float] = {}  # passes done -> training perplexity, where a pass measured it
             last_bound, stopped = None, False
             for i in range(self.max_iter):
@@ -148,7 +141,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
             self.result_ = self._result(curve, stopped, docs, time.perf_counter() - t0)
         return self
 
-    def _result(self, curve: dict[int, float], stopped: bool, docs: _Documents, seconds: float) -> Fit:
+    def _result(self, curve: dict[int, float], stopped: bool, docs: DocumentBlocks, seconds: float) -> Fit:
         """The run as a :class:`vbayes.Fit`: ``converged`` when the training perplexity changed by less than
         ``perp_tol`` between its last two measurements (scikit-learn's stopping rule, which a batch run measures at
         every pass for free: each pass's E-step gives the bound of the topics it starts from), ``max_steps`` when it
@@ -209,7 +202,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         if first:
             self._init_latent_vars(X.shape[1])
         with jax.enable_x64(True):
-            docs = _Documents(X, self.n_components, self._threads())
+            docs = DocumentBlocks(X, self.n_components, self._threads())
             for rows in gen_batches(X.shape[0], self.batch_size):
                 self._online_step(docs.subset(rows), total_samples=self.total_samples)
         self.__dict__.pop("result_", None)  # it described the last fit, not these topics
@@ -231,14 +224,14 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         check_is_fitted(self)
         X = self._validate(X, reset=False, whom="score")
         with jax.enable_x64(True):
-            return self._bound(_Documents(X, self.n_components, self._threads()), sub_sampling=False)
+            return self._bound(DocumentBlocks(X, self.n_components, self._threads()), sub_sampling=False)
 
     def perplexity(self, X, sub_sampling=False) -> float:
         """exp(−ELBO / words in ``X``); ``sub_sampling``: ``X`` stands for ``total_samples`` documents."""
         check_is_fitted(self)
         X = self._validate(X, reset=False, whom="perplexity")
         with jax.enable_x64(True):
-            return self._perplexity(_Documents(X, self.n_components, self._threads()), sub_sampling)
+            return self._perplexity(DocumentBlocks(X, self.n_components, self._threads()), sub_sampling)
 
     # ------------------------------------------------------------------------------------------------
     # the steps, through the engine
@@ -264,7 +257,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.components_ = np.asarray(params.topic_word)
         self.exp_dirichlet_component_ = np.asarray(local.exp_log_topics)
 
-    def _batch_step(self, docs: _Documents) -> float:
+    def _batch_step(self, docs: DocumentBlocks) -> float:
         """λ = η + S over all documents, each started at Gamma(100, 1/100) draws (the engine's CAVI update); returns
         the bound (total nats) of the topics the pass started from, Σ_d ELBO_d − KL(q(β) ‖ p(β))."""
         model, params = self._model(), self._params()
@@ -276,7 +269,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self.n_batch_iter_ += 1
         return float(local_elbo - call(model, "kl", params))
 
-    def _online_step(self, docs: _Documents, total_samples: float) -> None:
+    def _online_step(self, docs: DocumentBlocks, total_samples: float) -> None:
         """λ ← (1 − ρ)λ + ρ(η + (N/S)·S_B), ρ = (τ₀ + t)^−κ, t = ``n_batch_iter_`` (the engine's SVI update on the
         minibatch's statistics, its documents grouped by length as in a full pass)."""
         model, params = self._model(), self._params()
@@ -288,14 +281,14 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         self._set_components(new.params, call(model, "expect", new.params))
         self.n_batch_iter_ += 1
 
-    def _bound(self, docs: _Documents, sub_sampling: bool) -> float:
+    def _bound(self, docs: DocumentBlocks, sub_sampling: bool) -> float:
         """scikit-learn's approximate bound: (N/D)·Σ_d ELBO_d (N/D = 1 unless ``sub_sampling``) − KL(q(β) ‖ p(β))."""
         model, params = self._model(), self._params()
         _, local_elbo = docs.pass_stats(model, call(model, "expect", params), None)
         ratio = self.total_samples / docs.n_docs if sub_sampling else 1.0
         return float(ratio * local_elbo - call(model, "kl", params))
 
-    def _perplexity(self, docs: _Documents, sub_sampling: bool) -> float:
+    def _perplexity(self, docs: DocumentBlocks, sub_sampling: bool) -> float:
         ratio = self.total_samples / docs.n_docs if sub_sampling else 1.0
         return float(np.exp(-self._bound(docs, sub_sampling) / (docs.n_words * ratio)))
 
@@ -351,71 +344,5 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         return self.components_.shape[0]
 
 
-class _Documents:
-    """A document-term matrix as the engine's rows, in groups of documents of similar length
-    (:func:`vbayes.conjugate.lda.width_groups`), each padded to chunks of :data:`CHUNK` documents, with the starts
-    γ⁰ of the E-step in progress."""
-
-    def __init__(self, X, n_topics: int, n_threads: int = 1):
-        self.X, self.n_topics, self.n_threads = X, n_topics, n_threads
-        self.n_docs = X.shape[0]
-        self.n_words = float(X.sum())
-        self.groups = lda.width_groups(X)
-
-    def subset(self, rows: slice) -> _Documents:
-        return _Documents(self.X[rows], self.n_topics, self.n_threads)
-
-    def _map(self, fn, blocks: list) -> list:
-        """``[fn(b) for b in blocks]``, on ``n_threads`` threads (each block's compiled pass runs on its own core),
-        in order, so sums over the blocks do not depend on the threads."""
-        if self.n_threads <= 1 or len(blocks) <= 1:
-            return [fn(b) for b in blocks]
-        run = in_caller_config(lambda b: jax.block_until_ready(fn(b)))
-        with ThreadPoolExecutor(min(self.n_threads, len(blocks))) as pool:
-            return list(pool.map(run, blocks))
-
-    def _blocks(self, index: np.ndarray, width: int, gamma0: np.ndarray | None) -> list[Chunks]:
-        """Rows of documents ``index`` at ``width`` in blocks of :data:`BLOCK_CHUNKS` chunks of :data:`CHUNK`
-        documents, the last padded (weight 0): one block shape per width, so one compiled pass each."""
-        size = BLOCK_CHUNKS * CHUNK
-        n_blocks = max(1, -(-len(index) // size))
-        x = np.zeros((n_blocks * size, 2 * width + self.n_topics))
-        x[: len(index)] = lda.document_rows(
-            self.X[index], self.n_topics, None if gamma0 is None else gamma0[index], width
-        )
-        w = np.zeros(n_blocks * size)
-        w[: len(index)] = 1.0
-        x, w = x.reshape(n_blocks, BLOCK_CHUNKS, CHUNK, -1), w.reshape(n_blocks, BLOCK_CHUNKS, CHUNK)
-        return [Chunks(jnp.asarray(x[b]), jnp.asarray(w[b])) for b in range(n_blocks)]
-
-    def pass_stats(self, model: ConjugateModel, local: lda.LDALocal, gamma0: np.ndarray | None):
-        """(Σ_d S_d, Σ_d ELBO_d) over the documents, each started at ``gamma0`` ``(D, K)`` (None: 1)."""
-        blocks = [b for index, width in self.groups for b in self._blocks(index, width, gamma0)]
-        return tree_sum(self._map(BlockPass(model, local), blocks))
-
-    def doc_topics(self, model: ConjugateModel, local: lda.LDALocal) -> np.ndarray:
-        """γ ``(D, K)``: each document's q(θ_d) from γ⁰ = 1."""
-        gamma = np.empty((self.n_docs, self.n_topics))
-        for index, width in self.groups:
-            out = self._map(lambda b: _doc_topics(model, local, b.x), self._blocks(index, width, None))
-            gamma[index] = np.concatenate([np.asarray(o) for o in out]).reshape(-1, self.n_topics)[: len(index)]
-        return gamma
-
-
-def doc_topic_shares(
-    model: ConjugateModel, params: lda.LDAParams, docs, n_topics: int, n_threads: int = 1
-) -> np.ndarray:
-    """Each document's topic proportions E_q[θ_d] ``(D, K)`` at q(β) = Dir(λ): its E-step from γ⁰ = 1, γ_d / Σ γ_d.
-    ``docs``: a scipy sparse document-term matrix ``(D, V)``; ``n_threads``: blocks run at once."""
-    gamma = _Documents(docs.tocsr(), n_topics, n_threads).doc_topics(model, call(model, "expect", params))
-    return gamma / gamma.sum(1, keepdims=True)
-
-
 _update = jax.jit(partial(update, mode=Mode.VB))
 _svi_update = jax.jit(svi_update)
-
-
-@jax.jit
-def _doc_topics(model: ConjugateModel, local: lda.LDALocal, xs: jax.Array) -> jax.Array:
-    prior = lda.model_prior(model)
-    return jax.lax.map(lambda rows: lda.doc_topics(prior, local, rows), xs)
