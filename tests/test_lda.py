@@ -424,7 +424,8 @@ def test_lda_over_a_device_mesh_equals_one_device():
     import subprocess
     import sys
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     done = subprocess.run(
         [sys.executable, "-c", LDA_ON_FOUR_DEVICES], env=env, capture_output=True, text=True, timeout=600
     )

@@ -209,8 +209,14 @@ def _overlapping(n: int, dim: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def surplus():
-    x = _overlapping(20_000, 4)
+def surplus_data():
+    return _overlapping(20_000, 4)
+
+
+@pytest.fixture(scope="module")
+def surplus(surplus_data):
+    """The data, plain CAVI's fit (it drains the surplus slowly) and the fit with moves: for the slow checks."""
+    x = surplus_data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plain = VariationalGaussianMixture(10, random_state=0, max_iter=3000, delete_merge=False).fit(x)
@@ -232,12 +238,12 @@ def test_delete_merge_drain_surplus_components_and_never_lower_the_elbo(surplus)
     assert np.sum(moved.weights_ > 1e-3) == 5, moved.weights_
 
 
-def test_moves_with_several_trial_updates_never_lower_the_elbo(surplus):
+def test_moves_with_several_trial_updates_never_lower_the_elbo(surplus_data):
     """SVI's sweeps take the baseline after 3 CAVI updates and give each move up to 6: from CAVI's state
     after 40 plain iterations (surplus components still half-drained) the sweep removes some, its ELBO is at
     least that of 3 plain updates, the λ it returns has that ELBO (one more update does not lower it), and
     it counts its passes: 3 for the baseline, 1 to 6 per trial."""
-    x, _, _ = surplus
+    x = surplus_data
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         early = VariationalGaussianMixture(10, random_state=0, max_iter=40, delete_merge=False).fit(x)

@@ -137,7 +137,9 @@ EIGHT_DEVICES = textwrap.dedent(
 
 
 def _on_eight_devices(what: str) -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    # keep the run's own XLA flags (the default run's quick compilation, tests/conftest.py) and add the 8 devices
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     done = subprocess.run(
         [sys.executable, "-c", EIGHT_DEVICES, what], env=env, capture_output=True, text=True, timeout=900
     )
