@@ -5,24 +5,13 @@ The checks over all posteriordb posteriors are slow (minutes) and marked so; CI 
 
 import numpy as np
 import pytest
+from posteriordb_files import needs_posteriordb
 
 from vbayes import VBayesError
 from vbayes.checks import widened_reweighting
 from vbayes.compare import compare
 from vbayes.examples import POSTERIORS, linear_regression, load, load_reference, to_unconstrained
-from vbayes.examples.posteriordb import posteriordb_root
 from vbayes.infer.advi import advi
-
-try:  # $VBAYES_POSTERIORDB, else ../shared/posteriordb, else (tests/conftest.py) the copy in tests/data/posteriordb
-    posteriordb_root()
-    MISSING = ""
-except VBayesError as e:
-    MISSING = str(e)
-needs_posteriordb = pytest.mark.skipif(
-    bool(MISSING),
-    reason=f"needs the posteriordb reference posteriors (tests/data/posteriordb ships them; or set "
-    f"VBAYES_POSTERIORDB to a clone of github.com/stan-dev/posteriordb): {MISSING}",
-)
 
 
 @pytest.mark.slow

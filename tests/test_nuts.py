@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.scipy.stats import norm
+from posteriordb_files import needs_posteriordb  # noqa: E402
 
 import vbayes
 from vbayes import VBayesError, nuts
@@ -12,16 +13,9 @@ from vbayes.checks import verify
 from vbayes.compare import MethodResult, _recommend
 from vbayes.diagnostics import compare_draws
 from vbayes.examples import eight_schools_noncentered, linear_regression, linear_regression_exact, load_reference
-from vbayes.examples.posteriordb import posteriordb_root
 from vbayes.families import Empirical
 from vbayes.fit import Check, Fit, FitInfo, Verdict
 from vbayes.infer.nuts import RERUN_MAX_FRACTION, rerun_accept
-
-try:  # $VBAYES_POSTERIORDB, else ../shared/posteriordb, else (tests/conftest.py) the copy in tests/data/posteriordb
-    posteriordb_root()
-    MISSING = ""
-except VBayesError as e:
-    MISSING = str(e)
 
 
 def test_nuts_recovers_the_conjugate_posterior():
@@ -38,11 +32,7 @@ def test_nuts_recovers_the_conjugate_posterior():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    bool(MISSING),
-    reason=f"needs the posteriordb reference posteriors (tests/data/posteriordb ships them; or set "
-    f"VBAYES_POSTERIORDB to a clone of github.com/stan-dev/posteriordb): {MISSING}",
-)
+@needs_posteriordb
 def test_nuts_matches_posteriordb_eight_schools():
     reference = load_reference("eight_schools-eight_schools_noncentered")
     names, ref = list(reference.columns), reference.pooled

@@ -15,6 +15,8 @@ from functools import cache  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from posteriordb_files import ROOT  # noqa: E402
+from posteriordb_files import needs_posteriordb as needs_files  # noqa: E402
 from scipy import stats  # noqa: E402
 from scipy.integrate import solve_ivp  # noqa: E402
 
@@ -35,18 +37,6 @@ from vbayes.examples.posteriordb import (  # noqa: E402
     to_unconstrained,
 )
 from vbayes.targets import Target  # noqa: E402
-
-try:  # $VBAYES_POSTERIORDB, else ../shared/posteriordb, else (tests/conftest.py) the copy in tests/data/posteriordb
-    ROOT = posteriordb_root()
-except VBayesError as e:  # the files are not part of the package: only a test run without tests/data gets here
-    ROOT, WHY = None, str(e)
-else:
-    WHY = ""
-needs_files = pytest.mark.skipif(
-    ROOT is None,
-    reason=f"needs the posteriordb reference posteriors (tests/data/posteriordb ships them; or set {ENV_VAR} to a "
-    f"clone of github.com/stan-dev/posteriordb): {WHY}",
-)
 
 DIMS = dict(zip(POSTERIORS, (10, 10, 3, 3, 10, 6, 6, 7, 26, 5, 4), strict=True))
 

@@ -23,24 +23,14 @@ from vbayes.examples.posteriordb import (  # noqa: E402
     load_data,
     load_reference,
     posteriordb_layout,
-    posteriordb_root,
     posteriordb_target,
     to_unconstrained,
 )
 
 SHIPPED = Path(__file__).resolve().parent / "data" / "posteriordb"
 
-try:  # $VBAYES_POSTERIORDB, else ../shared/posteriordb, else (tests/conftest.py) the copy in tests/data/posteriordb
-    ROOT = posteriordb_root()
-except VBayesError as e:
-    ROOT, WHY = None, str(e)
-else:
-    WHY = ""
-needs_files = pytest.mark.skipif(
-    ROOT is None,
-    reason=f"needs the posteriordb reference posteriors (tests/data/posteriordb ships them; or set {ENV_VAR} to a "
-    f"clone of github.com/stan-dev/posteriordb): {WHY}",
-)
+from posteriordb_files import ROOT  # noqa: E402
+from posteriordb_files import needs_posteriordb as needs_files  # noqa: E402
 
 NONCENTERED, CENTERED, KIDIQ = POSTERIORS[0], POSTERIORS[1], "kidiq-kidscore_momiq"
 
