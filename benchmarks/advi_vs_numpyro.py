@@ -74,7 +74,6 @@ from vbayes.objectives import OBJECTIVES  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
-PDB_EIGHT = Path("/work/shared/posteriordb/eight_schools-eight_schools_noncentered")
 LR = 0.01
 ADAM = optax.adam(LR)  # ONE object: vbayes caches compiled code per optimiser object (by id)
 NEVER = 10**9  # max_decays that is never reached: advi runs exactly max_steps steps
@@ -112,12 +111,12 @@ class Bench:
 
 
 def eight_schools_reference(target: Target) -> np.ndarray:
-    """posteriordb draws (10 × 1000) mapped to vbayes' unconstrained layout (mu, log tau, theta_tilde[8])."""
-    with open(PDB_EIGHT / "reference_draws.json") as f:
-        chains = json.load(f)
-    names = list(chains[0])
-    draws = np.array([[chain[k] for k in names] for chain in chains]).transpose(0, 2, 1).reshape(-1, len(names))
-    col = {k: draws[:, i] for i, k in enumerate(names)}
+    """posteriordb draws (10 × 1000) mapped to vbayes' unconstrained layout (mu, log tau, theta_tilde[8]); the files
+    are found as ``vbayes.examples.load_reference`` finds them ($VBAYES_POSTERIORDB or ../shared/posteriordb)."""
+    from vbayes.examples import load_reference
+
+    reference = load_reference("eight_schools-eight_schools_noncentered")
+    col = {k: reference.pooled[:, i] for i, k in enumerate(reference.columns)}
     mu, tau = col["mu"], col["tau"]
     theta = np.stack([col[f"theta[{j}]"] for j in range(1, 9)], 1)
     blocks = {"mu": mu[:, None], "tau": np.log(tau)[:, None], "theta_tilde": (theta - mu[:, None]) / tau[:, None]}
