@@ -137,7 +137,10 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
                 elif self.verbose:
                     print(f"iteration: {i + 1} of max_iter: {self.max_iter}")
                 self.n_iter_ += 1
-            self.bound_ = curve[self.n_iter_ + stopped] = self._perplexity(docs, sub_sampling=False)
+            passes = self.n_iter_ + stopped
+            if not (self.evaluate_every > 0 and passes % self.evaluate_every == 0 and passes in curve):
+                curve[passes] = self._perplexity(docs, sub_sampling=False)  # else the last pass measured it already
+            self.bound_ = curve[passes]
             self.result_ = self._result(curve, stopped, docs, time.perf_counter() - t0)
         return self
 
@@ -151,30 +154,16 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         passes = sorted(curve)
         trace = np.array([curve[p] for p in passes])
         last = abs(trace[-1] - trace[-2]) if len(trace) > 1 else float("nan")
+        change = f"changed by {last:.3g} between passes {passes[-2]} and {passes[-1]}" if len(trace) > 1 else ""
         if stopped or last < self.perp_tol:
-            outcome, message = (
-                "converged",
-                (
-                    f"the training perplexity changed by {last:.3g} < perp_tol={self.perp_tol:g} "
-                    f"between passes {passes[-2]} and {passes[-1]}"
-                ),
-            )
+            outcome, message = "converged", f"the training perplexity {change} (< perp_tol={self.perp_tol:g})"
         elif len(trace) > 1:
-            outcome, message = (
-                "max_steps",
-                (
-                    f"max_iter={self.max_iter} passes run; the training perplexity still changed by {last:.3g} ≥ "
-                    f"perp_tol={self.perp_tol:g} between passes {passes[-2]} and {passes[-1]} (raise max_iter)"
-                ),
-            )
+            outcome = "max_steps"
+            message = f"max_iter={self.max_iter} passes run; the training perplexity still {change} (≥ perp_tol="
+            message += f"{self.perp_tol:g}: raise max_iter)"
         else:
-            outcome, message = (
-                "completed",
-                (
-                    f"max_iter={self.max_iter} passes, as asked; convergence not checked (set evaluate_every ≥ 1 to "
-                    "measure the perplexity)"
-                ),
-            )
+            outcome = "completed"
+            message = f"max_iter={self.max_iter} passes, as asked; convergence not checked (evaluate_every ≥ 1 does)"
         params = self._params()
         objective = -np.log(self.bound_) * docs.n_words
         return conjugate_fit(
