@@ -12,7 +12,7 @@ import numpy as np
 
 from vbayes.conjugate import lda
 from vbayes.conjugate.model import BlockPass, ConjugateModel, call
-from vbayes.data.sources import Chunks, in_caller_config, tree_sum
+from vbayes.data.sources import Chunks, default_threads, in_caller_config, tree_sum
 
 CHUNK = 8
 """Documents per chunk (their fixed points run together, until the slowest has settled: small chunks waste
@@ -65,19 +65,22 @@ class DocumentBlocks:
 
     def doc_topics(self, model: ConjugateModel, local: lda.LDALocal) -> np.ndarray:
         """γ ``(D, K)``: each document's q(θ_d) from γ⁰ = 1."""
+        blocks = [(index, self._blocks(index, width, None)) for index, width in self.groups]
+        out = iter(self._map(lambda b: _doc_topics(model, local, b.x), [b for _, group in blocks for b in group]))
         gamma = np.empty((self.n_docs, self.n_topics))
-        for index, width in self.groups:
-            out = self._map(lambda b: _doc_topics(model, local, b.x), self._blocks(index, width, None))
-            gamma[index] = np.concatenate([np.asarray(o) for o in out]).reshape(-1, self.n_topics)[: len(index)]
+        for index, group in blocks:  # the blocks of all groups run together; their rows go back group by group
+            rows = np.concatenate([np.asarray(next(out)) for _ in group]).reshape(-1, self.n_topics)
+            gamma[index] = rows[: len(index)]
         return gamma
 
 
 def doc_topic_shares(
-    model: ConjugateModel, params: lda.LDAParams, docs, n_topics: int, n_threads: int = 1
+    model: ConjugateModel, params: lda.LDAParams, docs, n_topics: int, n_threads: int | None = None
 ) -> np.ndarray:
     """Each document's topic proportions E_q[θ_d] ``(D, K)`` at q(β) = Dir(λ): its E-step from γ⁰ = 1, γ_d / Σ γ_d.
-    ``docs``: a scipy sparse document-term matrix ``(D, V)``; ``n_threads``: blocks run at once."""
-    gamma = DocumentBlocks(docs.tocsr(), n_topics, n_threads).doc_topics(model, call(model, "expect", params))
+    ``docs``: a scipy sparse document-term matrix ``(D, V)``; ``n_threads``: blocks run at once (None: every core)."""
+    blocks = DocumentBlocks(docs.tocsr(), n_topics, n_threads or default_threads())
+    gamma = blocks.doc_topics(model, call(model, "expect", params))
     return gamma / gamma.sum(1, keepdims=True)
 
 
