@@ -327,7 +327,7 @@ def _ratio_draws(target, q, key: Array, n: int, widen: float):
     else:
         u = q.sample(k2, n)
         z_w, log_q_w = mu + widen * (u - mu), q.log_prob(u) - mu.shape[-1] * jnp.log(widen)
-    log_p = jax.vmap(target.log_density)(jnp.concatenate([z_q, z_w]))
+    log_p = target.log_density_rows(jnp.concatenate([z_q, z_w]))
     r_q = log_p[:n] - q.log_prob(z_q)
     return z_q, r_q, z_w, log_p[n:] - log_q_w, mu, q.marginal_sd()
 

@@ -169,7 +169,7 @@ def _gpd_quantile(p: np.ndarray, k: np.ndarray | float, sigma: np.ndarray | floa
 def log_ratios(target: Target, q: Family, key: Array, num_draws: int) -> tuple[Array, Array]:
     """Draws z ~ q ``(S, d)`` and their log ratios log p̃(z) − log q(z) ``(S,)``."""
     z = q.sample(key, num_draws)
-    return z, jax.vmap(target.log_density)(z) - q.log_prob(z)
+    return z, target.log_density_rows(z) - q.log_prob(z)
 
 
 def psis_resample(

@@ -97,7 +97,7 @@ def _paths(target: Target, key: Array, inits: Array, max_iter: int, history: int
     equal = Mixture(paths.q, jnp.where(usable, -jnp.log(jnp.maximum(jnp.sum(usable), 1)), -jnp.inf))
     z = jax.lax.map(lambda a: a[0].sample(a[1], draws), (paths.q, jax.random.split(k_draws, num)))
     flat = z.reshape(-1, z.shape[-1])
-    log_r = jax.vmap(target.log_density)(flat) - equal.log_prob(flat)
+    log_r = target.log_density_rows(flat) - equal.log_prob(flat)
     return paths, log_r.reshape(num, draws)
 
 

@@ -57,7 +57,6 @@ class ParamSpec(NamedTuple):
         return math.prod(self.unconstrained_shape)
 
 
-# ----------------------------------------------------------------------------------------------
 # static / dynamic split of user data: arrays are leaves (traced), everything else is static
 
 
@@ -130,7 +129,6 @@ def unflatten(specs: tuple[ParamSpec, ...], z: Array) -> dict[str, Array]:
     return out
 
 
-# ----------------------------------------------------------------------------------------------
 # densities: static, hashable callables (z, data_arrays) -> log density
 
 
@@ -202,9 +200,6 @@ class RowsDensity(LogDensityFn):
         return value + log_jac
 
 
-# ----------------------------------------------------------------------------------------------
-
-
 class _Label:
     """A target's display name and its conjugate form (or None) inside its static pytree data, equal to every
     other label, so that two targets differing only in these share compiled code."""
@@ -217,6 +212,10 @@ class _Label:
 
     def __hash__(self) -> int:
         return 0
+
+
+BLOCK_ELEMENTS = 2**24
+"""A block of :meth:`Target.log_density_rows` has this over the data's size in draws (at least 8)."""
 
 
 @jax.tree_util.register_pytree_node_class
@@ -265,6 +264,14 @@ class Target:
     def log_density(self, z: Array) -> Array:
         """log p̃(z) for one flat unconstrained point ``z`` of shape ``(d,)``."""
         return _density_program(self.density, z, self.data)
+
+    def log_density_rows(self, z: Array) -> Array:
+        """log p̃ at each row of ``z`` ``(S, d)``: ``(S,)``, vmapped over blocks of :data:`BLOCK_ELEMENTS` draws' worth
+        of data: one vmap over S draws of a 10⁵-row model would hold a 10⁵ × S matrix (gigabytes, and far slower)."""
+        block = max(8, BLOCK_ELEMENTS // max(sum(np.size(a) for a in jax.tree_util.tree_leaves(self.data)), 1))
+        if block >= z.shape[0]:
+            return jax.vmap(self.log_density)(z)
+        return jax.lax.map(self.log_density, z, batch_size=block)
 
     def constrain(self, z: Array) -> dict[str, Array]:
         """Named constrained parameters (and NumPyro deterministic sites) at ``z`` of shape ``(d,)``."""
@@ -332,11 +339,8 @@ class Bijections(NamedTuple):
     constraints: tuple[Any, ...]
 
     def unconstrain(self, params: dict[str, Array]) -> Array:
-        parts = [
-            jnp.ravel(biject_to(c).inv(jnp.asarray(params[s.name])))
-            for s, c in zip(self.specs, self.constraints, strict=True)
-        ]
-        return jnp.concatenate(parts)
+        pairs = zip(self.specs, self.constraints, strict=True)
+        return jnp.concatenate([jnp.ravel(biject_to(c).inv(jnp.asarray(params[s.name]))) for s, c in pairs])
 
     def log_abs_det_jacobian(self, z: Array) -> Array:
         u = unflatten(self.specs, z)
