@@ -24,9 +24,10 @@ On the engine (:mod:`vbayes.conjugate.model`): the rows are ``[x_n, y_n]`` (widt
 those statistics (scaled by N/n) to its fixed point, starting from q(α) = prior. This is correct because the
 ELBO depends on the data only through the statistics: given them, the ascent between the global factors needs
 no pass over the data, and each of its sweeps is an exact coordinate update, so the bound rises at every sweep
-and stops at a stationary point of the full ELBO — the point CAVI with one sweep per pass would reach, in two
-passes instead of hundreds (what matters for data streamed from disk or held by Dask). ``cavi`` therefore
-converges at its second iteration (same statistics, same q). ``expected_log_joint`` is E_q log p(y | X, w, τ)
+and stops at a stationary point of the full ELBO — the point CAVI with one sweep per pass would reach, in one
+pass instead of hundreds (what matters for data streamed from disk or held by Dask): the model is
+``latent_free``, so ``cavi`` stops after its first iteration (a second would see the same statistics and return
+the same q). ``expected_log_joint`` is E_q log p(y | X, w, τ)
 and ``kl`` is KL(q(w, τ, α) ‖ p(w, τ, α)), so the engine's ELBO is the variational lower bound on log p(y | X),
 with every constant. SVI (:func:`vbayes.conjugate.svi`) averages λ̂ = the fixed point on a minibatch's
 statistics scaled by N/S (Hoffman et al. 2013's λ̂ for a minibatch replicated N/S times). The α step is not
@@ -432,7 +433,9 @@ def ard_regression_model(
         jnp.asarray(tol, dtype),
         jnp.asarray(max_sweeps, jnp.int32),
     )
-    return ConjugateModel(*(None if f is None else jax.tree_util.Partial(f, prior) for f in _functions()))
+    return ConjugateModel(
+        *(None if f is None else jax.tree_util.Partial(f, prior) for f in _functions()), latent_free=True
+    )
 
 
 def _membership(d: int, tied: bool, groups) -> np.ndarray:

@@ -155,7 +155,7 @@ def linear_regression_model(prior_precision, noise_sd: float, prior_mean=None) -
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     prior = LinRegPrior(jnp.asarray(p0, dtype), jnp.asarray(p0 @ m0, dtype), jnp.asarray(noise_sd**2, dtype))
     fns = _functions()
-    return ConjugateModel(*(None if f is None else jax.tree_util.Partial(f, prior) for f in fns))
+    return ConjugateModel(*(None if f is None else jax.tree_util.Partial(f, prior) for f in fns), latent_free=True)
 
 
 def prior_params(model: ConjugateModel) -> LinRegParams:

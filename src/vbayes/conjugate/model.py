@@ -82,6 +82,9 @@ class ConjugateModel(NamedTuple):
     distance: Callable | None = None
     sample: Callable | None = None
     log_q: Callable | None = None
+    latent_free: bool = False
+    """True when the local step has no latent variables (its statistics do not depend on q(β)) and the global
+    step returns the fixed point given them: CAVI then stops after one pass (a second would repeat it)."""
 
 
 class ConjugateForm(NamedTuple):

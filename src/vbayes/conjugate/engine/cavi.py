@@ -166,20 +166,29 @@ def cavi(
     local = call(model, "mode" if mode.point_mass else "expect", params)
     check_model_fits(model, local, data.dim)
     state = IterState(params, local, jnp.asarray(-jnp.inf, working_dtype()), jnp.asarray(0, jnp.int32))
+    one_pass = mode is Mode.VB and bool(model.latent_free)
+    runs = 1 if one_pass else max_iter
     if callback is None and isinstance(data, InMemory) and len(data.blocks) == 1:
         tol_total = tol * scale * data.n_samples
         state, trace, outcome = _iterate_on_device(
-            model, state, data.blocks[0], mode=mode, tol_total=tol_total, max_iter=max_iter, scale=scale
+            model, state, data.blocks[0], mode=mode, tol_total=tol_total, max_iter=runs, scale=scale
         )
     else:
         state, trace, outcome = _iterate_on_host(
-            model, state, data, mode=mode, tol=tol, max_iter=max_iter, callback=callback, scale=scale
+            model, state, data, mode=mode, tol=tol, max_iter=runs, callback=callback, scale=scale
         )
+    if one_pass and outcome == "max_steps":
+        outcome = "converged"
     n_iter = len(trace)
     n_total = scale * data.n_samples
     last_change = abs(trace[-1] - trace[-2]) / n_total if n_iter > 1 else float("nan")
     messages = {
-        "converged": f"|Δ objective| / N < {tol:g} after {n_iter} iterations",
+        "converged": (
+            "one pass: the model has no local latent variables, so its statistics are final and the global step "
+            "their fixed point"
+            if one_pass
+            else f"|Δ objective| / N < {tol:g} after {n_iter} iterations"
+        ),
         "max_steps": f"max_iter={max_iter} reached (last |Δ|/N = {last_change:.3g})",
         "diverged": f"the objective became non-finite at iteration {n_iter + 1} (degenerate component?)",
     }
