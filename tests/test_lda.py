@@ -321,6 +321,16 @@ def test_the_lda_command_finds_the_topics_and_writes_its_report(tmp_path, method
     assert len(true_top & found) >= 3, (true_top, found)
 
 
+def test_the_lda_commands_default_minibatch_is_the_engines():
+    """`vbayes lda --method online` without --batch-size steps on the engine's default minibatch."""
+    import inspect
+
+    from vbayes.cli.lda import lda
+    from vbayes.conjugate.engine.svi import DEFAULT_BATCH
+
+    assert inspect.signature(lda).parameters["batch_size"].default == DEFAULT_BATCH
+
+
 def test_the_lda_command_reports_bad_input_without_a_traceback(tmp_path):
     from typer.testing import CliRunner
 

@@ -44,7 +44,9 @@ def lda(
             help="A table (tab- or comma-separated, with a header) with a `year` column, one row per document."
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Documents per online step.")] = 1024,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Documents per online step (the engine's SVI default).")
+    ] = 4096,  # = vbayes.conjugate.engine.svi.DEFAULT_BATCH (not imported here: the CLI starts without JAX)
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Random seed (initial topics, split, order).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: vbayes-out/lda-<docword>).")] = None,
 ) -> None:
