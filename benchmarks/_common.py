@@ -68,6 +68,22 @@ count_compiles = count_compilations
 # timing
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (VmHWM; ``ru_maxrss`` would include the parent's at fork). Runs
+    on Dask workers too (``client.run``: they import this module from the path their parent gave them)."""
+    for line in open("/proc/self/status").read().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system, all threads) this process has used."""
+    return time.process_time()
+
+
 def wall(fn: Callable[[], Any]) -> tuple[float, Any]:
     """Seconds ``fn()`` took, its outputs blocked until ready; and the outputs."""
     t0 = time.perf_counter()

@@ -39,7 +39,6 @@ os.environ.setdefault("VBAYES_CACHE_DIR", "off")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -47,7 +46,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_info, markdown_table  # noqa: E402
+from _common import cpu_seconds, machine_info, markdown_table, peak_rss_mb  # noqa: E402
 
 SINGLE_THREAD = {
     "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
@@ -152,19 +151,6 @@ def _summarise_rows(rows: np.ndarray, start: int, width: int) -> dict:
 # measurements on the workers
 
 
-def _peak_mb() -> float:
-    """This process's peak resident memory (VmHWM; ``ru_maxrss`` would include the parent's at fork)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _cpu_seconds() -> float:
-    """CPU time (user + system, all threads) this process has used."""
-    return time.process_time()
-
-
 def _model_and_params(n_topics: int, n_words: int):
     """The model (α = 1/K, η = 0.05, the generating values) and the fixed λ⁰ ~ Gamma(100, 1/100), RandomState(0)."""
     import jax.numpy as jnp
@@ -205,19 +191,19 @@ def run_dask(args, workers: int) -> tuple[dict, np.ndarray]:
                 warm = corpus(0, 0, k, v, seed=1, sizes=[size] * 2 * workers)
                 cj.update(model, params, vd.DaskData(warm, client, chunk_size=args.chunk))
             warmup_s = time.perf_counter() - t0
-            base = client.run(_peak_mb)
-            cpu0 = client.run(_cpu_seconds)
+            base = client.run(peak_rss_mb)
+            cpu0 = client.run(cpu_seconds)
             t0 = time.perf_counter()
             summary = data.map_reduce(_summarise_rows, WIDTH)  # the generation alone: draw, check, sum
             generate_s = time.perf_counter() - t0
-            cpu1 = client.run(_cpu_seconds)
+            cpu1 = client.run(cpu_seconds)
             times = []
             for _ in range(args.passes):
                 t0 = time.perf_counter()
                 new, elbo, _ = cj.update(model, params, data)
                 times.append(time.perf_counter() - t0)
-            cpu2 = client.run(_cpu_seconds)
-            peaks = client.run(_peak_mb)
+            cpu2 = client.run(cpu_seconds)
+            peaks = client.run(peak_rss_mb)
         n = int(data.n_samples)
         best = min(times)
         result = {

@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import cpu_seconds, peak_rss_mb
 
 D, K = 10, 10
 PARTITION_ROWS = 1 << 19
@@ -76,19 +76,6 @@ def _one_pass(model, params, data) -> float:
     return time.perf_counter() - t0
 
 
-def _peak_mb() -> float:
-    """This process's peak resident memory (VmHWM; ``ru_maxrss`` would include the parent's at fork)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _cpu_seconds() -> float:
-    """CPU time (user + system, all threads) this process has used."""
-    return time.process_time()
-
-
 def run_dask(path: Path, workers: int, passes: int) -> dict:
     import jax
     from distributed import Client, LocalCluster
@@ -104,12 +91,12 @@ def run_dask(path: Path, workers: int, passes: int) -> dict:
         with jax.enable_x64(True):
             model, params = _model_and_params()
             _one_pass(model, params, vd.DaskData(vd.from_npy(SMALL, PARTITION_ROWS), client))  # compile per worker
-            base = client.run(_peak_mb)
+            base = client.run(peak_rss_mb)
             data = vd.DaskData(vd.from_npy(path, PARTITION_ROWS), client)
-            cpu0 = client.run(_cpu_seconds)
+            cpu0 = client.run(cpu_seconds)
             times = [_one_pass(model, params, data) for _ in range(passes)]
-            cpu1 = client.run(_cpu_seconds)
-            peaks = client.run(_peak_mb)
+            cpu1 = client.run(cpu_seconds)
+            peaks = client.run(peak_rss_mb)
         n = data.n_samples
         best = min(times)
         return {
@@ -152,9 +139,9 @@ def _stream_child(path: str, threads: int, passes: int) -> dict:
         model, params = _model_and_params()
         _one_pass(model, params, Stream(SMALL, n_threads=threads))
         data = Stream(path, n_threads=threads)  # one validation pass (N, D, finiteness), not timed
-        cpu0 = _cpu_seconds()
+        cpu0 = cpu_seconds()
         times = [_one_pass(model, params, data) for _ in range(passes)]
-        cpu = (_cpu_seconds() - cpu0) / sum(times)
+        cpu = (cpu_seconds() - cpu0) / sum(times)
     best = min(times)
     return {
         "path": f"stream, no Dask, {threads} thread(s)",
@@ -163,7 +150,7 @@ def _stream_child(path: str, threads: int, passes: int) -> dict:
         "pass_s": best,
         "points_per_s": data.n_samples / best,
         "points_per_s_per_core": data.n_samples / best / threads,
-        "peak_rss_mb": _peak_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "cpu_per_wall": round(cpu, 3),
     }
 
