@@ -39,17 +39,17 @@ from vbayes.keys import as_key
 PyTree = Any
 TRACE_OF = "the objective (total nats, estimated on a fixed subset) of the tail average at each checkpoint"
 DEFAULT_BATCH = 4096
-"""The default minibatch S (at most N): large enough that the first, large steps (ρ near (1 + τ)^−κ) do not commit λ
-to one small sample; for LDA on the UN debates it reached a better held-out score sooner than scikit-learn's 128
-(``benchmarks/RESULTS.md``, LDA)."""
+"""The default minibatch S (at most N): large enough that the first, large steps (ρ near (1 + τ)^−κ) do not
+commit λ to one small sample; for LDA on the UN debates it reached a better held-out score sooner than
+scikit-learn's 128 (``benchmarks/RESULTS.md``, LDA)."""
 
 
 class SVIConfig(NamedTuple):
     """SVI's settings, chosen to need no tuning.
 
-    ``batch_size`` S (None: min(N, :data:`DEFAULT_BATCH`)); ``learning_offset`` τ = 10 and ``learning_decay`` κ = 0.6 in
-    ρ_t = (t + τ)^−κ (Hoffman et al. find κ in (0.5, 1] and τ ≥ 1 robust; κ near 0.5 suits averaging); ``tol``:
-    stop when the tail average's objective changes by less than this many nats per point over a doubling;
+    ``batch_size`` S (None: min(N, :data:`DEFAULT_BATCH`)); ``learning_offset`` τ = 10 and ``learning_decay``
+    κ = 0.6 in ρ_t = (t + τ)^−κ (Hoffman et al. find κ in (0.5, 1] and τ ≥ 1 robust; κ near 0.5 suits averaging);
+    ``tol``: stop when the tail average's objective changes by less than this many nats per point over a doubling;
     ``max_epochs``: passes' worth of points at most (but at least three checkpoints' worth of steps);
     ``eval_size``: rows of the fixed subset the checkpoints are evaluated on (all when N is smaller);
     ``steps_per_block``: steps per compiled call (None: about 2¹⁶ points, at least 16); ``minibatch_dtype``: the
