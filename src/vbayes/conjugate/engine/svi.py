@@ -49,8 +49,8 @@ class SVIConfig(NamedTuple):
 
     ``batch_size`` S (None: min(N, :data:`DEFAULT_BATCH`)); ``learning_offset`` τ = 10 and ``learning_decay``
     κ = 0.6 in ρ_t = (t + τ)^−κ (Hoffman et al. find κ in (0.5, 1] and τ ≥ 1 robust; κ near 0.5 suits averaging);
-    ``tol``: stop when the tail average's objective changes by less than this many nats per point over a doubling;
-    ``max_epochs``: passes' worth of points at most (but at least three checkpoints' worth of steps);
+    ``tol``: stop when the tail average's objective changes by less than this many nats per point over a
+    doubling; ``max_epochs``: passes' worth of points at most (but at least three checkpoints' worth of steps);
     ``eval_size``: rows of the fixed subset the checkpoints are evaluated on (all when N is smaller);
     ``steps_per_block``: steps per compiled call (None: about 2¹⁶ points, at least 16); ``minibatch_dtype``: the
     precision of the minibatch E-steps (float32 halves their cost on CPU; their statistics carry a noise of order
