@@ -57,7 +57,6 @@ from _common import machine_info, markdown_table  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ungdc"
 FIRST_HELD_OUT = 162_575
-BATCH = 1024
 CORES = os.cpu_count() or 1
 
 
