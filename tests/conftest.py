@@ -23,18 +23,19 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 
-QUICK_COMPILE = "--xla_backend_optimization_level=0"
+QUICK_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
 SHIPPED_POSTERIORDB = Path(__file__).resolve().parent / "data" / "posteriordb"
 """The copy of the 11 posteriordb posteriors that ships with the tests (posteriordb's layout, full draws)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The default run (slow checks deselected) compiles every program without LLVM's optimisations: it compiles
-    thousands of small programs and runs each briefly, so optimising them costs more time than it saves (measured:
-    a cold default run ~20% faster). The slow run, whose fits run each program for minutes, keeps XLA's defaults.
+    """The default run (slow checks deselected) compiles every program without LLVM's optimisations and with XLA's
+    older CPU fusion emitters (both quicker to compile; :data:`vbayes.compilation.QUICK`): it compiles thousands of
+    small programs and runs each briefly, so optimising them costs more time than it saves. The slow run, whose
+    fits run each program for minutes, keeps the options users get.
     Set before JAX starts its backend; inherited by the worker processes and the commands the tests start; a
-    user's own XLA_FLAGS optimisation level is kept."""
+    user's own XLA_FLAGS optimisation level is kept (and then none of these flags is added)."""
     flags = os.environ.get("XLA_FLAGS", "")
     if (config.getoption("markexpr") or "").strip() == "not slow" and "optimization_level" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {QUICK_COMPILE}".strip()

@@ -64,10 +64,13 @@ def _funnel(s: float):
 
 
 SMALL = {"chains": 4, "num_warmup": 500, "num_samples": 1000, "key": 2}
+FEW = {**SMALL, "key": 3}
+"""A key at which a few transitions of the mild funnel diverge at 0.8 and none at 0.95, under XLA's default options
+and the default test run's (measured: 1, 3 and 5 of 4,000 at 0.8, each 0 at 0.95)."""
 
 
 def test_a_few_divergences_are_rerun_at_a_higher_target_accept():
-    fit = nuts(_funnel(1.0), **SMALL)  # measured: 8 of 4000 diverge at 0.8, none at 0.95 with 1000 warm-up steps
+    fit = nuts(_funnel(1.0), **FEW)
     extra = fit.info.extra
     first, rerun = extra["reruns"]
     assert first["target_accept"] == 0.8 and first["num_warmup"] == 500
@@ -76,7 +79,7 @@ def test_a_few_divergences_are_rerun_at_a_higher_target_accept():
     assert extra["divergences"] == 0 and extra["divergence_fraction"] == 0.0
     assert extra["target_accept"] == 0.95 and extra["num_warmup"] == 1000
     assert fit.info.steps == 4 * (500 + 1000) + 4 * (1000 + 1000)  # both runs counted
-    alone = nuts(_funnel(1.0), **SMALL, reruns=0)  # the first run by itself: same key, same draws
+    alone = nuts(_funnel(1.0), **FEW, reruns=0)  # the first run by itself: same key, same draws
     assert alone.info.extra["divergences"] == first["divergences"]
     assert fit.info.grad_evals > alone.info.grad_evals + 4 * 2000  # the rerun's warm-up and draws on top
     assert fit.trusted, fit.verdict.summary()
@@ -87,7 +90,7 @@ def test_a_few_divergences_are_rerun_at_a_higher_target_accept():
 
 
 def test_reruns_0_keeps_the_first_run_and_flags_it():
-    fit = nuts(_funnel(1.0), **SMALL, reruns=0)
+    fit = nuts(_funnel(1.0), **FEW, reruns=0)
     assert len(fit.info.extra["reruns"]) == 1 and fit.info.extra["divergences"] > 0
     assert not fit.trusted and fit.verdict.check("divergences").status == "flag"
 

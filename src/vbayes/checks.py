@@ -34,7 +34,6 @@ Each check records what it found and what it cost (seconds; evaluations of log p
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -44,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vbayes.compilation import QUICK, sized_jit
 from vbayes.errors import VBayesError
 from vbayes.families import Empirical, PointMass
 from vbayes.fit import Check, Fit, Verdict
@@ -313,7 +313,7 @@ def _reweighted_moments(z: np.ndarray, log_r: np.ndarray, mean: np.ndarray, sd: 
     return khat, (m - mean) / sd, s / sd
 
 
-@functools.partial(jax.jit, static_argnums=3)
+@sized_jit(0, QUICK, static_argnums=3)  # run once per fit: a small model's compiles quickly
 def _ratio_draws(target, q, key: Array, n: int, widen: float):
     """Draws of q and of q widened by ``widen`` about its mean, with their log ratios log p̃ − log q, and q's
     mean and marginal sds: ``(z_q (n, d), r_q (n,), z_w (n, d), r_w (n,), mean (d,), sd (d,))``.

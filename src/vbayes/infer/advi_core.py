@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vbayes.compilation import sized_jit
 from vbayes.families import Family
 from vbayes.infer.preconditioner import OPTIMIZERS
 from vbayes.objectives import Objective
@@ -118,7 +119,7 @@ def chunk_runner(
 
         step = data_parallel(step, mesh, batch_argnum=2)
 
-    @functools.partial(jax.jit, static_argnums=(5, 6))
+    @sized_jit(1, static_argnums=(5, 6))  # a small model's programs compile with the light options
     def run(
         state: ADVIState, target: Target, key: Array, n_active: Array, check_key: Array, chunk: int, num_check: int
     ):
