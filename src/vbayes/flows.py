@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vbayes.compilation import QUICK
 from vbayes.errors import VBayesError
 
 Array = jax.Array
@@ -162,19 +163,40 @@ def _typed(key: Array) -> Array:
 
 def build_flow(kind: str, loc: Array, scale: Array, key: Array, size: FlowSize | None = None) -> Flow:
     """A flow of ``kind`` (:data:`FLOWS`) whose affine part starts at ``loc`` ``(d,)`` and ``scale``: ``(d,)``
-    marginal sds, or a ``(d, d)`` lower-triangular Cholesky factor (a full-rank start). Built eagerly (flowjax draws
-    its initial weights), once per fit."""
-    import equinox as eqx
-    from flowjax.bijections import Affine, Chain, TriangularAffine
-    from flowjax.distributions import StandardNormal, Transformed
-    from flowjax.flows import coupling_flow, masked_autoregressive_flow
-
+    marginal sds, or a ``(d, d)`` lower-triangular Cholesky factor (a full-rank start); flowjax draws the layers'
+    initial weights from ``key``."""
     if kind not in FLOWS:
         raise VBayesError(f"unknown flow {kind!r}; choose one of {', '.join(FLOWS)}")
     d = int(loc.shape[-1])
     if d < 2:
         raise VBayesError(f"a flow family needs a target of dimension ≥ 2 (got {d}); use a Gaussian family")
     size = size or default_size(kind, d)
+    loc, scale = jnp.asarray(loc), jnp.asarray(scale)
+    params, buffers, closed_over = _build(kind, size, key, loc, scale)
+    structure, cells = _STRUCTURES[(kind, size, loc.shape, str(loc.dtype), scale.shape, str(scale.dtype))]
+    for cell, value in zip(cells, closed_over, strict=True):
+        cell.cell_contents = value
+    return Flow(params, buffers, structure)
+
+
+_STRUCTURES: dict[tuple, tuple[_Structure, list]] = {}
+"""Per flow layout that :func:`_build` traced: its static part, and the closure cells in it that held traced values."""
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), compiler_options=QUICK)
+def _build(kind: str, size: FlowSize, key: Array, loc: Array, scale: Array) -> tuple[Any, Any, list]:
+    """The flow's ``(params, buffers)`` built in one program (flowjax's construction run eagerly is ~60 small
+    programs, each compiled or loaded on a first fit), and the values its functions close over. The static part is
+    kept in :data:`_STRUCTURES` while tracing; flowjax's layers keep functions that close over arrays (their
+    transformer's initial parameters), which the trace makes traced values: :func:`build_flow` puts the computed
+    values in their place. flowjax checks its permutations with a host callback, so this program is compiled in
+    each process rather than cached on disk; the quick options keep that to a fraction of a second."""
+    import equinox as eqx
+    from flowjax.bijections import Affine, Chain, TriangularAffine
+    from flowjax.distributions import StandardNormal, Transformed
+    from flowjax.flows import coupling_flow, masked_autoregressive_flow
+
+    d = loc.shape[-1]
     base = StandardNormal((d,))
     if kind == "flow":
         inner = coupling_flow(
@@ -189,7 +211,6 @@ def build_flow(kind: str, loc: Array, scale: Array, key: Array, size: FlowSize |
         inner = masked_autoregressive_flow(
             _typed(key), base_dist=base, flow_layers=size.layers, nn_width=size.width, invert=True
         )
-    loc, scale = jnp.asarray(loc), jnp.asarray(scale)
     affine = TriangularAffine(loc, scale) if scale.ndim == 2 else Affine(loc, scale)
     inner = _zero_last_layers(inner)
     q = Transformed(base, Chain([inner.bijection, affine]))
@@ -197,7 +218,31 @@ def build_flow(kind: str, loc: Array, scale: Array, key: Array, size: FlowSize |
     buffers, structure = eqx.partition(rest, eqx.is_array)
     arrays = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(buffers))
     signature = (kind, size, loc.shape, str(loc.dtype), str(scale.dtype), scale.ndim, arrays)
-    return Flow(params, buffers, _Structure(structure, signature))
+    cells = _traced_cells(jax.tree_util.tree_leaves(structure))
+    layout = (kind, size, loc.shape, str(loc.dtype), scale.shape, str(scale.dtype))
+    _STRUCTURES[layout] = (_Structure(structure, signature), cells)
+    return params, buffers, [cell.cell_contents for cell in cells]
+
+
+def _traced_cells(leaves: list) -> list:
+    """The closure cells, in the functions among ``leaves`` and the functions they close over, that hold traced
+    values (directly or in a pytree)."""
+    found, seen, stack = [], set(), [leaf for leaf in leaves if callable(leaf)]
+    while stack:
+        fun = stack.pop()
+        if id(fun) in seen:
+            continue
+        seen.add(id(fun))
+        for cell in getattr(fun, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if callable(value):
+                stack.append(value)
+            elif any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(value)):
+                found.append(cell)
+    return found
 
 
 _LAYER = re.compile(r"^(.*)\.layers\[(\d+)\]")
