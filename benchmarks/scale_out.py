@@ -83,7 +83,7 @@ def run_dask(path: Path, workers: int, passes: int) -> dict:
     from vbayes.data import dask as vd
 
     cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=SINGLE_THREAD
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=vd.FREE_PORT, env=SINGLE_THREAD
     )
     client = Client(cluster)
     try:

@@ -14,6 +14,7 @@ from scipy.special import logsumexp
 
 from vbayes import conjugate as cj
 from vbayes.conjugate import ard
+from vbayes.data.dask import FREE_PORT
 from vbayes.errors import VBayesError
 from vbayes.estimators import VBARDRegression, VBBayesianRidge
 
@@ -281,7 +282,7 @@ def test_cavi_on_dask_equals_in_memory():
     rows = np.column_stack([X, y])
     model = ard.ard_regression_model(6)
     ref = cj.cavi(model, ard.prior_params(model), rows)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=FREE_PORT) as cluster:
         with Client(cluster) as client:
             fit = cj.cavi(model, ard.prior_params(model), vd.DaskData(da.from_array(rows, chunks=(1200, 7)), client))
     for a, b in zip(jax.tree.leaves(ref.q.params), jax.tree.leaves(fit.q.params), strict=True):

@@ -27,7 +27,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers canno
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=vd.FREE_PORT
+    )
     with Client(cluster) as c:
         yield c
     cluster.close()

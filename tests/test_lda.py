@@ -19,6 +19,7 @@ from sklearn.decomposition import LatentDirichletAllocation as SklearnLDA
 from vbayes.conjugate import lda
 from vbayes.conjugate.engine.cavi import cavi
 from vbayes.data.bag_of_words import read_uci_bow
+from vbayes.data.dask import FREE_PORT
 from vbayes.errors import VBayesError
 from vbayes.estimators.lda import LatentDirichletAllocation
 
@@ -388,7 +389,7 @@ def test_lda_streamed_from_disk_and_on_dask_equals_in_memory(tmp_path):
     with jax.enable_x64(True):
         ref = cavi(model, start, rows, tol=0.0, max_iter=5)
         streamed = cavi(model, start, tmp_path / "rows.npy", tol=0.0, max_iter=5, chunk_size=128)
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=FREE_PORT) as cluster:
             with Client(cluster) as client:
                 source = vd.DaskData(da.from_array(rows, chunks=(150, rows.shape[1])), client)
                 on_dask = cavi(model, start, source, tol=0.0, max_iter=5)

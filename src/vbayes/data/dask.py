@@ -32,6 +32,9 @@ from vbayes.errors import VBayesError
 
 PyTree = Any
 _LOCAL: dict[int | None, Any] = {}  # local clusters started here, by worker count
+FREE_PORT = "127.0.0.1:0"
+"""Where a local cluster's scheduler serves HTTP (its dashboard, when bokeh is installed): a free port on this
+machine, so that two clusters never contend for one."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -63,8 +66,9 @@ def connect(scheduler: Any = None, timeout: float = 10.0):
             raise VBayesError(f"'local:WORKERS' needs a positive worker count, got {scheduler!r}")
         n = int(workers) if workers else None
         if n not in _LOCAL or _LOCAL[n].status.name != "running":
+            # distributed binds its HTTP port even with the dashboard off; its default, 8787, warns when taken
             cluster = LocalCluster(
-                n_workers=n or default_threads(), threads_per_worker=1, processes=True, dashboard_address=None
+                n_workers=n or default_threads(), threads_per_worker=1, processes=True, dashboard_address=FREE_PORT
             )
             _LOCAL[n] = Client(cluster)
             pin_workers(_LOCAL[n])
