@@ -192,8 +192,8 @@ LIGHT_MAX_NUMBERS = 100_000
 
 QUICK = {**LIGHT, "xla_backend_optimization_level": 0}
 """Compiler options for programs that run once and evaluate the model at most a few hundred times (a fit's start,
-its keys, its optimiser state): LLVM's optimisations would cost more time than they save. Programs that evaluate it
-thousands of times (the steps, the checks' draws) keep LLVM's optimisations."""
+its keys, its optimiser state; and a light model's checks' draws): LLVM's optimisations would cost more time than
+they save. Programs that evaluate it thousands of times (the steps; a larger model's checks) keep LLVM's."""
 
 
 def is_light(target: Any) -> bool:
