@@ -173,7 +173,7 @@ def build_flow(kind: str, loc: Array, scale: Array, key: Array, size: FlowSize |
     size = size or default_size(kind, d)
     loc, scale = jnp.asarray(loc), jnp.asarray(scale)
     params, buffers, closed_over = _build(kind, size, key, loc, scale)
-    structure, cells = _STRUCTURES[(kind, size, loc.shape, str(loc.dtype), scale.shape, str(scale.dtype))]
+    structure, cells = _STRUCTURES[_layout(kind, size, loc, scale)]
     for cell, value in zip(cells, closed_over, strict=True):
         cell.cell_contents = value
     return Flow(params, buffers, structure)
@@ -219,9 +219,13 @@ def _build(kind: str, size: FlowSize, key: Array, loc: Array, scale: Array) -> t
     arrays = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(buffers))
     signature = (kind, size, loc.shape, str(loc.dtype), str(scale.dtype), scale.ndim, arrays)
     cells = _traced_cells(jax.tree_util.tree_leaves(structure))
-    layout = (kind, size, loc.shape, str(loc.dtype), scale.shape, str(scale.dtype))
-    _STRUCTURES[layout] = (_Structure(structure, signature), cells)
+    _STRUCTURES[_layout(kind, size, loc, scale)] = (_Structure(structure, signature), cells)
     return params, buffers, [cell.cell_contents for cell in cells]
+
+
+def _layout(kind: str, size: FlowSize, loc: Array, scale: Array) -> tuple:
+    """What :func:`_build`'s trace depends on: its static arguments and the shapes and dtypes of the others."""
+    return kind, size, loc.shape, str(loc.dtype), scale.shape, str(scale.dtype)
 
 
 def _traced_cells(leaves: list) -> list:
