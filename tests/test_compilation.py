@@ -25,7 +25,7 @@ target = vbayes.from_logdensity(log_density, {"x": jnp.zeros(3)}, name="three")
 with count_compilations() as c:
     fit = vbayes.advi(target, "fullrank", progress=False)
 print(json.dumps({"compiled": c.compiled, "hits": c.cache_hits, "programs": c.programs,
-                  "names": [n for n, _, _ in c.events], "loc": [float(v) for v in fit.q.loc],
+                  "names": [n for n, _, _ in c.events], "stored": c.stored, "loc": [float(v) for v in fit.q.loc],
                   "raw": [float(v) for v in fit.q.raw_tril.ravel()], "trusted": fit.trusted}))
 """
 
@@ -56,7 +56,8 @@ def test_a_first_fit_compiles_a_handful_of_programs_and_a_second_process_loads_t
     eagerly compiled operations: in a fresh process, those and the one that stages a key (a seed's key is made on the
     host, without a program of its own: ``keys.as_key``); for a model of
     a new layout later, the four that depend on it. A second process on the same cache folder loads every program
-    instead of compiling it, and gets the same fit to the last bit."""
+    instead of compiling it, finds the three largest programs stored (:mod:`vbayes.stored`) so that it does not
+    trace them again, and gets the same fit to the last bit."""
     env = {"VBAYES_CACHE_DIR": str(tmp_path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     lines = _run(_FIT + _LATER, env).stdout.strip().splitlines()
     first, later = json.loads(lines[-2]), json.loads(lines[-1])
@@ -66,9 +67,14 @@ def test_a_first_fit_compiles_a_handful_of_programs_and_a_second_process_loads_t
     assert first["compiled"] == first["programs"] > 0 and first["hits"] == 0 and first["trusted"]
     stored = list(tmp_path.glob("*-cache"))
     assert len(stored) >= first["compiled"] + len(later) - 1  # every program, save one too small for JAX to keep
+    stored = list((tmp_path / "programs").glob("*-cache"))
+    assert len(stored) == 2 * 3  # the start, the steps and the checks' draws (vbayes.stored), for each layout
     second = _fit(env)
     assert second["hits"] >= first["compiled"] - 1 and second["compiled"] <= 1
     assert second["loc"] == first["loc"] and second["raw"] == first["raw"]  # the same programs, the same numbers
+    stored_programs = ["_start", "run", "_ratio_draws"]
+    assert sorted(first["stored"]) == sorted([name, "exported"] for name in stored_programs)
+    assert sorted(second["stored"]) == sorted([name, "loaded"] for name in stored_programs)  # not traced again
 
 
 def test_off_writes_nothing_and_a_users_jax_cache_is_left_alone(tmp_path):

@@ -34,6 +34,7 @@ Each check records what it found and what it cost (seconds; evaluations of log p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -49,6 +50,7 @@ from vbayes.families import Empirical, PointMass
 from vbayes.fit import Check, Fit, Verdict
 from vbayes.keys import as_key
 from vbayes.psis import importance_from_ratios, psis
+from vbayes.stored import stored
 
 Array = jax.Array
 
@@ -313,6 +315,7 @@ def _reweighted_moments(z: np.ndarray, log_r: np.ndarray, mean: np.ndarray, sd: 
     return khat, (m - mean) / sd, s / sd
 
 
+@functools.partial(stored, name="checks._ratio_draws", static_argnums=(3,))
 @sized_jit(0, QUICK, static_argnums=3)  # run once per fit: a small model's compiles quickly
 def _ratio_draws(target, q, key: Array, n: int, widen: float):
     """Draws of q and of q widened by ``widen`` about its mean, with their log ratios log p̃ − log q, and q's

@@ -86,7 +86,18 @@ def enable_cache() -> Path | None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     _install(FileStore(folder))
+    global _FOLDER
+    _FOLDER = folder
     return folder
+
+
+_FOLDER: Path | None = None
+
+
+def active_folder() -> Path | None:
+    """The folder :func:`enable_cache` turned the cache on in (None: vbayes's cache is off, or the user's own JAX
+    cache is in use); :mod:`vbayes.stored` keeps its programs there."""
+    return _FOLDER if _FOLDER is not None and jax.config.jax_compilation_cache_dir == str(_FOLDER) else None
 
 
 class FileStore:
@@ -122,6 +133,10 @@ class FileStore:
             path.unlink(missing_ok=True)
             return None
         return value
+
+    def delete(self, key: str) -> None:
+        """Remove the entry under ``key`` (absent: nothing to do)."""
+        (self._path / f"{key}{self.SUFFIX}").unlink(missing_ok=True)
 
     def put(self, key: str, value: bytes) -> None:
         """Store ``value`` under ``key`` (whole, with its checksum) unless it is there already."""
@@ -211,6 +226,7 @@ class SizedJit:
 
     def __init__(self, fun: Callable, target_arg: int = 0, light: dict = LIGHT, **kwargs: Any):
         self._light = jax.jit(fun, compiler_options=light, **kwargs)
+        self._options = light
         self._full = jax.jit(fun, **kwargs)
         self._arg = target_arg
         functools.update_wrapper(self, fun)
@@ -218,6 +234,10 @@ class SizedJit:
     def pick(self, *args: Any) -> Any:
         """The jitted function for these arguments."""
         return self._light if is_light(args[self._arg]) else self._full
+
+    def options(self, *args: Any) -> dict | None:
+        """The compiler options for these arguments (None: XLA's defaults)."""
+        return self._options if is_light(args[self._arg]) else None
 
     def __call__(self, *args: Any) -> Any:
         return self.pick(*args)(*args)
@@ -279,6 +299,9 @@ class Compilations:
     loaded from the persistent cache?) for each program compiled or loaded."""
 
     events: list[tuple[str, float, bool]] = field(default_factory=list)
+    stored: list[tuple[str, str]] = field(default_factory=list)
+    """(function name, ``"exported"`` or ``"loaded"``) for each program :mod:`vbayes.stored` traced and stored, or
+    loaded without tracing it."""
 
     @property
     def programs(self) -> int:
@@ -320,6 +343,12 @@ def _on_duration(event: str, duration: float, **kwargs: object) -> None:
         hit, _HIT.pending = getattr(_HIT, "pending", False), False
         for c in _ACTIVE:
             c.events.append((str(kwargs.get("fun_name", "?")), duration, hit))
+
+
+def record_stored(name: str, how: str) -> None:
+    """Count a program :mod:`vbayes.stored` exported or loaded in every active :func:`count_compilations`."""
+    for c in _ACTIVE:
+        c.stored.append((name, how))
 
 
 def _on_event(event: str, **_: object) -> None:

@@ -21,6 +21,7 @@ from vbayes.errors import VBayesError
 from vbayes.families import Empirical, PointMass
 from vbayes.keys import as_key
 from vbayes.psis import ImportanceCheck
+from vbayes.stored import stored
 from vbayes.targets import Target
 from vbayes.targets.core import constrain_rows
 
@@ -128,6 +129,7 @@ DRAW_BLOCK = 1024
 """Draws per compiled call of :meth:`Fit.draws` (one program per model and q, not one per number of draws)."""
 
 
+@functools.partial(stored, name="fit._draw_block", options=QUICK)
 @functools.partial(jax.jit, compiler_options=QUICK)
 def _draw_block(target: Target | None, q: Any, key: Array, i: int) -> dict[str, Array]:
     """Block ``i`` of :data:`DRAW_BLOCK` constrained draws from q (a few runs per summary: compiled without LLVM's

@@ -17,15 +17,18 @@ moments or entropy: ``mean``, ``marginal_sd`` and ``covariance`` are Monte Carlo
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import re
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vbayes.compilation import QUICK
 from vbayes.errors import VBayesError
+from vbayes.stored import kept
 
 Array = jax.Array
 
@@ -50,14 +53,31 @@ def default_size(kind: str, dim: int) -> FlowSize:
 
 
 class _Structure:
-    """The flow's static part (functions and integer settings), compared by ``signature``: what it was built from
-    and the shapes and dtypes of its integer arrays. Its functions are closures that flowjax makes afresh in each
+    """A flow layout's static part (functions and integer settings), compared by ``signature``: the kind, the size,
+    and the shapes and dtypes of ``loc`` and ``scale``. Its functions are closures that flowjax makes afresh in each
     build, but from those same inputs; so flows of one layout share their compiled programs (a restart, a second
-    stage, another seed or another fit of the same model compiles nothing new)."""
+    stage, another seed or another fit of the same model compiles nothing new). Built on first use
+    (:meth:`built`, by tracing :func:`_build`): a process that runs only stored programs (:mod:`vbayes.stored`)
+    on a flow never traces flowjax's construction. One per signature in a process (:func:`_structure_of`)."""
 
-    def __init__(self, value: Any, signature: tuple):
-        self.value = value
+    def __init__(self, signature: tuple):
         self.signature = signature
+        self.value: Any = None
+        self.params_def: Any = None
+        self.buffers_def: Any = None
+        self.cells: list = []
+
+    def built(self) -> _Structure:
+        """This structure with its parts, tracing :func:`_build` for them on first use."""
+        if self.value is None:
+            kind, size, loc_shape, loc_dtype, scale_shape, scale_dtype = self.signature
+            scale = np.eye(loc_shape[-1]) if len(scale_shape) == 2 else np.ones(scale_shape)
+            args = kind, size, np.zeros(2, np.uint32), np.zeros(loc_shape, loc_dtype), scale.astype(scale_dtype)
+            # on a thread of its own: JAX's trace state is per thread, so this runs as a program of its own also
+            # when the structure is first needed inside another trace
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                _fill(self, pool.submit(lambda: _build(*args)[2]).result())
+        return self
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Structure) and self.signature == other.signature
@@ -65,25 +85,43 @@ class _Structure:
     def __hash__(self) -> int:
         return hash(self.signature)
 
+    def __repr__(self) -> str:
+        return f"_Structure{self.signature!r}"
+
+    def __reduce__(self) -> tuple:
+        """Pickled as its signature (:mod:`vbayes.stored` keeps a program's output structure)."""
+        return _structure_of, (self.signature,)
+
 
 @jax.tree_util.register_pytree_node_class
 class Flow:
-    """q = (A ∘ F)_# N(0, I): ``params`` the flow's floating-point arrays (what ADVI optimises), ``buffers`` its
-    integer and boolean arrays (the layers' masks and permutations, drawn from the build's key: arrays, not
-    constants, so that a flow built from another key runs the same compiled programs), ``structure`` the rest.
+    """q = (A ∘ F)_# N(0, I): built from the list of the flow's floating-point arrays (what ADVI optimises), the
+    list of its integer and boolean arrays (the layers' masks and permutations, drawn from the build's key: arrays,
+    not constants, so that a flow built from another key runs the same compiled programs) and the layout's
+    ``structure``, the rest; ``params`` and ``buffers`` give the arrays as flowjax's modules hold them.
     ``sample(key, n)`` ``(n, d)``; ``log_prob(z)`` for ``z`` ``(..., d)``."""
 
-    def __init__(self, params: Any, buffers: Any, structure: _Structure):
-        self.params = params
-        self.buffers = buffers
+    def __init__(self, params: list, buffers: list, structure: _Structure):
+        self._params = params
+        self._buffers = buffers
         self.structure = structure
 
-    def tree_flatten(self):
-        return (self.params, self.buffers), self.structure
+    def tree_flatten(self):  # lists of leaves: a treedef that holds only the structure's signature
+        return (self._params, self._buffers), self.structure
 
     @classmethod
     def tree_unflatten(cls, structure, children):
         return cls(*children, structure)
+
+    @property
+    def params(self) -> Any:
+        """The floating-point arrays as flowjax's modules hold them (absent ones None)."""
+        return self.structure.built().params_def.unflatten(self._params)
+
+    @property
+    def buffers(self) -> Any:
+        """The integer and boolean arrays as flowjax's modules hold them."""
+        return self.structure.built().buffers_def.unflatten(self._buffers)
 
     def _dist(self):
         import equinox as eqx
@@ -105,14 +143,14 @@ class Flow:
         log N(ε; 0, factor² I) − log|det ∂T/∂ε|: the flow's own shape with heavier tails (widening about the mean, as
         for a Gaussian, would straighten a curved q and miss the posterior's curved tails)."""
         bijection = self._dist().bijection
-        eps = factor * jax.random.normal(key, (n,) + self.structure.value.shape, self._moment_dtype())
+        eps = factor * jax.random.normal(key, (n,) + self.structure.built().value.shape, self._moment_dtype())
         z, log_det = jax.vmap(bijection.transform_and_log_det)(eps)
         d = eps.shape[-1]
         base = -0.5 * jnp.sum((eps / factor) ** 2, -1) - d * jnp.log(factor) - 0.5 * d * jnp.log(2 * jnp.pi)
         return z, base - log_det
 
     def _moment_dtype(self):
-        return jax.tree_util.tree_leaves(self.params)[0].dtype
+        return self._params[0].dtype
 
     @property
     def mean(self) -> Array:
@@ -172,25 +210,35 @@ def build_flow(kind: str, loc: Array, scale: Array, key: Array, size: FlowSize |
         raise VBayesError(f"a flow family needs a target of dimension ≥ 2 (got {d}); use a Gaussian family")
     size = size or default_size(kind, d)
     loc, scale = jnp.asarray(loc), jnp.asarray(scale)
-    params, buffers, closed_over = _build(kind, size, key, loc, scale)
-    structure, cells = _STRUCTURES[_layout(kind, size, loc, scale)]
-    for cell, value in zip(cells, closed_over, strict=True):
-        cell.cell_contents = value
+    structure = _structure_of((kind, size, loc.shape, str(loc.dtype), scale.shape, str(scale.dtype)))
+
+    def build() -> tuple[list, list]:
+        params, buffers, closed_over = _build(kind, size, key, loc, scale)
+        _fill(structure, closed_over)
+        return params, buffers
+
+    params, buffers = kept("flows.build_flow", (kind, size, key, loc, scale), build)
     return Flow(params, buffers, structure)
 
 
-_STRUCTURES: dict[tuple, tuple[_Structure, list]] = {}
-"""Per flow layout that :func:`_build` traced: its static part, and the closure cells in it that held traced values."""
+_STRUCTURES: dict[tuple, _Structure] = {}
+"""The structure of each flow layout used in this process, by signature."""
+
+
+def _structure_of(signature: tuple) -> _Structure:
+    """The one structure of ``signature`` in this process."""
+    return _STRUCTURES.setdefault(signature, _Structure(signature))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1), compiler_options=QUICK)
-def _build(kind: str, size: FlowSize, key: Array, loc: Array, scale: Array) -> tuple[Any, Any, list]:
-    """The flow's ``(params, buffers)`` built in one program (flowjax's construction run eagerly is ~60 small
-    programs, each compiled or loaded on a first fit), and the values its functions close over. The static part is
-    kept in :data:`_STRUCTURES` while tracing; flowjax's layers keep functions that close over arrays (their
-    transformer's initial parameters), which the trace makes traced values: :func:`build_flow` puts the computed
-    values in their place. flowjax checks its permutations with a host callback, so this program is compiled in
-    each process rather than cached on disk; the quick options keep that to a fraction of a second."""
+def _build(kind: str, size: FlowSize, key: Array, loc: Array, scale: Array) -> tuple[list, list, list]:
+    """The flow's parameters and buffers (lists of leaves) built in one program (flowjax's construction run eagerly
+    is ~60 small programs, each compiled or loaded on a first fit), and the values its functions close over. The
+    trace gives the layout's structure its parts; flowjax's layers keep functions that close over arrays (their
+    transformer's initial parameters), which the trace makes traced values: :func:`_fill` puts the computed values
+    in their place. flowjax checks its permutations with a host callback, so this program is compiled in each
+    process that runs it rather than cached on disk; :func:`build_flow` keeps its results instead
+    (:func:`vbayes.stored.kept`)."""
     import equinox as eqx
     from flowjax.bijections import Affine, Chain, TriangularAffine
     from flowjax.distributions import StandardNormal, Transformed
@@ -215,17 +263,24 @@ def _build(kind: str, size: FlowSize, key: Array, loc: Array, scale: Array) -> t
     inner = _zero_last_layers(inner)
     q = Transformed(base, Chain([inner.bijection, affine]))
     params, rest = eqx.partition(q, eqx.is_inexact_array)
-    buffers, structure = eqx.partition(rest, eqx.is_array)
-    arrays = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(buffers))
-    signature = (kind, size, loc.shape, str(loc.dtype), str(scale.dtype), scale.ndim, arrays)
-    cells = _traced_cells(jax.tree_util.tree_leaves(structure))
-    _STRUCTURES[_layout(kind, size, loc, scale)] = (_Structure(structure, signature), cells)
-    return params, buffers, [cell.cell_contents for cell in cells]
+    buffers, static = eqx.partition(rest, eqx.is_array)
+    structure = _structure_of((kind, size, loc.shape, str(loc.dtype), scale.shape, str(scale.dtype)))
+    if structure.value is None:
+        structure.params_def = jax.tree_util.tree_structure(params)
+        structure.buffers_def = jax.tree_util.tree_structure(buffers)
+        structure.value = static
+        structure.cells = _traced_cells(jax.tree_util.tree_leaves(static))
+    return (
+        jax.tree_util.tree_leaves(params),
+        jax.tree_util.tree_leaves(buffers),
+        [c.cell_contents for c in structure.cells],
+    )
 
 
-def _layout(kind: str, size: FlowSize, loc: Array, scale: Array) -> tuple:
-    """What :func:`_build`'s trace depends on: its static arguments and the shapes and dtypes of the others."""
-    return kind, size, loc.shape, str(loc.dtype), scale.shape, str(scale.dtype)
+def _fill(structure: _Structure, closed_over: list) -> None:
+    """Put the values a build computed into the structure's closure cells that held traced values."""
+    for cell, value in zip(structure.cells, closed_over, strict=True):
+        cell.cell_contents = value
 
 
 def _traced_cells(leaves: list) -> list:

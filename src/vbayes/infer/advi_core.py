@@ -22,6 +22,7 @@ from vbayes.compilation import sized_jit
 from vbayes.families import Family
 from vbayes.infer.preconditioner import OPTIMIZERS
 from vbayes.objectives import Objective
+from vbayes.stored import function_name, stored
 from vbayes.targets import Target
 
 Array = jax.Array
@@ -141,7 +142,9 @@ def chunk_runner(
         check = jax.vmap(target.log_density)(z) - q_bar.log_prob(z)
         return state, key, values, check, q_bar
 
-    return run
+    named = (function_name(objective), optimizer_key, num_samples, batch_size)
+    by_value = mesh is None and named[0] is not None and optimizer_key[0] != "user"
+    return stored(run, "advi.chunk_runner", named if by_value else None, static_argnums=(5, 6))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from vbayes.errors import VBayesError
 from vbayes.families import FAMILIES, Family, FullRankGaussian, LowRankGaussian, PointMass
 from vbayes.infer.optimize import STATUS, ModeResult, find_map_program
 from vbayes.objectives import elbo
+from vbayes.stored import stored
 from vbayes.targets import Target, raise_if_not_finite
 
 Array = jax.Array
@@ -39,6 +40,7 @@ class _Start(NamedTuple):
 _HOW = ("mode", "mode+laplace", "mode+laplace-diagonal")
 
 
+@functools.partial(stored, name="initial._start", static_argnums=(2, 3, 4), options=QUICK)
 @functools.partial(jax.jit, static_argnums=(2, 3, 4), compiler_options=QUICK)
 def _start(target: Target, key: Array, family: str, rank: int, search: bool) -> _Start:
     """The candidates of :func:`initial_q` in one program (a first fit compiles it once, not dozens of small
