@@ -169,3 +169,25 @@ def test_a_flow_built_before_is_read_back_and_its_structure_built_when_a_trace_f
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert runs[0]["built"] and not runs[1]["built"]
     assert runs[1]["draws"] == runs[0]["draws"]
+
+
+def test_static_data_is_named_by_value_not_by_its_text():
+    """Keys name a node's static data by value: NumPy's text of a long array elides its middle, two functions of
+    one name in two modules print alike without their addresses, and an object known only by its address makes the
+    program unstorable rather than matched to another."""
+    import posixpath
+    import shlex
+
+    a = np.zeros(2000)
+    b = a.copy()
+    b[1000] = 1.0
+    assert repr(a) == repr(b) and stored._describe_value(a) != stored._describe_value(b)
+    assert posixpath.join.__name__ == shlex.join.__name__
+    assert stored._describe_value(posixpath.join) != stored._describe_value(shlex.join)
+    assert stored._describe_value(lambda x, c=a: x) != stored._describe_value(lambda x: x)
+
+    class Opaque:
+        __slots__ = ()
+
+    with pytest.raises(stored._Unstorable):
+        stored._describe_value(Opaque())

@@ -88,6 +88,10 @@ class _Structure:
     def __repr__(self) -> str:
         return f"_Structure{self.signature!r}"
 
+    def _stored_description(self) -> str:
+        """What :mod:`vbayes.stored`'s keys name it by: its signature (flowjax's version is in every key)."""
+        return repr(self)
+
     def __reduce__(self) -> tuple:
         """Pickled as its signature (:mod:`vbayes.stored` keeps a program's output structure)."""
         return _structure_of, (self.signature,)

@@ -26,12 +26,14 @@ compiled programs JAX loads from it). :func:`kept` does the same for a computati
 
 from __future__ import annotations
 
+import enum
 import functools
 import hashlib
 import importlib.metadata
 import pickle
 import re
 import sys
+import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -135,10 +137,8 @@ class StoredProgram:
         return None if found is None else (*found, leaves)
 
     def _key(self, dynamic: list, leaves: list, in_tree: Any, static: tuple, options: dict | None) -> str | None:
-        described = [repr(static), repr(self._parts), repr(sorted((options or {}).items()))]
-        if any(_ADDRESS.search(text) for text in described):
-            return None
         try:
+            described = [_describe_value(static), _describe_value(self._parts), _describe_value(options or {})]
             described.append(_describe_tree(in_tree))
             targets = jax.tree_util.tree_leaves(dynamic, is_leaf=_is_target)
             prints = [_target_print(t) for t in targets if _is_target(t)]
@@ -202,14 +202,13 @@ def kept(name: str, inputs: Sequence[Any], compute: Callable[[], Any]) -> Any:
     digest = hashlib.sha256(
         "\n".join([_environment(), name, *(repr(getattr(jax.config, s, None)) for s in SETTINGS)]).encode()
     )
-    for value in inputs:
-        if isinstance(value, jax.Array | np.ndarray) and not jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
-            array = np.asarray(value)
-            digest.update(f"{array.shape}{array.dtype}".encode() + array.tobytes())
-        elif not isinstance(value, jax.Array | np.ndarray) and _ADDRESS.search(repr(value)) is None:
-            digest.update(repr(value).encode())
-        else:  # a typed key, an object named by its address
-            return compute()
+    try:
+        for value in inputs:
+            if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
+                raise _Unstorable("a typed key")
+            digest.update(_describe_value(value).encode())
+    except _Unstorable:
+        return compute()
     key = digest.hexdigest()
     data = store.get(key)
     if data is not None:
@@ -261,16 +260,66 @@ def _is_target(x: Any) -> bool:
 
 
 def _describe_tree(tree: Any) -> str:
-    """The structure's text without object addresses; raises :class:`_Unstorable` for a node type from elsewhere
-    than :data:`NODE_MODULES` (its code is not in the key)."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        kind = node.node_data()
-        if kind is not None and kind[0].__module__.split(".")[0] not in NODE_MODULES:
-            raise _Unstorable(kind[0].__qualname__)
-        stack.extend(node.children())
-    return _ADDRESS.sub("", str(tree))
+    """The structure as text: each node's type (from :data:`NODE_MODULES`, whose code is in the key; else
+    :class:`_Unstorable`) and its static data by value (:func:`_describe_value`); a target's model is in the key by
+    its jaxprs (:func:`_target_print`), not here."""
+    if tree.num_nodes == 1 and tree.num_leaves == 1:
+        return "*"
+    kind, aux = tree.node_data()
+    if kind.__module__.split(".")[0] not in NODE_MODULES:
+        raise _Unstorable(kind.__qualname__)
+    static = "target" if issubclass(kind, Target) else _describe_value(aux)
+    children = ", ".join(_describe_tree(child) for child in tree.children())
+    return f"{kind.__module__}.{kind.__qualname__}[{static}]({children})"
+
+
+def _code(code: types.CodeType) -> str:
+    """A hash of a function's bytecode, names and constants (nested functions' code included)."""
+    digest = hashlib.sha256(code.co_code + repr(code.co_names).encode())
+    for const in code.co_consts:
+        digest.update((_code(const) if isinstance(const, types.CodeType) else repr(const)).encode())
+    return digest.hexdigest()[:32]
+
+
+def _describe_value(value: Any, depth: int = 0) -> str:
+    """A pytree node's static data as text that names what it computes with: numbers and strings by ``repr``, arrays
+    by a hash of their bytes, functions by module, name, code and the values they close over or default to, objects
+    by their fields (or ``_stored_description()``); :class:`_Unstorable` for what can be named only by its address."""
+    if depth > 12:
+        raise _Unstorable("static data nested too deep")
+    deeper = functools.partial(_describe_value, depth=depth + 1)
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes | enum.Enum):
+        return repr(value)
+    if isinstance(value, np.ndarray | np.generic | jax.Array):
+        array = np.asarray(value)
+        return f"array{array.shape}{array.dtype}:{hashlib.sha256(array.tobytes()).hexdigest()}"
+    if isinstance(value, tuple | list):
+        return f"{type(value).__name__}({', '.join(map(deeper, value))})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{deeper(k)}: {deeper(v)}" for k, v in sorted(value.items(), key=repr)) + "}"
+    if isinstance(value, type):
+        return f"<class {value.__module__}.{value.__qualname__}>"
+    if isinstance(value, functools.partial):
+        return f"partial({deeper(value.func)}, {deeper(value.args)}, {deeper(value.keywords)})"
+    if isinstance(value, types.FunctionType):
+        cells = []
+        for cell in value.__closure__ or ():
+            try:
+                cells.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                cells.append("<empty>")
+        defaults = (value.__defaults__, value.__kwdefaults__)
+        return f"<function {value.__module__}.{value.__qualname__} {_code(value.__code__)} {deeper((cells, defaults))}>"
+    if isinstance(value, types.BuiltinFunctionType | np.ufunc):
+        return f"<builtin {getattr(value, '__module__', None)}.{getattr(value, '__qualname__', value.__name__)}>"
+    if hasattr(value, "_stored_description"):
+        return value._stored_description()
+    if hasattr(value, "__dict__"):
+        return f"{type(value).__module__}.{type(value).__qualname__}({deeper(vars(value))})"
+    text = repr(value)
+    if _ADDRESS.search(text):
+        raise _Unstorable(type(value).__qualname__)
+    return text
 
 
 @functools.cache
