@@ -191,3 +191,12 @@ def test_static_data_is_named_by_value_not_by_its_text():
 
     with pytest.raises(stored._Unstorable):
         stored._describe_value(Opaque())
+
+
+def test_a_store_that_cannot_be_created_stores_nothing(tmp_path, monkeypatch):
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / stored.FOLDER).write_text("a file where the folder would be")
+    monkeypatch.setattr(compilation, "active_folder", lambda: blocked)
+    value, _, events = _run(_gaussian(1.0), jnp.array([0.3, -1.2]))
+    assert events == [] and value == pytest.approx(float(_gaussian(1.0).log_density(jnp.array([0.3, -1.2]))))

@@ -185,9 +185,13 @@ def _store() -> compilation.FileStore | None:
 
 
 @functools.cache
-def _store_in(folder: Path) -> compilation.FileStore:
+def _store_in(folder: Path) -> compilation.FileStore | None:
+    """The store in ``folder``'s :data:`FOLDER` (None where it cannot be created: programs are then not stored)."""
     path = folder / FOLDER
-    path.mkdir(mode=0o700, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return None
     return compilation.FileStore(path)
 
 
