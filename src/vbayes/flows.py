@@ -214,7 +214,7 @@ def build_flow(kind: str, loc: Array, scale: Array, key: Array, size: FlowSize |
         raise VBayesError(f"a flow family needs a target of dimension ≥ 2 (got {d}); use a Gaussian family")
     size = size or default_size(kind, d)
     loc, scale = jnp.asarray(loc), jnp.asarray(scale)
-    structure = _structure_of((kind, size, loc.shape, str(loc.dtype), scale.shape, str(scale.dtype)))
+    structure = _structure_of(_signature(kind, size, loc, scale))
 
     def build() -> tuple[list, list]:
         params, buffers, closed_over = _build(kind, size, key, loc, scale)
@@ -227,6 +227,12 @@ def build_flow(kind: str, loc: Array, scale: Array, key: Array, size: FlowSize |
 
 _STRUCTURES: dict[tuple, _Structure] = {}
 """The structure of each flow layout used in this process, by signature."""
+
+
+def _signature(kind: str, size: FlowSize, loc: Array, scale: Array) -> tuple:
+    """A flow layout's signature: what :func:`_build`'s trace depends on (its static arguments, and the shapes and
+    dtypes of the others)."""
+    return kind, size, loc.shape, str(loc.dtype), scale.shape, str(scale.dtype)
 
 
 def _structure_of(signature: tuple) -> _Structure:
@@ -268,7 +274,7 @@ def _build(kind: str, size: FlowSize, key: Array, loc: Array, scale: Array) -> t
     q = Transformed(base, Chain([inner.bijection, affine]))
     params, rest = eqx.partition(q, eqx.is_inexact_array)
     buffers, static = eqx.partition(rest, eqx.is_array)
-    structure = _structure_of((kind, size, loc.shape, str(loc.dtype), scale.shape, str(scale.dtype)))
+    structure = _structure_of(_signature(kind, size, loc, scale))
     if structure.value is None:
         structure.params_def = jax.tree_util.tree_structure(params)
         structure.buffers_def = jax.tree_util.tree_structure(buffers)

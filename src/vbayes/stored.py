@@ -11,9 +11,9 @@ everything the program computes from:
 * JAX's settings that change a trace (64-bit mode, matmul precision, ...), the backend and its device kind;
 * the function's name, what it closes over (``parts``: plain values the caller names), its static arguments and
   compiler options;
-* the structure, shapes and dtypes of its array arguments (every pytree node type from vbayes or a library above);
-* each :class:`~vbayes.targets.Target` among them: the jaxpr of its log density with its Hessian and of its map
-  to the named parameters, constants included, so a change to the model or to data it closes over is a new key.
+* the structure (every node type from vbayes or a library above, its static data by value), shapes and dtypes of
+  its arguments, and each :class:`~vbayes.targets.Target`'s model: the jaxpr of its log density with its Hessian
+  and of its map to the named parameters, constants included (a change to the model is a new key).
 
 A process that finds the key loads the program and calls it through :meth:`jax.export.Exported.call`; JAX's
 compilation cache then supplies the executable. The first process runs the exported program too, so a cold and a
@@ -92,6 +92,7 @@ class StoredProgram:
         self._static = static_argnums
         self._options = options
         self._programs: dict[str, tuple[Any, Any] | None] = {}
+        self._keys: dict[tuple, str | None] = {}
         functools.update_wrapper(self, self._fun)
 
     def __call__(self, *args: Any) -> Any:
@@ -122,7 +123,15 @@ class StoredProgram:
         dynamic, static = self._split(args)
         leaves, in_tree = jax.tree_util.tree_flatten(dynamic)
         options = self._options if not hasattr(self._jitted, "options") else self._jitted.options(*args)
-        key = self._key(dynamic, leaves, in_tree, static, options)
+        settings = tuple(repr(getattr(jax.config, s, None)) for s in SETTINGS)
+        # equal structures (as JAX's own jit cache compares them), shapes and settings: the same key, not made again
+        seen = (in_tree, tuple(map(_aval, leaves)), static, settings)
+        try:
+            if seen not in self._keys:
+                self._keys[seen] = self._key(dynamic, leaves, in_tree, static, options, settings)
+            key = self._keys[seen]
+        except TypeError:  # an unhashable static argument
+            key = self._key(dynamic, leaves, in_tree, static, options, settings)
         if key is None:
             return None
         if key not in self._programs:
@@ -136,15 +145,16 @@ class StoredProgram:
         found = self._programs[key]
         return None if found is None else (*found, leaves)
 
-    def _key(self, dynamic: list, leaves: list, in_tree: Any, static: tuple, options: dict | None) -> str | None:
+    def _key(
+        self, dynamic: list, leaves: list, in_tree: Any, static: tuple, options: dict | None, settings: tuple
+    ) -> str | None:
         try:
             described = [_describe_value(static), _describe_value(self._parts), _describe_value(options or {})]
             described.append(_describe_tree(in_tree))
-            targets = jax.tree_util.tree_leaves(dynamic, is_leaf=_is_target)
-            prints = [_target_print(t) for t in targets if _is_target(t)]
+            found = jax.tree_util.tree_leaves(dynamic, is_leaf=lambda x: isinstance(x, Target))
+            prints = [_target_print(t) for t in found if isinstance(t, Target)]
         except Exception:  # noqa: BLE001 - a node type from elsewhere, a model JAX cannot differentiate twice, ...
             return None
-        settings = [repr(getattr(jax.config, s, None)) for s in SETTINGS]
         avals = [_aval(x) for x in leaves]
         text = "\n".join([_environment(), self._name, *described, repr(avals), *settings, *prints])
         return hashlib.sha256(text.encode()).hexdigest()
@@ -257,10 +267,6 @@ def _aval(x: Any) -> tuple:
     """``(shape, dtype, weak_type)`` of an array, a shape or a Python number (weakly typed, as JAX treats it)."""
     weak = getattr(x, "weak_type", type(x) in (int, float, complex))  # a NumPy scalar is strongly typed
     return np.shape(x), jnp.result_type(x), bool(weak)
-
-
-def _is_target(x: Any) -> bool:
-    return isinstance(x, Target)
 
 
 def _describe_tree(tree: Any) -> str:
