@@ -76,6 +76,35 @@ def test_the_iterates_are_scikit_learns(method, exact_digamma_in_sklearn):
     np.testing.assert_allclose(ours.components_, theirs.components_, rtol=1e-10)
 
 
+@pytest.mark.parametrize("method", ["batch", "online"])
+def test_float32_counts_are_fitted_in_float32_as_by_scikit_learn(method):
+    """float32 counts give float32 topics and shares (scikit-learn preserves float32 too), from E-steps run in
+    float32: within float32's reach of the float64 fit (≲ 1e-3 relative after three passes, as scikit-learn's two
+    precisions differ) and of scikit-learn's float32 fit, but not the float64 fit rounded (the steps ran in float32)."""
+    X = _poisson_docs()
+    options = dict(n_components=4, learning_method=method, max_iter=3, batch_size=64, random_state=3)
+    single = LatentDirichletAllocation(**options).fit(X.astype(np.float32))
+    double = LatentDirichletAllocation(**options).fit(X)
+    theirs = SklearnLDA(**options).fit(X.astype(np.float32))
+    assert single.components_.dtype == single.exp_dirichlet_component_.dtype == np.float32
+    assert single.transform(X.astype(np.float32)).dtype == np.float32
+    assert single.transform(X).dtype == np.float32  # new counts take the fitted precision, as in scikit-learn
+    np.testing.assert_allclose(single.components_, double.components_, rtol=3e-3)
+    np.testing.assert_allclose(single.components_, theirs.components_, rtol=3e-3)
+    assert not np.array_equal(single.components_, double.components_.astype(np.float32))
+
+
+def test_digamma_positive_is_exact_to_rounding():
+    """ψ by the shifted asymptotic series against SciPy's on x ∈ [1e-4, 1e9], in float64 and float32."""
+    x = np.geomspace(1e-4, 1e9, 20_001)
+    with jax.enable_x64(True):
+        ours = np.asarray(lda.digamma_positive(jnp.asarray(x)))
+    scale = np.maximum(1.0, np.abs(digamma(x)))
+    assert np.max(np.abs(ours - digamma(x)) / scale) < 5e-14
+    single = np.asarray(lda.digamma_positive(jnp.asarray(x[x < 1e7], jnp.float32)), np.float64)
+    assert np.max(np.abs(single - digamma(x[x < 1e7])) / scale[x < 1e7]) < 2e-6
+
+
 def test_scikit_learns_own_digamma_moves_components_by_its_error_only():
     """Without the exact digamma, scikit-learn's truncated series (error ≲ 2.4e-9) is the only difference: after two
     batch passes the components agree to 1e-6 relative, and not to 1e-10 (so the fixture above matters)."""

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import digamma, gammaln
+from jax.scipy.special import gammaln
 
 from vbayes.conjugate.model import ConjugateModel
 from vbayes.data.sources import Chunks, DataSource, default_threads, in_caller_config, tree_sum, working_dtype
@@ -65,9 +65,28 @@ class LDALocal(NamedTuple):
     exp_log_topics: Array
 
 
+def digamma_positive(x: Array) -> Array:
+    """ψ(x) for x > 0, any shape: below 8 by ψ(x) = ψ(x + 8) − Σ_{i<8} 1/(x + i), the sum taken as P′(x)/P(x) with
+    P = Π_{i<8} (x + i) (one division, not eight); then the asymptotic series ψ(y) = ln y − 1/(2y) − Σ_n B_2n/(2n y^2n)
+    to y^−12, whose next term is below 2e-14 for y ≥ 8 (Abramowitz & Stegun 6.3.6, 6.3.18). XLA's digamma (a Lanczos
+    sum, with the reflection for x < 0) costs about 5× as much, and the E step evaluates ψ K times per document per
+    sweep."""
+    small = x < 8.0
+    s = jnp.where(small, x, 1.0)  # large x skip the recurrence (and P's overflow)
+    a, b, c, e = ((s + i) * (s + i + 1.0) for i in (0.0, 2.0, 4.0, 6.0))  # (x + i)(x + i + 1): slope 2x + 2i + 1
+    da, db, dc, de = (2.0 * s + i for i in (1.0, 5.0, 9.0, 13.0))
+    product = (a * b) * (c * e)
+    derivative = (da * b + a * db) * (c * e) + (a * b) * (dc * e + c * de)
+    y = jnp.where(small, x + 8.0, x)
+    r = 1.0 / y
+    r2 = r * r
+    tail = r2 * (1 / 12 - r2 * (1 / 120 - r2 * (1 / 252 - r2 * (1 / 240 - r2 * (1 / 132 - r2 * (691 / 32760))))))
+    return jnp.log(y) - 0.5 * r - tail - jnp.where(small, derivative / product, 0.0)
+
+
 def dirichlet_log_mean(concentration: Array) -> Array:
-    """E log x for x ~ Dir(c) along the last axis: ψ(c) − ψ(Σ c), any shape ``(..., K)``."""
-    return digamma(concentration) - digamma(jnp.sum(concentration, -1, keepdims=True))
+    """E log x for x ~ Dir(c) along the last axis: ψ(c) − ψ(Σ c), any shape ``(..., K)``, c > 0."""
+    return digamma_positive(concentration) - digamma_positive(jnp.sum(concentration, -1, keepdims=True))
 
 
 def _expect(prior: LDAPrior, params: LDAParams) -> LDALocal:

@@ -8,11 +8,14 @@ the engine's pure passes and updates (:func:`vbayes.conjugate.model.batch_pass`,
 :func:`~vbayes.conjugate.model.svi_step`): each pass over a block of documents is one compiled program, its
 documents' fixed points run side by side.
 
-Differences: digamma is exact (scikit-learn's truncated series is off by up to ~2e-9, which after a few iterations
-moves ``components_`` by ~1e-7 relative; with an exact digamma in scikit-learn both agree to ~1e-12, tested);
-``n_jobs`` is the number of threads that run the blocks of documents of a pass at once (None: every core, where
-scikit-learn's None means one job; negative: as joblib, −1 every core); every computation runs in float64 inside
-``jax.enable_x64(True)``, a context manager, so the process-wide flag is left alone.
+Differences: digamma is exact to ~1e-14 (:func:`vbayes.conjugate.lda.digamma_positive`; scikit-learn's truncated
+series is off by up to ~2e-9, which after a few iterations moves ``components_`` by ~1e-7 relative; with an exact
+digamma in scikit-learn both agree to ~1e-10, tested); ``n_jobs`` is the number of threads that run the blocks of
+documents of a pass at once (None: every core, where scikit-learn's None means one job; negative: as joblib, −1
+every core). Precision: float64 counts are computed in float64 throughout, inside ``jax.enable_x64(True)`` (a
+context manager: the process-wide flag is left alone); float32 counts, as in scikit-learn, give float32
+``components_``, ``exp_dirichlet_component_`` and ``transform``, with the E-steps in float32 (about twice as fast)
+and their sums and the topic updates in float64.
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         tags.input_tags.positive_only = True
-        tags.transformer_tags.preserves_dtype = ["float64"]
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
     # ------------------------------------------------------------------------------------------------
@@ -114,7 +117,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         ``result_`` holds the run as a :class:`vbayes.Fit` with its verdict (:meth:`_result`)."""
         self._check_params()
         X = self._validate(X, reset=True, whom="fit")
-        self._init_latent_vars(X.shape[1])
+        self._init_latent_vars(X.shape[1], X.dtype)
         t0 = time.perf_counter()
         with jax.enable_x64(True):
             docs = DocumentBlocks(X, self.n_components, self._threads())
@@ -189,7 +192,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         first = not hasattr(self, "components_")
         X = self._validate(X, reset=first, whom="partial_fit")
         if first:
-            self._init_latent_vars(X.shape[1])
+            self._init_latent_vars(X.shape[1], X.dtype)
         with jax.enable_x64(True):
             docs = DocumentBlocks(X, self.n_components, self._threads())
             for rows in gen_batches(X.shape[0], self.batch_size):
@@ -202,7 +205,8 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         check_is_fitted(self)
         X = self._validate(X, reset=False, whom="transform")
         with jax.enable_x64(True):
-            return doc_topic_shares(self._model(), self._params(), X, self.n_components, self._threads())
+            shares = doc_topic_shares(self._model(), self._params(), X, self.n_components, self._threads())
+        return shares.astype(X.dtype, copy=False)
 
     def fit_transform(self, X, y=None, **params):
         """``fit(X).transform(X)``."""
@@ -243,8 +247,9 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         return call(self._model(), "expect", self._params())
 
     def _set_components(self, params: lda.LDAParams, local: lda.LDALocal) -> None:
-        self.components_ = np.asarray(params.topic_word)
-        self.exp_dirichlet_component_ = np.asarray(local.exp_log_topics)
+        dtype = self.components_.dtype
+        self.components_ = np.asarray(params.topic_word).astype(dtype, copy=False)
+        self.exp_dirichlet_component_ = np.asarray(local.exp_log_topics).astype(dtype, copy=False)
 
     def _batch_step(self, docs: DocumentBlocks) -> float:
         """λ = η + S over all documents, each started at Gamma(100, 1/100) draws (the engine's CAVI update); returns
@@ -313,20 +318,21 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
     def _validate(self, X, reset: bool, whom: str):
         import scipy.sparse as sp
 
-        X = _validate_data(self, X, reset=reset, accept_sparse="csr", dtype=np.float64)
+        dtype = [np.float64, np.float32] if reset else self.components_.dtype
+        X = _validate_data(self, X, reset=reset, accept_sparse="csr", dtype=dtype)
         check_non_negative(X, f"LatentDirichletAllocation.{whom}")
         return sp.csr_matrix(X)
 
-    def _init_latent_vars(self, n_words: int) -> None:
+    def _init_latent_vars(self, n_words: int, dtype) -> None:
         self.random_state_ = check_random_state(self.random_state)
         self.n_batch_iter_ = 1
         self.n_iter_ = 0
         K = self.n_components
         self.doc_topic_prior_ = 1.0 / K if self.doc_topic_prior is None else float(self.doc_topic_prior)
         self.topic_word_prior_ = 1.0 / K if self.topic_word_prior is None else float(self.topic_word_prior)
-        self.components_ = lda.initial_topics(K, n_words, self.random_state_)
+        self.components_ = lda.initial_topics(K, n_words, self.random_state_).astype(dtype, copy=False)
         with jax.enable_x64(True):
-            self.exp_dirichlet_component_ = np.asarray(self._local().exp_log_topics)
+            self.exp_dirichlet_component_ = np.asarray(self._local().exp_log_topics).astype(dtype, copy=False)
 
     @property
     def _n_features_out(self) -> int:
