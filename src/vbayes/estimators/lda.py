@@ -14,8 +14,8 @@ digamma in scikit-learn both agree to ~1e-10, tested); ``n_jobs`` is the number 
 documents of a pass at once (None: every core, where scikit-learn's None means one job; negative: as joblib, −1
 every core). Precision: float64 counts are computed in float64 throughout, inside ``jax.enable_x64(True)`` (a
 context manager: the process-wide flag is left alone); float32 counts, as in scikit-learn, give float32
-``components_``, ``exp_dirichlet_component_`` and ``transform``, with the E-steps in float32 (about twice as fast)
-and their sums and the topic updates in float64.
+``components_``, ``exp_dirichlet_component_`` and ``transform``, with the E-steps and each block's sum in float32
+(about twice as fast) and the sums over blocks and the topic updates in float64.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class DocumentBlocks:
         w = np.zeros(n_blocks * size)
         w[: len(index)] = 1.0
         x, w = x.reshape(n_blocks, BLOCK_CHUNKS, CHUNK, -1), w.reshape(n_blocks, BLOCK_CHUNKS, CHUNK)
-        dtype = self.X.dtype  # float32 counts: the E-steps run in float32 (the sums over chunks stay float64)
+        dtype = self.X.dtype  # float32 counts: the E-steps run in float32 (the sums over blocks are float64)
         return [Chunks(jnp.asarray(x[b], dtype), jnp.asarray(w[b], dtype)) for b in range(n_blocks)]
 
     def pass_stats(self, model: ConjugateModel, local: lda.LDALocal, gamma0: np.ndarray | None):
