@@ -30,9 +30,11 @@ point from γ = 1, as ``transform``); the score is the log-likelihood per word o
 process for all of them held every library's copy of the corpus and ran out of memory on the full corpus); the
 scores are computed here. Wall time is the fit alone, compilation included (persistent cache off).
 
-Time to a score: the online runs of vbayes and scikit-learn are made of ``partial_fit`` calls on consecutive
-twentieths of the training passages (cut at whole minibatches: the same minibatches, so the same iterates, as one
-``fit``), and the topics after each call are scored (outside the timed fit): a curve of score against fit time.
+Time to a score: the online runs of vbayes and scikit-learn are made of ``partial_fit`` calls over whole
+minibatches (the same minibatches, so the same iterates, as one ``fit``), each ending with the minibatch that
+completes a twentieth of the training passages or, in the first pass, 1/40, 1/80, ..., 1/640 of them (a
+minibatch of 128 reaches its best early); the topics after each call are scored (outside the timed fit): a curve
+of score against fit time, sampled at the same numbers of documents for every library.
 A target score is *reached* at the first point of a curve at or above it; a run without a curve (gensim, batch)
 reaches its final score at its end. Targets (issue 26): online vbayes reaches scikit-learn online's best held-out
 score ≥ 5× faster and gensim ``LdaMulticore``'s ≥ 3× faster, with no worse final score.
@@ -101,23 +103,31 @@ def document_completion(lam: np.ndarray, first, second, k: int) -> float:
 
 
 SNAPSHOTS = 20
-"""Points on an online run's curve per pass: ``partial_fit`` on consecutive twentieths of the passages."""
+"""Points on an online run's curve per pass: after the minibatch that completes each twentieth of the passages,
+and in the first pass also after the ones that complete 1/40, 1/80, ..., 1/640 of them (every library alike)."""
 
 
 def online_curve(est, train, passes: int, score) -> tuple[float, np.ndarray, list]:
-    """``passes`` passes of ``est.partial_fit`` over ``train`` in :data:`SNAPSHOTS` slices a pass (cut at whole
-    minibatches of ``est.batch_size``), the topics scored after each slice outside the timed fit. Returns (fit
-    seconds, final λ, [(passes done, fit seconds so far, score)])."""
-    n, size = train.shape[0], est.batch_size
-    step = size * max(1, round(n / SNAPSHOTS / size))
+    """``passes`` passes of ``est.partial_fit`` over ``train``, one call per stretch of whole minibatches between
+    two points of the curve (:data:`SNAPSHOTS`; the same minibatches as one ``fit``), the topics scored after each
+    call outside the timed fit. Returns (fit seconds, final λ, [(passes done, fit seconds so far, score)])."""
+    from sklearn.utils import gen_batches
+
+    n = train.shape[0]
     seconds, curve = 0.0, []
     for p in range(passes):
-        for first in range(0, n, step):
+        marks = [n * i / SNAPSHOTS for i in range(1, SNAPSHOTS + 1)]
+        marks += [n / SNAPSHOTS / 2**j for j in range(1, 6)] if p == 0 else []
+        batches = list(gen_batches(n, est.batch_size))
+        first = 0
+        for b in batches:
+            if not any(first < m <= b.stop for m in marks) and b.stop < n:
+                continue
             t = time.perf_counter()
-            est.partial_fit(train[first : first + step])
+            est.partial_fit(train[first : b.stop])
             seconds += time.perf_counter() - t
-            done = p + min(n, first + step) / n
-            curve.append((done, seconds, score(np.asarray(est.components_, np.float64))))
+            first = b.stop
+            curve.append((p + b.stop / n, seconds, score(np.asarray(est.components_, np.float64))))
     return seconds, est.components_, curve
 
 

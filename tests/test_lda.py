@@ -22,6 +22,7 @@ from vbayes.data.bag_of_words import read_uci_bow
 from vbayes.data.dask import FREE_PORT
 from vbayes.errors import VBayesError
 from vbayes.estimators.lda import LatentDirichletAllocation
+from vbayes.estimators.lda_documents import DocumentBlocks
 
 
 def _corpus(n_docs: int, n_words: int = 120, n_topics: int = 4, length: int = 60, seed: int = 0):
@@ -157,11 +158,13 @@ def test_the_estimators_result_carries_the_perplexity_trace_and_its_verdict():
 def test_the_threads_change_nothing_but_the_time(method):
     """``n_jobs`` threads run a pass's blocks at once; the sums over the blocks keep their order, so the topics and
     the doc-topic shares are the same, bit for bit, on 1 thread and on 3."""
-    X = _poisson_docs(300, 60, seed=4)
-    common = dict(n_components=3, learning_method=method, max_iter=3, batch_size=100, random_state=0)
+    rng = np.random.default_rng(4)
+    rates = np.where(rng.random(1200) < 0.5, 0.1, 2.0)[:, None]  # short and long documents, mixed
+    X = sp.csr_matrix(rng.poisson(rates, (1200, 60)).astype(float))
+    common = dict(n_components=3, learning_method=method, max_iter=3, batch_size=600, random_state=0)
     one = LatentDirichletAllocation(n_jobs=1, **common).fit(X)
     three = LatentDirichletAllocation(n_jobs=3, **common).fit(X)
-    assert len(lda.width_groups(X)) > 1
+    assert len(DocumentBlocks(X[:600], 3).groups) > 1  # a minibatch's pass has more than one block
     np.testing.assert_array_equal(one.components_, three.components_)
     np.testing.assert_array_equal(one.transform(X), three.transform(X))
 
@@ -378,6 +381,38 @@ def test_the_lda_command_reports_bad_input_without_a_traceback(tmp_path):
     assert result.exit_code == 1 and "has 1 rows" in result.stderr
     result = runner.invoke(app, ["lda", str(tmp_path / "docword.txt"), "--held-out-from", "9999"])
     assert result.exit_code == 1 and "beyond the last document" in result.stderr
+
+
+def test_small_width_groups_join_the_next_wider_one():
+    """Each width is a compiled program: a group of fewer than ``min_docs`` documents joins the next wider group
+    (the widest stays, however small); every document is in one group, at a width that holds its words."""
+    rng = np.random.default_rng(2)
+    rates = rng.choice([0.05, 0.3, 1.0, 3.0], 400, p=[0.05, 0.6, 0.3, 0.05])[:, None]
+    X = sp.csr_matrix(rng.poisson(rates, (400, 120)).astype(float))
+    plain, merged = lda.width_groups(X), lda.width_groups(X, min_docs=50)
+    assert [len(i) for i, _ in plain][0] < 50 and len(merged) < len(plain)
+    words = np.diff(X.indptr)
+    for groups in (plain, merged):
+        index = np.concatenate([i for i, _ in groups])
+        np.testing.assert_array_equal(np.sort(index), np.arange(400))
+        assert all(np.all(words[i] <= w) for i, w in groups)
+    assert all(len(i) >= 50 for i, _ in merged[:-1])
+    assert [w for _, w in merged] == sorted({w for _, w in merged})
+
+
+def test_a_pass_without_the_elbo_gives_the_same_statistics():
+    """``with_elbo=False`` (what an online update needs) leaves the statistics as they were and returns 0."""
+    from vbayes.conjugate.model import BlockPass
+
+    X = _poisson_docs(300, 60, seed=1)
+    with jax.enable_x64(True):
+        model = lda.lda_model(0.3, 0.2)
+        local = model.expect(lda.LDAParams(jnp.asarray(lda.initial_topics(3, 60, np.random.RandomState(1)))))
+        block = lda.DocumentSource(X, 3).blocks[0]
+        stats, elbo = BlockPass(model, local)(block)
+        stats_only, zero = BlockPass(model, local, with_elbo=False)(block)
+    np.testing.assert_array_equal(np.asarray(stats.topic_word), np.asarray(stats_only.topic_word))
+    assert float(zero) == 0.0 and float(elbo) < 0.0
 
 
 def test_a_corpus_grouped_by_length_gives_the_statistics_of_one_block():

@@ -310,11 +310,19 @@ def padded_width(n_words: Any) -> Any:
     return np.maximum(MIN_WIDTH, 2 ** np.ceil(np.log2(n)).astype(np.int64))
 
 
-def width_groups(docs: Any) -> list[tuple[np.ndarray, int]]:
+def width_groups(docs: Any, min_docs: int = 1) -> list[tuple[np.ndarray, int]]:
     """The documents of ``docs`` ``(D, V)`` grouped by :func:`padded_width`: (indices, L), so that a pass costs what
-    the words cost, not D times the longest document's."""
+    the words cost, not D times the longest document's. A group of fewer than ``min_docs`` documents joins the next
+    wider one (each width is a program to compile: a few documents padded wider cost less than compiling one)."""
     widths = padded_width(np.diff(docs.tocsr().indptr))
-    return [(np.flatnonzero(widths == w), int(w)) for w in np.unique(widths)]
+    groups, held = [], np.zeros(0, np.int64)
+    distinct = np.unique(widths)
+    for i, w in enumerate(distinct):
+        held = np.concatenate([held, np.flatnonzero(widths == w)])
+        if len(held) >= min_docs or i == len(distinct) - 1:
+            groups.append((np.sort(held), int(w)))
+            held = np.zeros(0, np.int64)
+    return groups
 
 
 class DocumentSource(DataSource):

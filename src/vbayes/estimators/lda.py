@@ -268,7 +268,7 @@ class LatentDirichletAllocation(ClassNamePrefixFeaturesOutMixin, TransformerMixi
         minibatch's statistics, its documents grouped by length as in a full pass)."""
         model, params = self._model(), self._params()
         gamma0 = self.random_state_.gamma(100.0, 0.01, (docs.n_docs, self.n_components))
-        stats, _ = docs.pass_stats(model, call(model, "expect", params), gamma0)
+        stats, _ = docs.pass_stats(model, call(model, "expect", params), gamma0, with_elbo=False)
         state = SVIState(params, jnp.asarray(self.n_batch_iter_, jnp.float64))
         scale = float(total_samples) / docs.n_docs
         new, _ = _svi_update(model, state, stats, scale, float(self.learning_offset), float(self.learning_decay))

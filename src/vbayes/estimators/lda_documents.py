@@ -30,7 +30,7 @@ class DocumentBlocks:
         self.X, self.n_topics, self.n_threads = X, n_topics, n_threads
         self.n_docs = X.shape[0]
         self.n_words = float(X.sum())
-        self.groups = lda.width_groups(X)
+        self.groups = lda.width_groups(X, min_docs=BLOCK_CHUNKS * CHUNK)  # a smaller group fills no block
 
     def subset(self, rows: slice) -> DocumentBlocks:
         return DocumentBlocks(self.X[rows], self.n_topics, self.n_threads)
@@ -59,10 +59,11 @@ class DocumentBlocks:
         dtype = self.X.dtype  # float32 counts: the E-steps run in float32 (the sums over blocks are float64)
         return [Chunks(jnp.asarray(x[b], dtype), jnp.asarray(w[b], dtype)) for b in range(n_blocks)]
 
-    def pass_stats(self, model: ConjugateModel, local: lda.LDALocal, gamma0: np.ndarray | None):
-        """(Σ_d S_d, Σ_d ELBO_d) over the documents, each started at ``gamma0`` ``(D, K)`` (None: 1)."""
+    def pass_stats(self, model: ConjugateModel, local: lda.LDALocal, gamma0: np.ndarray | None, with_elbo=True):
+        """(Σ_d S_d, Σ_d ELBO_d) over the documents, each started at ``gamma0`` ``(D, K)`` (None: 1);
+        ``with_elbo=False``: the ELBO is not computed (returned as 0)."""
         blocks = [b for index, width in self.groups for b in self._blocks(index, width, gamma0)]
-        return tree_sum(self._map(BlockPass(model, local), blocks))
+        return tree_sum(self._map(BlockPass(model, local, with_elbo), blocks))
 
     def doc_topics(self, model: ConjugateModel, local: lda.LDALocal) -> np.ndarray:
         """γ ``(D, K)``: each document's q(θ_d) from γ⁰ = 1."""
