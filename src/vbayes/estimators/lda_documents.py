@@ -59,7 +59,9 @@ class DocumentBlocks:
         dtype = self.X.dtype  # float32 counts: the E-steps run in float32 (the sums over blocks are float64)
         return [Chunks(jnp.asarray(x[b], dtype), jnp.asarray(w[b], dtype)) for b in range(n_blocks)]
 
-    def pass_stats(self, model: ConjugateModel, local: lda.LDALocal, gamma0: np.ndarray | None, with_elbo=True):
+    def pass_stats(
+        self, model: ConjugateModel, local: lda.LDALocal, gamma0: np.ndarray | None, with_elbo: bool = True
+    ) -> tuple[lda.LDAStats, jax.Array]:
         """(Σ_d S_d, Σ_d ELBO_d) over the documents, each started at ``gamma0`` ``(D, K)`` (None: 1);
         ``with_elbo=False``: the ELBO is not computed (returned as 0)."""
         blocks = [b for index, width in self.groups for b in self._blocks(index, width, gamma0)]
