@@ -54,7 +54,17 @@ from vbayes.compare import compare  # noqa: E402
 from vbayes.diagnostics import compare_draws  # noqa: E402
 from vbayes.examples.posteriordb import POSTERIORS, load_reference, posteriordb_target, to_unconstrained  # noqa: E402
 
-METHODS = ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace", "pathfinder", "advi-flow", "advi-maf", "nuts")
+METHODS = (
+    "advi-meanfield",
+    "advi-fullrank",
+    "advi-is",
+    "advi-lowrank",
+    "laplace",
+    "pathfinder",
+    "advi-flow",
+    "advi-maf",
+    "nuts",
+)
 GUIDES = ("normal", "iaf", "bnaf")
 QUICK = ("eight_schools-eight_schools_noncentered", "kidiq-kidscore_momiq", "sblri-blr")
 NUMPYRO_STEPS = 10_000

@@ -226,3 +226,19 @@ def test_gaussian_target_with_correlation_fullrank_exact():
     t = from_logdensity(lambda p: multivariate_normal.logpdf(p["z"], mean, cov), {"z": jnp.zeros(3)})
     fit = advi(t, "fullrank", init="zero", progress=False)
     assert float(kl(fit.q, FullRankGaussian.from_covariance(mean, cov))) < 0.02
+
+
+def test_the_stopping_rule_reads_huge_elbo_changes_without_overflow():
+    """A flow gone far off (a restart on a badly scaled posterior) had per-draw ELBOs near 1e300: their changes'
+    squares overflowed and numpy warned. The mean change and its standard error come out right at any scale."""
+    import warnings
+
+    from vbayes.infer.advi import chunk_gain
+
+    diff = np.random.default_rng(0).normal(2.0, 3.0, 128)
+    gain, se = chunk_gain(diff)
+    assert gain == pytest.approx(diff.mean(), rel=1e-12) and se == pytest.approx(diff.std(ddof=1) / np.sqrt(128))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big_gain, big_se = chunk_gain(diff * 1e300)
+    assert big_gain / 1e300 == pytest.approx(gain, rel=1e-9) and big_se / 1e300 == pytest.approx(se, rel=1e-9)

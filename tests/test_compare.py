@@ -104,3 +104,32 @@ def test_nuts_matches_every_reference(name):
     kurtosis = np.mean((ref - ref.mean(0)) ** 4, 0) / ref.var(0) ** 2
     tolerance = np.maximum(0.1, 4 * np.sqrt((kurtosis - 1) / (4 * fit.info.extra["min_ess_bulk"])))
     assert np.all(np.abs(cmp.sd_ratio - 1) < tolerance), (name, cmp.as_dict(), tolerance)
+
+
+def test_the_report_draws_every_method_however_many(tmp_path, monkeypatch):
+    """The report's figures cycle their colours: a comparison of more methods than colours (CAVI, SVI and the seven
+    default methods on a conjugate target make nine) still draws every one of them, each in the legend."""
+    from types import SimpleNamespace
+
+    from vbayes import report
+
+    rng = np.random.default_rng(0)
+    names = [f"method-{i}" for i in range(len(report._COLOURS) + 3)]
+    results = [
+        SimpleNamespace(
+            method=m,
+            fit=SimpleNamespace(q=SimpleNamespace(flat=rng.normal(size=(200, 2))), trace=rng.normal(size=50)),
+            accuracy=None,
+        )
+        for m in names
+    ]
+    target = SimpleNamespace(coordinate_names=lambda: ["a", "b"], name="two")
+    comparison = SimpleNamespace(target=target, results=results, reference="none")
+    legends = []
+    monkeypatch.setattr(
+        report, "save_figure", lambda fig, path: legends.append(fig.axes[0].get_legend_handles_labels()[1])
+    )
+    report.plot_marginals(comparison, None, tmp_path / "m.png")
+    report.plot_traces(comparison, tmp_path / "t.png")
+    report.plot_pair(comparison, None, tmp_path / "p.png")
+    assert legends == [names, names, names]

@@ -13,9 +13,9 @@ from vbayes.checks import verify
 from vbayes.compare import MethodResult, _recommend
 from vbayes.diagnostics import compare_draws
 from vbayes.examples import eight_schools_noncentered, linear_regression, linear_regression_exact, load_reference
-from vbayes.families import Empirical
 from vbayes.fit import Check, Fit, FitInfo, Verdict
 from vbayes.infer.nuts import RERUN_MAX_FRACTION, rerun_accept
+from vbayes.samples import Empirical
 
 
 def test_nuts_recovers_the_conjugate_posterior():

@@ -372,8 +372,8 @@ def test_vi_elpd_loo_agrees_with_that_of_the_reference_draws(name):
     """elpd_loo of the default ADVI fit, q-corrected, is within 2 standard errors of elpd_loo of the posteriordb
     reference draws (measured: within 0.02 se on all three)."""
     import vbayes
-    from vbayes.families import Empirical
     from vbayes.fit import Fit, FitInfo
+    from vbayes.samples import Empirical
 
     target = observation_target(name, ROOT)
     z = np.asarray(to_unconstrained(name, _reference(name).pooled))

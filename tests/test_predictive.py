@@ -14,9 +14,9 @@ from scipy import stats
 
 import vbayes
 from vbayes import VBayesError
-from vbayes.families import Empirical
 from vbayes.fit import Fit, FitInfo
 from vbayes.predictive import flat_log_likelihood, pointwise_log_likelihood
+from vbayes.samples import Empirical
 
 SIGMA, TAU = 1.0, 2.0
 

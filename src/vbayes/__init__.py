@@ -21,6 +21,7 @@ from vbayes.families import (
 )
 from vbayes.fit import Fit, FitInfo
 from vbayes.infer.advi import advi
+from vbayes.infer.importance import importance_sampling
 from vbayes.infer.laplace import laplace
 from vbayes.infer.nuts import nuts
 from vbayes.infer.pathfinder import pathfinder
@@ -41,6 +42,7 @@ __all__ = [
     "VBayesError",
     "VariationalGaussianMixture",
     "advi",
+    "importance_sampling",
     "laplace",
     "loo",
     "nuts",

@@ -46,10 +46,11 @@ import numpy as np
 
 from vbayes.compilation import QUICK, sized_jit
 from vbayes.errors import VBayesError
-from vbayes.families import Empirical, PointMass
+from vbayes.families import PointMass
 from vbayes.fit import Check, Fit, Verdict
 from vbayes.keys import as_key
 from vbayes.psis import importance_from_ratios, psis
+from vbayes.samples import Empirical, Weighted
 from vbayes.stored import stored
 
 Array = jax.Array
@@ -194,6 +195,8 @@ def _no_density_reason(fit: Fit) -> str | None:
         return "no log density to compare q with (a conjugate model fitted without a target)"
     if isinstance(fit.q, PointMass) or getattr(fit.q, "point_mass", False):
         return "q is a point mass: it claims no uncertainty to check"
+    if isinstance(fit.q, Weighted):
+        return "q is importance-weighted draws, checked by importance sampling itself (vbayes.infer.importance)"
     if fit.info.outcome == "diverged":
         return "the fit diverged"
     if not _finite_q(fit.q):
@@ -370,12 +373,10 @@ def _restarts(fit: Fit, refit: Callable[[Array], Fit] | None, key: Array) -> Che
 def _divergences(fit: Fit) -> Check:
     """Flags divergent transitions in the run NUTS kept, with their fraction of the draws. A clean run kept after a
     rerun (``extra["reruns"]``: one record per run) is a *note*: trusted, with the first run's divergences shown."""
-    extra = fit.info.extra
-    n = int(extra.get("divergences", 0))
+    extra, n = fit.info.extra, int(fit.info.extra.get("divergences", 0))
     fraction = float(extra.get("divergence_fraction", n / max(int(np.prod(fit.q.samples.shape[:2])), 1)))
     found = f"{n} divergent transitions ({fraction:.2%} of the draws)" if n else "no divergent transitions"
-    runs = extra.get("reruns") or []
-    if len(runs) < 2:
+    if len(runs := extra.get("reruns") or []) < 2:
         return Check("divergences", "flag" if n else "pass", found, float(n))
     first, last = runs[0], runs[-1]
     if extra.get("num_warmup") == first["num_warmup"]:  # every rerun warms up longer: the first run was kept
@@ -393,8 +394,7 @@ def _divergences(fit: Fit) -> Check:
 
 def _rhat(fit: Fit) -> Check:
     rhat = float(fit.info.extra.get("max_rhat", math.nan))
-    ess = fit.info.extra.get("min_ess_bulk")
-    tail = f", min bulk ESS {ess:.0f}" if ess is not None else ""
+    tail = f", min bulk ESS {ess:.0f}" if (ess := fit.info.extra.get("min_ess_bulk")) is not None else ""
     if not rhat < 1.01:
         return Check("rhat", "flag", f"R-hat {rhat:.3f} ≥ 1.01 (the chains disagree){tail}", rhat)
     return Check("rhat", "pass", f"R-hat {rhat:.3f} < 1.01{tail}", rhat)

@@ -4,12 +4,13 @@ a reference, and recommend the cheapest one whose own checks pass.
 The verdicts are the fits' own (:mod:`vbayes.checks`, run by every driver): convergence, PSIS k̂, reweighting
 from a widened q, the curvature of Laplace, divergences and R-hat of NUTS; ``compare`` adds restarts for the
 methods with a random start (``restarts=True``) and otherwise computes nothing of its own. The methods are the
-registry's (:mod:`vbayes.methods`); by default the Gaussian families, Laplace, Pathfinder and NUTS (target_accept
-0.95: a careful reference), plus CAVI and SVI when the target has a conjugate form. The flows (``advi-flow``,
-``advi-maf``) run when named: on the shared posteriors a flow's fit took longer than NUTS's. The recommendation is
-the trusted non-MCMC method with the fewest gradient evaluations (for the conjugate methods: passes over the data,
-each as costly as one gradient of the log density), else NUTS, else (NUTS flagged too) ``"none"`` with what to do next;
-also ``"none"`` when NUTS's divergences survive its rerun, whatever passes: they mark a region no q's checks reach.
+registry's (:mod:`vbayes.methods`); by default the Gaussian families, importance sampling around the full-rank fit
+(``advi-is``, which reuses that fit), Laplace, Pathfinder and NUTS (target_accept 0.95: a careful reference), plus
+CAVI and SVI when the target has a conjugate form. The flows (``advi-flow``, ``advi-maf``) run when named: on the
+shared posteriors a flow's fit took longer than NUTS's. The recommendation is the trusted non-MCMC method with the
+fewest gradient evaluations (for the conjugate methods: passes over the data, each as costly as one gradient of the
+log density), else NUTS, else (NUTS flagged too) ``"none"`` with what to do next; also ``"none"`` when NUTS's
+divergences survive its rerun, whatever passes: they mark a region no q's checks reach.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ import pandas as pd
 from vbayes import methods as registry
 from vbayes.diagnostics import DrawComparison, compare_draws
 from vbayes.errors import VBayesError
-from vbayes.families import Empirical
 from vbayes.fit import Fit
 from vbayes.keys import as_key
+from vbayes.samples import Empirical
 from vbayes.targets import Target
 
 Array = jax.Array
 
-DEFAULT_METHODS = ("advi-meanfield", "advi-fullrank", "advi-lowrank", "laplace", "pathfinder", "nuts")
+DEFAULT_METHODS = ("advi-meanfield", "advi-fullrank", "advi-is", "advi-lowrank", "laplace", "pathfinder", "nuts")
 CONJUGATE_METHODS = ("cavi", "svi")
 NUM_DRAWS = 4000
 NUTS_OPTIONS = {"target_accept": 0.95}
@@ -151,7 +152,7 @@ def compare(
     results: dict[str, MethodResult] = {}
     names = target.coordinate_names()
     for i, method in enumerate(methods):
-        results[method] = _run(target, method, jax.random.fold_in(key, i), restarts, log)
+        results[method] = _run(target, method, jax.random.fold_in(key, i), restarts, log, _reused(method, results))
     ref_name, ref = _reference_draws(reference, target, results, key)
     if ref is not None:
         for method, r in results.items():
@@ -167,14 +168,30 @@ def compare(
     return Comparison(target, tuple(results.values()), ref_name, recommended, reason, ref)
 
 
-def _run(target: Target, method: str, key: Array, restarts: bool, log: Callable[[str], None] | None) -> MethodResult:
-    """One method's fit with its verdict (restarts included when asked), its cost and wall time."""
+def _reused(method: str, results: dict[str, MethodResult]) -> dict[str, Any]:
+    """Options that let ``method`` start from a fit already made: importance sampling (``advi-is``) draws around
+    the ``advi-fullrank`` fit when that ran before it."""
+    if method == "advi-is" and "advi-fullrank" in results:
+        return {"proposal": results["advi-fullrank"].fit}
+    return NUTS_OPTIONS if method == "nuts" else {}
+
+
+def _run(
+    target: Target,
+    method: str,
+    key: Array,
+    restarts: bool,
+    log: Callable[[str], None] | None,
+    options: dict[str, Any] | None = None,
+) -> MethodResult:
+    """One method's fit with its verdict (restarts included when asked), its cost and wall time (with the time of
+    a proposal fit it reuses)."""
     if log:
         log(f"running {method}")
     t0 = time.perf_counter()
-    options = NUTS_OPTIONS if method == "nuts" else {}
+    options = options or {}
     fit = registry.fit(target, method, key=key, checks="all" if restarts else "default", **options)
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 + (options["proposal"].info.wall_time if "proposal" in options else 0.0)
     restart = fit.verdict.check("restarts")
     cost = fit.info.grad_evals + (restart.evaluations if restart is not None else 0)
     return MethodResult(method, fit, fit.verdict.flags, None, cost, wall)

@@ -23,11 +23,12 @@ import jax
 import numpy as np
 
 from vbayes.errors import VBayesError, is_count, require
-from vbayes.families import Empirical, PointMass
+from vbayes.families import PointMass
 from vbayes.fit import Fit
 from vbayes.keys import as_key
 from vbayes.predictive import flat_log_likelihood, require_observations
 from vbayes.psis import khat_threshold, log_ratios, psis, psis_rows
+from vbayes.samples import Empirical, Weighted
 
 Array = jax.Array
 
@@ -112,7 +113,8 @@ def loo(
     fit: Fit, *, num_draws: int = 4000, key: Array | int = 0, correct: bool = True, subsample: int | None = None
 ) -> LOO:
     """PSIS-LOO of ``fit`` (a VI, Laplace or Pathfinder fit: ``num_draws`` draws of q, corrected by p̃/q unless
-    ``correct=False``; an MCMC fit: all its draws). ``subsample``: compute elpd_i on that many observations only
+    ``correct=False``; an MCMC fit: all its draws; importance sampling's fit: its weighted draws, always with their
+    weights). ``subsample``: compute elpd_i on that many observations only
     (for N in the tens of thousands and more). Needs a target with per-observation log-likelihoods
     (:func:`vbayes.from_numpyro`, :func:`vbayes.from_loglik`)."""
     target = require_observations(fit.target)
@@ -130,6 +132,9 @@ def loo(
     if isinstance(fit.q, Empirical):
         z = np.asarray(fit.q.samples).reshape(-1, target.dim)
         log_r, corrected, method = np.zeros(z.shape[0]), False, "mcmc"
+    elif isinstance(fit.q, Weighted):  # the weights p̃/q of importance sampling are the correction's ratios
+        z, log_r = np.asarray(fit.q.draws), np.asarray(fit.q.log_weights, dtype=np.float64)
+        corrected, method = True, fit.info.method
     else:
         z, log_r = jax.device_get(log_ratios(target, fit.q, k_draw, int(num_draws)))
         z, log_r = np.asarray(z), np.asarray(log_r, dtype=np.float64)

@@ -18,9 +18,10 @@ import numpy as np
 
 from vbayes.compilation import QUICK
 from vbayes.errors import VBayesError
-from vbayes.families import Empirical, PointMass
+from vbayes.families import PointMass
 from vbayes.keys import as_key
 from vbayes.psis import ImportanceCheck
+from vbayes.samples import Empirical, Weighted
 from vbayes.stored import stored
 from vbayes.targets import Target
 from vbayes.targets.core import constrain_rows
@@ -188,9 +189,12 @@ class Fit:
     def corrected_draws(self, n: int = 1000, key: Array | int = 0) -> dict[str, np.ndarray]:
         """``n`` draws θ(z) as :meth:`draws`, but with z resampled from draws of q by their PSIS-smoothed importance
         weights p̃/q (:func:`vbayes.psis.psis_resample`): closer to the posterior than q's own draws when q is
-        slightly off. A :class:`VBayesError` when k̂ says the weights cannot correct q, or q has no density."""
+        slightly off (importance-weighted draws, a :class:`~vbayes.samples.Weighted` q: :meth:`draws`). A
+        :class:`VBayesError` when k̂ says the weights cannot correct q, or q has no density."""
         from vbayes.psis import psis_resample
 
+        if isinstance(self.q, Weighted):  # importance sampling's answer: already weighted by p̃/q
+            return self.draws(n, key)
         if self.target is None or isinstance(self.q, Empirical | PointMass):
             raise VBayesError("corrected draws need a q with a density (not MCMC draws or a point mass) and a target")
         z, _ = psis_resample(self.target, self.q, int(n), as_key(key))
@@ -200,9 +204,9 @@ class Fit:
     def elbo(self) -> float:
         """The ELBO of q: from the importance check's draws when computed (NaN if log p̃ − log q was not
         finite at all of them), else the run's own last value of it (``info.extra["elbo"]``), else the mean
-        objective over the last tenth of the run; NaN for MCMC draws."""
-        if isinstance(self.q, Empirical):
-            return float("nan")  # MCMC draws have no density: no ELBO
+        objective over the last tenth of the run; NaN for MCMC and importance-weighted draws."""
+        if isinstance(self.q, Empirical | Weighted):
+            return float("nan")  # draws have no density: no ELBO (importance sampling's log Z: info.importance)
         if self.info.importance is not None:
             return self.info.importance.elbo
         if "elbo" in self.info.extra:

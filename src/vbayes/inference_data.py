@@ -21,9 +21,10 @@ import numpy as np
 
 from vbayes.diagnostics import import_arviz
 from vbayes.errors import VBayesError
-from vbayes.families import Empirical, PointMass
+from vbayes.families import PointMass
 from vbayes.keys import as_key
 from vbayes.predictive import has_observations, observed_data, pointwise_log_likelihood, predict_at
+from vbayes.samples import Empirical, Weighted
 from vbayes.targets.core import constrain_rows
 
 Array = jax.Array
@@ -74,7 +75,7 @@ def inference_data(
     k_draw, k_pred = jax.random.split(key)
     if isinstance(fit.q, Empirical):
         z = np.asarray(fit.q.samples)
-    elif corrected:
+    elif corrected and not isinstance(fit.q, Weighted):  # importance sampling's draws are weighted already
         from vbayes.psis import psis_resample
 
         z = np.asarray(psis_resample(target, fit.q, int(n), k_draw)[0])[None]

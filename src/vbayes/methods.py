@@ -12,6 +12,7 @@ advi-*         :func:`vbayes.advi` with the family named (``meanfield``, ``fullr
 advi           the same with the family chosen by :func:`~vbayes.infer.advi.auto_family`
 laplace-*      :func:`vbayes.laplace` with the curvature named (``dense``, ``diag``, ``lowrank``, ``ggn``)
 laplace        the same with the curvature chosen from the dimension
+advi-is        :func:`vbayes.importance_sampling`: PSIS-weighted draws of a full-rank ADVI q widened 2×
 pathfinder     :func:`vbayes.pathfinder`: multi-path Pathfinder, q a mixture of the paths' Gaussians
 nuts           :func:`vbayes.nuts`, the reference sampler
 cavi, svi      coordinate ascent and stochastic VI on the target's conjugate form (``target.conjugate``)
@@ -68,6 +69,12 @@ def _pathfinder(target: Target, *, key: Any = 0, checks: Any = "default", progre
     return pathfinder(target, key=key, checks=checks, **options)
 
 
+def _importance(target: Target, *, key: Any = 0, checks: Any = "default", progress: bool = False, **options) -> Fit:
+    from vbayes.infer.importance import importance_sampling
+
+    return importance_sampling(target, key=key, checks=checks, progress=progress, **options)
+
+
 def _nuts(target: Target, *, key: Any = 0, checks: Any = "default", **options) -> Fit:
     from vbayes.infer.nuts import nuts
 
@@ -108,6 +115,13 @@ METHODS: dict[str, Method] = {
         Method("advi-lowrank", "ADVI, diagonal plus low-rank Gaussian q", "vi", _advi("lowrank"), "max_steps", "rank"),
         Method("advi-flow", "ADVI, affine-coupling normalizing flow (RealNVP)", "vi", _advi("flow"), "max_steps"),
         Method("advi-maf", "ADVI, masked autoregressive flow", "vi", _advi("maf"), "max_steps"),
+        Method(
+            "advi-is",
+            "importance sampling: PSIS-weighted draws of a full-rank ADVI q widened 2×",
+            "vi",
+            _importance,
+            "max_steps",
+        ),
         Method("advi-pointmass", "MAP by stochastic gradients (q a point mass)", "vi", _advi("pointmass"), "max_steps"),
         Method(
             "laplace", "Laplace, curvature chosen from the dimension", "laplace", _laplace("auto"), "max_iter", "rank"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,7 +85,8 @@ def plot_trace(trace: np.ndarray, path: str | Path, title: str) -> Path:
 # ----------------------------------------------------------------------------------------------
 # `vbayes compare` report
 
-_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink")
+_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+_COLOURS += ("tab:cyan", "navy", "gold", "black")  # cycled; the reference is grey, which no method gets
 
 
 def _method_draws(comparison, num_draws: int = 4000) -> dict[str, np.ndarray]:
@@ -112,7 +114,7 @@ def plot_marginals(comparison, reference: np.ndarray | None, path: str | Path, m
         bins = np.linspace(lo, hi, 50)
         if reference is not None:
             ax.hist(reference[:, j], bins=bins, density=True, color="0.8", label=f"reference ({comparison.reference})")
-        for c, (method, d) in zip(_COLOURS, draws.items(), strict=False):
+        for c, (method, d) in zip(itertools.cycle(_COLOURS), draws.items()):
             ax.hist(d[:, j], bins=bins, density=True, histtype="step", lw=1.4, color=c, label=method)
         ax.set_title(names[j], fontsize=9)
         ax.tick_params(labelsize=7)
@@ -127,7 +129,7 @@ def plot_traces(comparison, path: str | Path) -> Path:
     """The objective traces (running means) of the optimisation-based methods."""
     fig = _new_figure(8, 4.5)
     ax = fig.add_subplot()
-    for c, r in zip(_COLOURS, comparison.results, strict=False):
+    for c, r in zip(itertools.cycle(_COLOURS), comparison.results):
         trace = np.asarray(r.fit.trace, dtype=np.float64)
         if r.method == "nuts" or not np.isfinite(trace).any():
             continue
@@ -152,7 +154,7 @@ def plot_pair(comparison, reference: np.ndarray | None, path: str | Path) -> Pat
     ax = fig.add_subplot()
     if reference is not None:
         ax.scatter(reference[:2000, i], reference[:2000, j], s=3, color="0.7", label="reference")
-    for c, (method, d) in zip(_COLOURS, draws.items(), strict=False):
+    for c, (method, d) in zip(itertools.cycle(_COLOURS), draws.items()):
         ax.scatter(d[:1000, i], d[:1000, j], s=3, alpha=0.5, color=c, label=method)
     ax.set_xlabel(names[i])
     ax.set_ylabel(names[j])

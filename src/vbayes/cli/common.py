@@ -94,11 +94,13 @@ FIRST_ROWS = 8
 
 def print_outcome(console: Console, result: Fit) -> None:
     """One line: outcome, message, steps, gradient evaluations, skipped steps, wall time, final ELBO (or, for
-    Laplace, the log evidence and the number of curvature products)."""
+    Laplace, the log evidence and the number of curvature products; for importance sampling, its log evidence)."""
     i = result.info
     style = _OUTCOME_STYLE.get(i.outcome, "white") if not result.verdict.status == "flagged" else "yellow"
     if "log_evidence" in i.extra:
         tail = f"curvature products {i.extra.get('products')}, log evidence (Laplace) {i.extra['log_evidence']:.4f}"
+    elif "density_evals" in i.extra and i.importance is not None:  # importance sampling: its estimate of log Z
+        tail = f"evaluations of p̃ {i.extra['density_evals']}, log evidence (importance) {i.importance.log_evidence:.4f}"
     else:
         tail = f"ELBO {result.elbo:.4f}"
     console.print(

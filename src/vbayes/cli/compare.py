@@ -59,7 +59,8 @@ def compare(
         str | None,
         typer.Option(
             help="Comma-separated method names (any of `vbayes fit --method`'s); default: advi-meanfield, "
-            "advi-fullrank, advi-lowrank, laplace, pathfinder, nuts, and cavi, svi for a target with a conjugate form."
+            "advi-fullrank, advi-is, advi-lowrank, laplace, pathfinder, nuts, and cavi, svi for a target with a "
+            "conjugate form."
         ),
     ] = None,
     reference: Annotated[str, typer.Option(help="nuts, posteriordb (for posteriordb:NAME targets) or none.")] = "nuts",

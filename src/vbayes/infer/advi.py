@@ -152,7 +152,7 @@ def advi(
             both = np.isfinite(check) & (np.isfinite(prev) if prev is not None else False)  # no NaN arithmetic
             diff = None if prev is None else check[both] - prev[both]
             if diff is not None and diff.size >= c.num_check // 2:
-                gain, se = diff.mean(), diff.std(ddof=1) / np.sqrt(diff.size)
+                gain, se = chunk_gain(diff)
                 if gain <= max(2.0 * se, c.tol):
                     if decays >= c.max_decays:
                         outcome = "converged"
@@ -212,6 +212,14 @@ def advi(
         ahead[1].result()
     # a resumed fit has no start to vary; a flow from a Gaussian fit restarts from it with another seed
     return verify(fit, checks, refit=None if resuming else refit, key=verify_key)
+
+
+def chunk_gain(diff: np.ndarray) -> tuple[float, float]:
+    """The mean of the per-draw ELBO changes ``diff`` ``(n,)`` between two chunks and its standard error, computed
+    in units of max|diff|: a q gone far off has ELBOs near 1e300, whose squares would overflow."""
+    scale = float(np.max(np.abs(diff))) or 1.0
+    x = diff / scale
+    return float(x.mean() * scale), float(x.std(ddof=1) * scale / np.sqrt(x.size))
 
 
 FLOW_START_MAX_DIM = 200

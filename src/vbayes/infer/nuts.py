@@ -19,9 +19,9 @@ from vbayes.checks import verify
 from vbayes.compilation import import_ahead
 from vbayes.diagnostics import import_arviz, rhat_ess
 from vbayes.errors import VBayesError, is_count, is_fraction, is_positive, require
-from vbayes.families import Empirical
 from vbayes.fit import Fit, FitInfo
 from vbayes.keys import as_key
+from vbayes.samples import Empirical
 from vbayes.targets import Target, check_initial_point
 
 Array = jax.Array
