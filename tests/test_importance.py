@@ -2,6 +2,8 @@
 draws have the weighted moments, a heavy-tailed posterior that every Gaussian misses gets its exact moments, a
 funnel is flagged, LOO uses the weights, ``compare`` reuses the full-rank fit, and bad input gets a clear error."""
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,8 +80,12 @@ def test_a_heavy_tailed_posterior_gets_its_exact_moments_where_the_gaussian_is_t
     sd = np.sqrt(np.diag(SCALE) * DOF / (DOF - 2))
     gaussian = vbayes.advi(target, "fullrank", key=0, progress=False)
     assert np.max(np.asarray(gaussian.q.marginal_sd()) / sd) < 0.92
+    t0 = time.perf_counter()
     fit = importance_sampling(target, gaussian)
+    elapsed = time.perf_counter() - t0
     assert fit.trusted, fit.verdict.summary()
+    # its record's wall time: the proposal's fit and its own draws, each counted once
+    assert gaussian.info.wall_time < fit.info.wall_time <= gaussian.info.wall_time + elapsed
     assert fit.info.method == "advi-is" and fit.info.grad_evals == gaussian.info.grad_evals
     assert fit.verdict.check("importance").status == "pass" and fit.verdict.check("reweighting").status == "pass"
     np.testing.assert_allclose(np.asarray(fit.q.mean), CENTRE, atol=0.05 * sd.min())
@@ -129,13 +135,18 @@ def test_a_funnel_is_flagged():
 
 def test_loo_of_importance_sampling_uses_its_weights():
     """elpd_loo from the weighted draws is the exact leave-one-out density (regression with known noise); the
-    same draws without their weights (draws of the wide mixture, not of the posterior) are far off."""
+    same draws without their weights (draws of the wide mixture, not of the posterior) are far off. Draws of weight
+    0 (where log p̃ was NaN) are left out, not allowed to spoil every observation's k̂."""
     X, y = _data()
     target = vbayes.from_numpyro(known_noise_model, X, y=y)
     truth = _exact_loo(X, y).sum()
     fit = vbayes.importance_sampling(target, key=0)
     result = vbayes.loo(fit)
-    assert result.corrected and result.elpd == pytest.approx(truth, abs=0.3)
+    assert result.corrected and result.elpd == pytest.approx(truth, abs=0.3) and result.reliable
+    q = fit.q
+    spoiled = Weighted(q.draws.at[:10].set(jnp.nan), q.log_weights.at[:10].set(-jnp.inf))
+    again = vbayes.loo(vbayes.Fit(target, spoiled, fit.trace, fit.info))
+    assert again.elpd == pytest.approx(truth, abs=0.3) and again.reliable
     unweighted = vbayes.Fit(target, vbayes.samples.Empirical(fit.q.draws[None]), fit.trace, fit.info)
     assert vbayes.loo(unweighted).elpd < truth - 2.0
 

@@ -113,8 +113,8 @@ def loo(
     fit: Fit, *, num_draws: int = 4000, key: Array | int = 0, correct: bool = True, subsample: int | None = None
 ) -> LOO:
     """PSIS-LOO of ``fit`` (a VI, Laplace or Pathfinder fit: ``num_draws`` draws of q, corrected by p̃/q unless
-    ``correct=False``; an MCMC fit: all its draws; importance sampling's fit: its weighted draws, always with their
-    weights). ``subsample``: compute elpd_i on that many observations only
+    ``correct=False``; an MCMC fit: all its draws; importance sampling's fit: ``num_draws`` of its weighted draws,
+    at random, always with their weights). ``subsample``: compute elpd_i on that many observations only
     (for N in the tens of thousands and more). Needs a target with per-observation log-likelihoods
     (:func:`vbayes.from_numpyro`, :func:`vbayes.from_loglik`)."""
     target = require_observations(fit.target)
@@ -133,7 +133,11 @@ def loo(
         z = np.asarray(fit.q.samples).reshape(-1, target.dim)
         log_r, corrected, method = np.zeros(z.shape[0]), False, "mcmc"
     elif isinstance(fit.q, Weighted):  # the weights p̃/q of importance sampling are the correction's ratios
-        z, log_r = np.asarray(fit.q.draws), np.asarray(fit.q.log_weights, dtype=np.float64)
+        log_r = np.asarray(fit.q.log_weights, dtype=np.float64)
+        kept = np.flatnonzero(np.isfinite(log_r))  # a draw of weight 0 adds nothing (and its log-likelihood may be NaN)
+        if kept.size > num_draws:  # a uniform subset keeps the weights' meaning
+            kept = np.sort(np.asarray(jax.random.choice(k_draw, kept, (int(num_draws),), replace=False)))
+        z, log_r = np.asarray(fit.q.draws)[kept], log_r[kept]
         corrected, method = True, fit.info.method
     else:
         z, log_r = jax.device_get(log_ratios(target, fit.q, k_draw, int(num_draws)))

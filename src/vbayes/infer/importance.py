@@ -84,7 +84,6 @@ def importance_sampling(
     importance, reweighting), ``"all"`` (and restarts) or ``"none"``. ``info.importance``: k̂, ESS and the
     importance-sampling estimate of log Z from the weights.
     """
-    t0 = time.perf_counter()
     require(
         [
             ("widen", widen, is_positive(widen) and widen >= 1, "a number ≥ 1"),
@@ -106,14 +105,15 @@ def importance_sampling(
     if proposal.target is not target or not isinstance(q, Gaussian):
         what = "a fit of another target" if proposal.target is not target else f"a {type(q).__name__} q"
         raise VBayesError(f"importance_sampling needs a Gaussian fit of this target as its proposal, not {what}")
-    t_draw = time.perf_counter()
+    t0 = time.perf_counter()
     half = int(num_draws) // 2
     z, r, r_t = jax.device_get(_mixture_draws(target, q, k_draw, half, float(widen), float(dof)))
     r, r_t = np.asarray(r, np.float64), np.asarray(r_t, np.float64)
     khat, log_w = _psis_finite(r)
     answer = Weighted(jnp.asarray(z), jnp.asarray(log_w, dtype=jnp.asarray(z).dtype))
-    found = _checks(names, proposal, z, r, log_w, khat, r_t, target)
-    share = (time.perf_counter() - t_draw) / max(len(found), 1)
+    record = _record(r, khat, log_w)
+    found = _checks(names, proposal, z, r, record, r_t, target)
+    share = (time.perf_counter() - t0) / max(len(found), 1)
     found = [dataclasses.replace(c, seconds=share) for c in found]
     outcome = proposal.info.outcome if proposal.info.outcome in ("diverged", "interrupted") else "completed"
     extra = {
@@ -122,7 +122,7 @@ def importance_sampling(
         "dof": float(dof),
         "num_draws": 2 * half,
         "density_evals": 2 * half,
-        "ess": float(answer.ess),
+        "ess": record.ess,
     }
     info = dataclasses.replace(
         proposal.info,
@@ -131,7 +131,7 @@ def importance_sampling(
         message=f"{2 * half} draws of ½ q widened {widen:g}× + ½ Student-t (ν = {dof:g}), weighted by PSIS",
         wall_time=proposal.info.wall_time + time.perf_counter() - t0,
         extra=extra,
-        importance=_record(r, khat, log_w),
+        importance=record,
         verdict=Verdict(),
         trace_of=f"the proposal's trace: {proposal.info.trace_of}",
     )
@@ -146,7 +146,7 @@ def importance_sampling(
     return dataclasses.replace(fit, info=dataclasses.replace(info, verdict=Verdict(tuple(found))))
 
 
-def _checks(names, proposal: Fit, z, r, log_w, khat: float, r_t, target: Target) -> list[Check]:
+def _checks(names, proposal: Fit, z, r, record: ImportanceCheck, r_t, target: Target) -> list[Check]:
     """The ``convergence``, ``importance`` and ``reweighting`` checks named in ``names``."""
     found: list[Check] = []
     if "convergence" in names:
@@ -154,20 +154,19 @@ def _checks(names, proposal: Fit, z, r, log_w, khat: float, r_t, target: Target)
         status = "pass" if outcome == "converged" else "flag" if outcome == "diverged" else "note"
         found.append(Check("convergence", status, f"the proposal ({proposal.info.method}) {outcome}"))
     if "importance" in names:
-        found.append(_importance(r, log_w, khat, target))
+        found.append(_importance(r, record, target))
     if "reweighting" in names:
-        found.append(_confirmation(z, log_w, r_t))
+        found.append(_confirmation(z, record.log_weights, r_t))
     return found
 
 
-def _importance(r: np.ndarray, log_w: np.ndarray, khat: float, target: Target) -> Check:
-    n_nan, limit = int(np.sum(np.isnan(r))), khat_threshold(r.size)
+def _importance(r: np.ndarray, record: ImportanceCheck, target: Target) -> Check:
+    n_nan, limit, khat = int(np.sum(np.isnan(r))), record.khat_threshold, record.khat
     if n_nan > MAX_NAN_SHARE * r.size or np.any(r == np.inf):
         return Check("importance", "flag", support_message(target.name, r), float(khat), 0, r.size)
     note = f"; {n_nan} draws with log p̃ NaN get no weight" if n_nan else ""
     if khat < limit:
-        ess = 1.0 / np.sum(np.exp(2 * log_w))
-        message = f"k̂ {khat:.2f} < {limit:.2f} (ESS {ess:.0f} of {r.size}){note}"
+        message = f"k̂ {khat:.2f} < {limit:.2f} (ESS {record.ess:.0f} of {r.size}){note}"
         return Check("importance", "pass", message, float(khat), 0, r.size)
     message = (
         f"k̂ = {khat:.2f} ≥ {limit:.2f}: the mixture around q does not reach the posterior (too many dimensions for "
