@@ -12,7 +12,8 @@ advi-*         :func:`vbayes.advi` with the family named (``meanfield``, ``fullr
 advi           the same with the family chosen by :func:`~vbayes.infer.advi.auto_family`
 laplace-*      :func:`vbayes.laplace` with the curvature named (``dense``, ``diag``, ``lowrank``, ``ggn``)
 laplace        the same with the curvature chosen from the dimension
-advi-is        :func:`vbayes.importance_sampling`: PSIS-weighted draws of a full-rank ADVI q widened 2×
+advi-is        :func:`vbayes.importance_sampling`: PSIS-weighted draws around a full-rank ADVI fit (half from q
+               widened 2×, half from a Student-t with its mean and covariance)
 pathfinder     :func:`vbayes.pathfinder`: multi-path Pathfinder, q a mixture of the paths' Gaussians
 nuts           :func:`vbayes.nuts`, the reference sampler
 cavi, svi      coordinate ascent and stochastic VI on the target's conjugate form (``target.conjugate``)
@@ -117,7 +118,7 @@ METHODS: dict[str, Method] = {
         Method("advi-maf", "ADVI, masked autoregressive flow", "vi", _advi("maf"), "max_steps"),
         Method(
             "advi-is",
-            "importance sampling: PSIS-weighted draws of a full-rank ADVI q widened 2×",
+            "importance sampling around full-rank ADVI (q widened 2× + Student-t, PSIS weights)",
             "vi",
             _importance,
             "max_steps",

@@ -81,8 +81,9 @@ def importance_sampling(
     ``proposal``: a fit of ``target`` with a Gaussian q (ADVI in a Gaussian family, Laplace), or None: ADVI in
     ``family`` with ``advi_options``, fitted now (its cost counts in ``grad_evals``; the draws' evaluations of log p̃,
     which need no gradient, in ``info.extra["density_evals"]``). ``checks``: ``"default"`` (convergence,
-    importance, reweighting), ``"all"`` (and restarts) or ``"none"``. ``info.importance``: k̂, ESS and the
-    importance-sampling estimate of log Z from the weights.
+    importance, reweighting), ``"all"`` (and restarts: the whole method from another seed, its proposal ADVI in
+    ``family`` with ``advi_options``, whatever ``proposal`` was given) or ``"none"``. ``info.importance``: k̂, ESS
+    and the importance-sampling estimate of log Z from the weights.
     """
     require(
         [
