@@ -4,10 +4,10 @@
 
 For every posterior (``vbayes.examples.posteriordb.POSTERIORS``; ``--quick``: 3 small ones):
 
-1. ``compare(target, methods=(advi-meanfield, advi-fullrank, advi-lowrank, laplace, nuts),
-   reference="posteriordb")``: per method accuracy against the 10,000 reference draws in the unconstrained
-   space (mean W1/sd, sd ratio min/max, accurate = mean W1/sd ≤ 0.1 and all sd ratios in [0.8, 1.25]),
-   PSIS k̂, gradient evaluations, wall time, and the recommendation. Each method's verdict is its own fit's
+1. ``compare(target, methods=METHODS, reference="posteriordb")`` (``neutra`` added by ``compare`` where NUTS's
+   divergent transitions survive their rerun): per method accuracy against the 10,000 reference draws in the
+   unconstrained space (mean W1/sd, sd ratio min/max, accurate = mean W1/sd ≤ 0.1 and all sd ratios in
+   [0.8, 1.25]), PSIS k̂, gradient evaluations, wall time, and the recommendation. Each method's verdict is its own fit's
    (``vbayes.checks``): the *single-fit* verdict is that of the default checks (what ``vbayes.advi(target)``
    says by itself); ``compare`` adds restarts. Each fit is classed **accurate** (trusted and accurate),
    **caught** (inaccurate and flagged), **silent** (inaccurate and trusted: the failure the verdict exists to
@@ -255,14 +255,19 @@ def verdict_summary(results: list[dict[str, Any]]) -> str:
     return "\n\n".join(out)
 
 
+MCMC = ("nuts", "neutra")
+"""The MCMC methods (``neutra`` runs when NUTS's divergent transitions survive their rerun): not VI in (c), (d)."""
+
+
 def summary(results: list[dict[str, Any]]) -> str:
     out = []
     # (a)
-    rec_ok, nuts_rec, misses, none = 0, 0, [], []
+    rec_ok, nuts_rec, neutra_rec, misses, none = 0, 0, 0, [], []
     for res in results:
         rows = {r["method"]: r for r in res["vbayes"]["methods"]}
         rec = res["vbayes"]["recommended"]
         nuts_rec += rec == "nuts"
+        neutra_rec += rec == "neutra"
         if rec == "none":  # every method flagged, NUTS too: an honest non-answer, not a wrong one
             none.append(_short(res["posterior"]))
         elif rows[rec]["accurate"]:
@@ -273,17 +278,18 @@ def summary(results: list[dict[str, Any]]) -> str:
     lost = [
         _short(res["posterior"])
         for res in results
-        if res["vbayes"]["recommended"] == "nuts"
-        and any(r["accurate"] for r in res["vbayes"]["methods"] if r["method"] != "nuts")
+        if res["vbayes"]["recommended"] in MCMC
+        and any(r["accurate"] for r in res["vbayes"]["methods"] if r["method"] not in MCMC)
     ]
     out.append(
-        f"(a) recommended method accurate on {rec_ok} / {n} posteriors; NUTS recommended on {nuts_rec} / {n}; "
+        f"(a) recommended method accurate on {rec_ok} / {n} posteriors; NUTS recommended on {nuts_rec} / {n}, "
+        f"NUTS in a flow's space (neutra) on {neutra_rec} / {n}; "
         f"none recommended (every method flagged, NUTS too) on {len(none)} / {n}"
         + (f" ({', '.join(none)})" if none else "")
         + "."
         + (f" Misses: {'; '.join(misses)}." if misses else "")
         + (
-            f" NUTS was recommended although a cheaper (flagged) method was accurate on: {', '.join(lost)}."
+            f" MCMC was recommended although a cheaper (flagged) method was accurate on: {', '.join(lost)}."
             if lost
             else ""
         )
@@ -305,7 +311,7 @@ def summary(results: list[dict[str, Any]]) -> str:
     for res in results:
         rows = res["vbayes"]["methods"]
         nuts = next(r for r in rows if r["method"] == "nuts")
-        ok = [r for r in rows if r["method"] != "nuts" and r["accurate"]]
+        ok = [r for r in rows if r["method"] not in MCMC and r["accurate"]]
         if not ok:
             parts.append(f"{_short(res['posterior'])}: no VI/Laplace method accurate")
             continue
@@ -328,7 +334,7 @@ def summary(results: list[dict[str, Any]]) -> str:
     for res in results:
         rows = res["vbayes"]["methods"]
         nuts = next(r for r in rows if r["method"] == "nuts")
-        good = [r for r in rows if r["method"] != "nuts" and r["accurate"] and r["single_trusted"]]
+        good = [r for r in rows if r["method"] not in MCMC and r["accurate"] and r["single_trusted"]]
         if good:
             vi_ok += 1
             best = min(good, key=lambda r: r["grad_evals"])

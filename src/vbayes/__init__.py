@@ -23,6 +23,7 @@ from vbayes.fit import Fit, FitInfo
 from vbayes.infer.advi import advi
 from vbayes.infer.importance import importance_sampling
 from vbayes.infer.laplace import laplace
+from vbayes.infer.neutra import neutra
 from vbayes.infer.nuts import nuts
 from vbayes.infer.pathfinder import pathfinder
 from vbayes.mixtures import Mixture
@@ -45,6 +46,7 @@ __all__ = [
     "importance_sampling",
     "laplace",
     "loo",
+    "neutra",
     "nuts",
     "pathfinder",
     "from_least_squares",

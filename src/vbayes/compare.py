@@ -103,6 +103,8 @@ def _reference_draws(reference: Any, target: Target, results: dict[str, MethodRe
     if reference is None:
         return "none", None
     if isinstance(reference, str) and reference == "nuts":
+        if _neck(results) is not None and results["neutra"].trusted:
+            return "neutra", np.asarray(results["neutra"].fit.q.flat)
         fit = results["nuts"].fit if "nuts" in results else registry.fit(target, "nuts", key=key, **NUTS_OPTIONS)
         return "nuts", np.asarray(fit.q.flat)
     if isinstance(reference, str) and reference == "posteriordb":
@@ -153,10 +155,17 @@ def compare(
     names = target.coordinate_names()
     for i, method in enumerate(methods):
         results[method] = _run(target, method, jax.random.fold_in(key, i), restarts, log, _reused(method, results))
+    unrun = ""
+    if _neck(results) is not None and "neutra" not in results:
+        k = jax.random.fold_in(key, len(methods))
+        try:
+            results["neutra"] = _run(target, "neutra", k, restarts, log, _reused("neutra", results))
+        except VBayesError as e:  # e.g. the flow's space has no finite density at the chains' starts
+            unrun = f"; NUTS in a flow's space could not run ({e})"
     ref_name, ref = _reference_draws(reference, target, results, key)
     if ref is not None:
         for method, r in results.items():
-            if ref_name == "nuts" and method == "nuts":
+            if method == ref_name:
                 continue
             z = (
                 np.asarray(r.fit.q.flat)
@@ -164,16 +173,27 @@ def compare(
                 else np.asarray(r.fit.draws_unconstrained(NUM_DRAWS, jax.random.fold_in(key, 99)))
             )
             results[method] = r._replace(accuracy=compare_draws(z, ref, names))
-    recommended, reason = _recommend(list(results.values()))
+    recommended, reason = _recommend(list(results.values()), unrun)
     return Comparison(target, tuple(results.values()), ref_name, recommended, reason, ref)
 
 
 def _reused(method: str, results: dict[str, MethodResult]) -> dict[str, Any]:
     """Options that let ``method`` start from a fit already made: importance sampling (``advi-is``) draws around
-    the ``advi-fullrank`` fit when that ran before it."""
+    the ``advi-fullrank`` fit, and ``neutra`` samples in the space of the ``advi-flow`` fit (unless it diverged),
+    when those ran before them. NUTS and ``neutra`` start at :data:`NUTS_OPTIONS`."""
     if method == "advi-is" and "advi-fullrank" in results:
         return {"proposal": results["advi-fullrank"].fit}
+    if method == "neutra":
+        flow = results.get("advi-flow")
+        return NUTS_OPTIONS | ({"flow": flow.fit} if flow is not None and flow.fit.info.outcome != "diverged" else {})
     return NUTS_OPTIONS if method == "nuts" else {}
+
+
+def _neck(results: dict[str, MethodResult]) -> Any:
+    """NUTS's ``divergences`` check when it flags (divergent transitions that its rerun did not clear), else None."""
+    nuts = results.get("nuts")
+    check = nuts.fit.verdict.check("divergences") if nuts is not None else None
+    return check if check is not None and check.status == "flag" else None
 
 
 def _run(
@@ -191,28 +211,44 @@ def _run(
     t0 = time.perf_counter()
     options = options or {}
     fit = registry.fit(target, method, key=key, checks="all" if restarts else "default", **options)
-    wall = time.perf_counter() - t0 + (options["proposal"].info.wall_time if "proposal" in options else 0.0)
+    reused = options.get("proposal", options.get("flow"))
+    wall = time.perf_counter() - t0 + (reused.info.wall_time if reused is not None else 0.0)
     restart = fit.verdict.check("restarts")
     cost = fit.info.grad_evals + (restart.evaluations if restart is not None else 0)
     return MethodResult(method, fit, fit.verdict.flags, None, cost, wall)
 
 
-def _recommend(results: list[MethodResult]) -> tuple[str, str]:
+def _recommend(results: list[MethodResult], unrun: str = "") -> tuple[str, str]:
     """(method, reason): the trusted VI method with the fewest gradient evaluations, else NUTS unless it flags
-    itself (with its caveat when it is trusted only after a rerun), else ``"none"``."""
+    itself (with its caveat when it is trusted only after a rerun), else ``neutra`` when it is trusted, else
+    ``"none"``. Divergent transitions that NUTS's rerun did not clear overrule every VI method: then ``neutra``
+    when it is trusted, else ``"none"`` (``unrun``: why ``neutra`` could not run, for the reason)."""
     vi = [r for r in results if not isinstance(r.fit.q, Empirical)]
     passing = sorted((r for r in vi if r.trusted), key=lambda r: r.grad_evals)
-    nuts = [r for r in results if isinstance(r.fit.q, Empirical)]
-    neck = nuts and (c := nuts[0].fit.verdict.check("divergences")) is not None and c.status == "flag"
-    if passing and neck:
+    by_name = {r.method: r for r in results}
+    nuts, neutra = by_name.get("nuts"), by_name.get("neutra")
+    neck = _neck(by_name)
+    passed = ", ".join(r.method for r in passing)
+    if neck is not None:
         # divergent transitions that a rerun did not clear mark a region of extreme curvature (a funnel's neck) that
         # importance weights from any q cannot reach: a flow that fits the rest passes its checks and is still wrong
         # there (the centred eight schools: sd of log τ 20-25% short, with k̂ 0.6 and a passing reweighting)
-        passed = ", ".join(r.method for r in passing)
-        return "none", (
-            f"{passed} pass{'es' if len(passing) == 1 else ''} {'its' if len(passing) == 1 else 'their'} own checks, "
-            f"but NUTS's divergent transitions ({c.message}) show a region of extreme curvature that no q's checks "
-            "reach: no answer here can be trusted yet; reparameterise the model (e.g. non-centre it)"
+        why = (
+            f"NUTS's divergent transitions ({neck.message}) show a region of extreme curvature that no q's checks reach"
+        )
+        if passing:
+            one = len(passing) == 1
+            why += f" ({passed} pass{'es its' if one else ' their'} own checks and {'is' if one else 'are'} not "
+            why += "recommended)"
+        if neutra is not None and neutra.trusted:
+            return (
+                "neutra",
+                why + f"; NUTS in the space of a flow fitted to the target samples it: {_mcmc_checks(neutra)}",
+            )
+        tried = f"; NUTS in a flow's space warns too ({'; '.join(neutra.flags)})" if neutra is not None else unrun
+        return (
+            "none",
+            why + tried + ": no answer here can be trusted yet; reparameterise the model (e.g. non-centre it)",
         )
     if passing:
         best = passing[0]
@@ -220,20 +256,26 @@ def _recommend(results: list[MethodResult]) -> tuple[str, str]:
         why = f"{best.method} passes its own checks ({'' if imp is None else f'k̂ {imp.khat:.2f}, '}converged"
         why += ", restarts agree" if best.fit.verdict.check("restarts") is not None else ""
         why += f") at the lowest cost of those that do ({best.grad_evals} gradient evaluations"
-        if nuts:
-            why += f"; NUTS took {nuts[0].grad_evals}"
+        if nuts is not None:
+            why += f"; NUTS took {nuts.grad_evals}"
         return best.method, why + ")"
     failed = "; ".join(f"{r.method}: {(r.flags or (r.fit.verdict.status,))[0]}" for r in vi) or "no VI method was run"
     why = f"every VI method is flagged by its own diagnostics ({failed})"
-    if nuts and nuts[0].flags:
-        why += (
-            f", and NUTS itself warns ({'; '.join(nuts[0].flags)}): no answer here can be trusted yet; "
-            "reparameterise the model (e.g. non-centre it) or rerun NUTS longer with a higher target_accept"
-        )
-        return "none", why
-    if nuts and nuts[0].trusted:
-        why += "; NUTS is recommended: its own checks pass"
-        caveat = nuts[0].fit.verdict.check("divergences")
-        if caveat is not None and caveat.status == "note":
-            why += f", with a caveat: {caveat.message}"
+    for r in (nuts, neutra):
+        if r is not None and r.trusted:
+            name = "NUTS" if r is nuts else "NUTS in a flow's space (neutra)"
+            return r.method, why + f"; {name} is recommended: {_mcmc_checks(r)}"
+    warned = "; ".join(f"{r.method}: {'; '.join(r.flags)}" for r in (nuts, neutra) if r is not None)
+    if warned:
+        why += f", and MCMC itself warns ({warned}): no answer here can be trusted yet; "
+        return "none", why + "reparameterise the model (e.g. non-centre it) or rerun NUTS longer"
     return "nuts", why
+
+
+def _mcmc_checks(r: MethodResult) -> str:
+    """An MCMC fit's passing checks in words, with the caveat of a rerun when there was one."""
+    why = "its own checks pass"
+    caveat = r.fit.verdict.check("divergences")
+    if caveat is not None and caveat.status == "note":
+        why += f", with a caveat: {caveat.message}"
+    return why

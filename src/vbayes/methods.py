@@ -16,6 +16,7 @@ advi-is        :func:`vbayes.importance_sampling`: PSIS-weighted draws around a 
                widened 2×, half from a Student-t with its mean and covariance)
 pathfinder     :func:`vbayes.pathfinder`: multi-path Pathfinder, q a mixture of the paths' Gaussians
 nuts           :func:`vbayes.nuts`, the reference sampler
+neutra         :func:`vbayes.neutra`: NUTS on the target pulled back through a flow fitted by ADVI (``advi-flow``)
 cavi, svi      coordinate ascent and stochastic VI on the target's conjugate form (``target.conjugate``)
 em, map-em     the same engine with q(β) a point mass (maximum likelihood, MAP)
 ============== ==================================================================================================
@@ -82,6 +83,12 @@ def _nuts(target: Target, *, key: Any = 0, checks: Any = "default", **options) -
     return nuts(target, key=key, checks=checks, **options)
 
 
+def _neutra(target: Target, *, key: Any = 0, checks: Any = "default", progress: bool = False, **options) -> Fit:
+    from vbayes.infer.neutra import neutra
+
+    return neutra(target, key=key, checks=checks, progress=progress, **options)
+
+
 def _conjugate(algorithm: str, mode: str) -> Callable[..., Fit]:
     def run(target: Target, *, key: Any = 0, checks: Any = "default", **options) -> Fit:
         from vbayes.conjugate.engine.cavi import cavi
@@ -140,6 +147,13 @@ METHODS: dict[str, Method] = {
         Method("laplace-ggn", "Laplace, prior + low-rank Gauss-Newton", "laplace", _laplace("ggn"), "max_iter", "rank"),
         Method("pathfinder", "multi-path Pathfinder (L-BFGS path Gaussians)", "vi", _pathfinder, "max_iter"),
         Method("nuts", "NUTS (BlackJAX), the reference sampler", "mcmc", _nuts, "num_samples"),
+        Method(
+            "neutra",
+            "NUTS in the space of a normalizing flow fitted by ADVI (NeuTra)",
+            "mcmc",
+            _neutra,
+            "num_samples",
+        ),
         Method("cavi", "coordinate-ascent VB on the conjugate form", "conjugate", _conjugate("cavi", "vb"), "max_iter"),
         Method("svi", "stochastic VI on the conjugate form", "conjugate", _conjugate("svi", "vb"), "max_epochs"),
         Method(

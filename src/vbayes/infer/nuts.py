@@ -95,7 +95,7 @@ def _sample(target: Target, key: Array, init: Array, num_warmup: int, num_sample
         target, key, init, num_warmup, num_samples, target_accept
     )
     positions = jax.block_until_ready(positions)
-    rhat, ess = _rhat_ess(np.asarray(positions))
+    rhat, ess = max_rhat_min_ess(np.asarray(positions))
     return Run(
         positions=positions,
         accept=np.asarray(accept),
@@ -227,7 +227,7 @@ def _run_message(runs: list[Run], kept: Run, chains: int, num_samples: int, reru
     elif reruns and first.divergence_fraction > RERUN_MAX_FRACTION:
         text += (
             f"; not rerun (more than {RERUN_MAX_FRACTION:.0%} of the draws diverged: the geometry, not the step "
-            "size, is at fault; reparameterise the model)"
+            "size, is at fault; reparameterise the model, or sample in a flow's space: neutra)"
         )
     return text + f"; max R-hat {kept.max_rhat:.3f}, min bulk ESS {kept.min_ess_bulk:.0f}"
 
@@ -237,7 +237,7 @@ def _divergent(run: Run) -> str:
     return f"{n} divergent transitions" + (f" ({run.divergence_fraction:.2%} of the draws)" if n else "")
 
 
-def _rhat_ess(samples: np.ndarray) -> tuple[float, float]:
+def max_rhat_min_ess(samples: np.ndarray) -> tuple[float, float]:
     """Max rank-normalised R-hat and min bulk ESS over coordinates of ``(chains, draws, d)`` (ArviZ)."""
     rhat, ess = rhat_ess({"z": samples})
     return float(rhat["z"].max()), float(ess["z"].min())

@@ -1,0 +1,180 @@
+"""NUTS in a flow's space (``neutra``): the pulled-back density is the change of variables exactly, the draws are the
+posterior's where plain NUTS's are not (Neal's funnel), and ``compare`` escalates to it when NUTS's divergent
+transitions survive their rerun, recommending it only when its own checks pass."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy.stats import norm
+from scipy import stats
+
+import vbayes
+from vbayes import VBayesError
+from vbayes.compare import MethodResult, _recommend, compare
+from vbayes.fit import Check, Fit, FitInfo, Verdict
+from vbayes.flows import Flow, build_flow
+from vbayes.infer.neutra import pulled_back, push_forward
+from vbayes.samples import Empirical
+
+COV = np.array([[2.0, 0.9, 0.0], [0.9, 1.0, -0.4], [0.0, -0.4, 0.5]])
+MEAN = np.array([1.0, -2.0, 0.5])
+
+
+def _gaussian() -> vbayes.Target:
+    prec = jnp.asarray(np.linalg.inv(COV))
+    log_p = lambda p: -0.5 * (p["z"] - MEAN) @ prec @ (p["z"] - MEAN)  # noqa: E731
+    return vbayes.from_logdensity(log_p, {"z": jnp.zeros(3)}, name="gaussian3")
+
+
+def _bent_flow(kind: str) -> Flow:
+    """A flow whose every weight is moved off its start: T is far from affine."""
+    q = build_flow(kind, jnp.array([1.0, -2.0, 0.5]), jnp.array([0.5, 3.0, 1.0]), jax.random.PRNGKey(0))
+    keys = jax.random.split(jax.random.PRNGKey(1), len(q._params))
+    params = [p + 0.3 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(q._params, keys, strict=True)]
+    return Flow(params, q._buffers, q.structure)
+
+
+@pytest.mark.parametrize("kind", ["flow", "maf"])
+def test_a_target_that_is_the_flow_itself_pulls_back_to_the_standard_normal(kind):
+    """p̃ = q = T_# N(0, I): log q(T(u)) + log |det ∂T/∂u| = log N(u; 0, I) exactly (a wrong sign or a missing
+    log-determinant would leave a term that varies with u); and T maps the pulled-back draws back."""
+    q = _bent_flow(kind)
+    target = vbayes.from_logdensity(lambda p: q.log_prob(p["z"]), {"z": jnp.zeros(3)}, name="the flow")
+    u = jax.random.normal(jax.random.PRNGKey(2), (64, 3))
+    pulled = pulled_back(target, q)
+    log_u = jax.vmap(pulled.log_density)(u)
+    np.testing.assert_allclose(log_u, norm.logpdf(u).sum(-1), atol=1e-9)
+    z = push_forward(q, u.reshape(8, 8, 3))
+    assert z.shape == (8, 8, 3)
+    np.testing.assert_allclose(q.log_prob(z.reshape(64, 3)), jax.vmap(target.log_density)(z.reshape(64, 3)))
+    assert float(jnp.max(jnp.abs(z.reshape(64, 3) - u))) > 1.0  # T is not the identity
+
+
+def test_neutra_draws_are_the_gaussian_posterior():
+    """On a correlated Gaussian the draws z = T(u) have its exact moments, and the record counts the flow's cost."""
+    target = _gaussian()
+    fit = vbayes.neutra(target, chains=2, num_warmup=300, num_samples=1000, key=0)
+    z = np.asarray(fit.q.flat)
+    assert fit.trusted, fit.verdict
+    assert fit.info.method == "neutra" and "NUTS in the space of advi-flow" in fit.info.message
+    se = np.sqrt(np.diag(COV) / 500)  # ESS ≥ 500 of the 2,000 draws
+    assert np.all(np.abs(z.mean(0) - MEAN) < 4 * se), z.mean(0)
+    np.testing.assert_allclose(np.cov(z.T), COV, atol=0.25)
+    assert fit.info.steps > 2 * (300 + 1000)  # the flow's ADVI steps and the sampler's transitions
+    assert fit.info.extra["max_rhat"] < 1.01 and "advi-flow" in fit.info.extra["flow"]
+
+
+def test_a_flow_fit_given_is_reused_and_counted_once():
+    target = _gaussian()
+    flow = vbayes.advi(target, "flow", key=1, checks="none")
+    fit = vbayes.neutra(target, flow, chains=2, num_warmup=200, num_samples=200, key=0, checks="none")
+    nuts_grads = fit.info.grad_evals - flow.info.grad_evals
+    assert 0 < nuts_grads < 2 * 400 * 2**10  # the sampler's leapfrog steps, at most 2^10 per transition
+    assert fit.info.wall_time >= flow.info.wall_time
+
+
+def test_bad_flows_and_options_are_clear_errors():
+    target = _gaussian()
+    gaussian = vbayes.advi(target, "fullrank", key=0, checks="none", max_steps=200)
+    with pytest.raises(VBayesError, match="flow family"):
+        vbayes.neutra(target, gaussian)
+    other = vbayes.advi(_gaussian(), "flow", key=0, checks="none", max_steps=200)
+    with pytest.raises(VBayesError, match="another target"):
+        vbayes.neutra(target, other)
+    with pytest.raises(VBayesError, match="need flow=None"):
+        vbayes.neutra(target, other, max_steps=10)
+    with pytest.raises(VBayesError, match="Target"):
+        vbayes.neutra(lambda z: 0.0)
+
+
+def _mcmc(method: str, divergences: int, kept_after_rerun: bool = False) -> MethodResult:
+    """An MCMC result whose verdict is the real checks' on a fabricated record."""
+    from vbayes.checks import verify
+
+    extra = {"divergences": divergences, "divergence_fraction": divergences / 4000, "max_rhat": 1.003}
+    if kept_after_rerun:
+        runs = [
+            {"target_accept": 0.95, "num_warmup": 1000, "divergences": 5, "max_rhat": 1.0},
+            {"target_accept": 0.975, "num_warmup": 2000, "divergences": divergences, "max_rhat": 1.0},
+        ]
+        extra |= {"target_accept": 0.975, "num_warmup": 2000, "reruns": runs}
+    info = FitInfo(method, "completed", "", 8000, 10**6, 0, 1.0, extra)
+    fit = verify(Fit(target=None, q=Empirical(jnp.zeros((4, 1000, 1))), trace=np.zeros(1000), info=info))
+    return MethodResult(method, fit, fit.verdict.flags, None, 10**6, 1.0)
+
+
+def _vi(method: str, status: str) -> MethodResult:
+    info = FitInfo(method, "converged", "", 1, 100, 0, 0.1, {}, verdict=Verdict((Check("importance", status, ""),)))
+    fit = Fit(target=None, q=None, trace=np.zeros(1), info=info)
+    return MethodResult(method, fit, fit.verdict.flags, None, 100, 0.1)
+
+
+def test_recommend_takes_neutra_where_nuts_still_diverges_and_only_if_it_is_trusted():
+    flow_passes = _vi("advi-maf", "pass")
+    nuts = _mcmc("nuts", 40, kept_after_rerun=True)
+    method, reason = _recommend([flow_passes, nuts, _mcmc("neutra", 0, kept_after_rerun=True)])
+    assert method == "neutra", reason
+    assert "advi-maf passes its own checks and is not recommended" in reason and "caveat" in reason
+    method, reason = _recommend([flow_passes, nuts, _mcmc("neutra", 2, kept_after_rerun=True)])
+    assert method == "none" and "NUTS in a flow's space warns too" in reason
+    method, reason = _recommend([_vi("advi-fullrank", "flag"), _mcmc("nuts", 0), _mcmc("neutra", 0)])
+    assert method == "nuts", reason  # NUTS clean: neutra (had it been asked for) is not needed
+    method, reason = _recommend([_vi("advi-fullrank", "flag"), _mcmc("neutra", 0)])
+    assert method == "neutra" and "NUTS in a flow's space (neutra) is recommended" in reason
+
+
+def _funnel(s: float, dim: int = 2) -> vbayes.Target:
+    def log_p(params, data):
+        v, x = params["v"], params["x"]
+        return norm.logpdf(v, 0.0, data["s"]) + jnp.sum(norm.logpdf(x, 0.0, jnp.exp(v / 2.0)))
+
+    return vbayes.from_logdensity(log_p, {"v": 0.0, "x": np.zeros(dim)}, data={"s": s}, name="funnel")
+
+
+@pytest.mark.slow
+def test_neutra_reaches_the_neck_of_neals_funnel_that_nuts_misses():
+    """v ~ N(0, 3²), x_i | v ~ N(0, e^v): plain NUTS misses the neck (v's mean pushed up, its sd short) and says so
+    by its divergences; in the flow's space NUTS draws v from N(0, 3²) (measured: mean 0.03, sd 2.97, 0 to 1
+    divergent transitions of 4,000)."""
+    target = _funnel(3.0)
+    plain = vbayes.nuts(target, num_warmup=500, key=0)
+    v_plain = np.asarray(plain.q.flat)[:, 0]
+    assert not plain.trusted and (abs(v_plain.mean()) > 0.4 or v_plain.std() < 2.6)
+    fit = vbayes.neutra(target, num_warmup=500, key=0)
+    v = np.asarray(fit.q.flat)[:, 0]
+    assert abs(v.mean()) < 0.25 and abs(v.std() / 3.0 - 1.0) < 0.06
+    assert stats.kstest(v / 3.0, "norm").statistic < 0.04
+    assert fit.info.extra["divergences"] <= 4  # against plain NUTS's tens of the 4,000
+
+
+@pytest.mark.slow
+def test_compare_escalates_to_neutra_when_nuts_diverges():
+    """``compare`` with NUTS on Neal's funnel: NUTS's divergences survive the rerun, so ``neutra`` runs (reusing the
+    coupling flow's fit) and is the answer when its checks pass; else "none" — never a Gaussian."""
+    target = _funnel(3.0)
+    cmp = compare(target, methods=("advi-fullrank", "advi-flow", "nuts"), reference=None, restarts=False)
+    names = [r.method for r in cmp.results]
+    assert names == ["advi-fullrank", "advi-flow", "nuts", "neutra"]
+    by = {r.method: r for r in cmp.results}
+    assert by["nuts"].fit.verdict.check("divergences").status == "flag"
+    assert "NUTS in the space of advi-flow" in by["neutra"].fit.info.message
+    assert by["neutra"].grad_evals > by["advi-flow"].grad_evals  # the flow's fit is counted in neutra's cost
+    expected = "neutra" if by["neutra"].trusted else "none"
+    assert cmp.recommended == expected, cmp.reason
+    assert "extreme curvature" in cmp.reason
+
+
+def test_compare_says_why_when_neutra_cannot_run(monkeypatch):
+    """Where NUTS diverges and NUTS in a flow's space fails with a clear error, ``compare`` still answers: "none",
+    with that error in its reason."""
+    from vbayes import methods as registry
+
+    def refuse(target, **options):
+        raise VBayesError("the pulled-back density is not finite at the chains' starts")
+
+    monkeypatch.setitem(registry.METHODS, "neutra", registry.METHODS["neutra"]._replace(run=refuse))
+    cmp = compare(_funnel(3.0), methods=("nuts",), reference=None, restarts=False)
+    assert [r.method for r in cmp.results] == ["nuts"]
+    assert cmp.recommended == "none"
+    assert "could not run (the pulled-back density is not finite" in cmp.reason
