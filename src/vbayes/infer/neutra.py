@@ -34,8 +34,11 @@ Array = jax.Array
 
 FLOW_FAMILY = "flow"
 """The flow fitted when none is given: the affine-coupling flow (cheaper to fit than the autoregressive one)."""
+TARGET_ACCEPT = 0.95
+"""NUTS's first target acceptance in the flow's space: the method is for geometry that defeated NUTS at 0.8 (on the
+centred eight schools, over five seeds, clean within its reruns from 0.95 each time, from 0.8 three times)."""
 RERUNS = 2
-"""Reruns of the NUTS run in the flow's space (a target acceptance raised twice: 0.8 → 0.95 → 0.975)."""
+"""Reruns of the NUTS run in the flow's space (a target acceptance raised twice: 0.95 → 0.975 → 0.9875)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -88,16 +91,16 @@ def neutra(
     num_warmup: int = 1000,
     num_samples: int = 1000,
     *,
-    target_accept: float = 0.8,
+    target_accept: float = TARGET_ACCEPT,
     reruns: int = RERUNS,
     key: Array | int | None = 0,
     checks: Any = "default",
     progress: bool = False,
     **advi_options: Any,
 ) -> Fit:
-    """NUTS (:func:`vbayes.nuts`, with its settings) on ``target`` pulled back through the bijection T of ``flow``'s
-    q, its draws u mapped back to z = T(u): a :class:`Fit` whose q is an :class:`~vbayes.samples.Empirical`
-    ``(chains, num_samples, d)`` of z.
+    """NUTS (:func:`vbayes.nuts`, with its settings and reruns, from target_accept :data:`TARGET_ACCEPT`) on
+    ``target`` pulled back through the bijection T of ``flow``'s q, its draws u mapped back to z = T(u): a
+    :class:`Fit` whose q is an :class:`~vbayes.samples.Empirical` ``(chains, num_samples, d)`` of z.
 
     ``flow``: an ADVI fit of ``target`` in a flow family (``advi-flow``, ``advi-maf``), or None: ADVI in the
     :data:`FLOW_FAMILY` with ``advi_options``, fitted now. Its gradient evaluations count in ``grad_evals`` and its
