@@ -28,7 +28,8 @@ from vbayes.flows import FLOWS, Flow
 from vbayes.infer.nuts import max_rhat_min_ess, nuts
 from vbayes.keys import as_key
 from vbayes.samples import Empirical
-from vbayes.targets import ParamSpec, Target
+from vbayes.targets import Target
+from vbayes.transport import pulled_back, push_forward
 
 Array = jax.Array
 
@@ -39,49 +40,6 @@ TARGET_ACCEPT = 0.95
 centred eight schools, over five seeds, clean within its reruns from 0.95 each time, from 0.8 three times)."""
 RERUNS = 2
 """Reruns of the NUTS run in the flow's space (a target acceptance raised twice: 0.95 → 0.975 → 0.9875)."""
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class PulledBack:
-    """The log density of a target pulled back through a flow's bijection T, on u ``(d,)``:
-    ``u ↦ log p̃(T(u)) + log |det ∂T/∂u|``; the pytree data is ``(target, flow)``, so that flows of one layout and
-    targets of one model share the compiled sampler."""
-
-    dim: int
-
-    @property
-    def specs(self) -> tuple[ParamSpec, ...]:
-        return (ParamSpec("u", (self.dim,), (self.dim,)),)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PulledBack) and other.dim == self.dim
-
-    def __hash__(self) -> int:
-        return hash(("PulledBack", self.dim))
-
-    def unconstrained(self, u: Array) -> dict[str, Array]:
-        return {"u": u}
-
-    def constrain(self, u: Array, data: tuple) -> dict[str, Array]:
-        return {"u": u}
-
-    def __call__(self, u: Array, data: tuple) -> Array:
-        target, flow = data
-        z, log_det = flow._dist().bijection.transform_and_log_det(u)
-        return target.log_density(z) + log_det
-
-
-def pulled_back(target: Target, flow: Flow) -> Target:
-    """``target`` on the base space of ``flow``: log p̃(T(u)) + log |det ∂T/∂u| (a standard normal when p̃ is q)."""
-    return Target(PulledBack(target.dim), (target, flow), f"{target.name} in a flow's space")
-
-
-@jax.jit
-def push_forward(flow: Flow, u: Array) -> Array:
-    """z = T(u) for draws ``u`` ``(..., d)``."""
-    bijection = flow._dist().bijection
-    flat = u.reshape(-1, u.shape[-1])
-    return jax.vmap(bijection.transform)(flat).reshape(u.shape)
 
 
 def neutra(
