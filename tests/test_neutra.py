@@ -1,27 +1,19 @@
-"""NUTS in a flow's space (``neutra``): the pulled-back density is the change of variables exactly, the draws are the
-posterior's where plain NUTS's are not (Neal's funnel), and ``compare`` escalates to it when NUTS's divergent
-transitions survive their rerun, recommending it only when its own checks pass."""
+"""NUTS in a flow's space (``neutra``): its draws are the posterior's (a Gaussian exactly; Neal's funnel, where plain
+NUTS's are not), and ``compare`` escalates to it when NUTS's divergent transitions survive their rerun,
+recommending it only when its own checks pass. (The pulled-back density itself: ``test_transport.py``.)"""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.scipy.stats import norm
 from scipy import stats
+from test_flows import COV, MEAN, _gaussian
 
 import vbayes
 from vbayes import VBayesError
 from vbayes.compare import MethodResult, _recommend, compare
 from vbayes.fit import Check, Fit, FitInfo, Verdict
 from vbayes.samples import Empirical
-
-COV = np.array([[2.0, 0.9, 0.0], [0.9, 1.0, -0.4], [0.0, -0.4, 0.5]])
-MEAN = np.array([1.0, -2.0, 0.5])
-
-
-def _gaussian() -> vbayes.Target:
-    prec = jnp.asarray(np.linalg.inv(COV))
-    log_p = lambda p: -0.5 * (p["z"] - MEAN) @ prec @ (p["z"] - MEAN)  # noqa: E731
-    return vbayes.from_logdensity(log_p, {"z": jnp.zeros(3)}, name="gaussian3")
 
 
 def test_neutra_draws_are_the_gaussian_posterior():
@@ -147,7 +139,7 @@ def test_compare_says_why_when_neutra_cannot_run(monkeypatch):
         raise VBayesError("the pulled-back density is not finite at the chains' starts")
 
     monkeypatch.setitem(registry.METHODS, "neutra", registry.METHODS["neutra"]._replace(run=refuse))
-    cmp = compare(_funnel(3.0), methods=("nuts",), reference=None, restarts=False)
-    assert [r.method for r in cmp.results] == ["nuts"]
+    cmp = compare(_funnel(3.0), methods=("nuts",), restarts=False)  # reference: NUTS's own draws
+    assert [r.method for r in cmp.results] == ["nuts"] and cmp.reference == "nuts"
     assert cmp.recommended == "none"
     assert "could not run (the pulled-back density is not finite" in cmp.reason

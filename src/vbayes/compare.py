@@ -103,7 +103,7 @@ def _reference_draws(reference: Any, target: Target, results: dict[str, MethodRe
     if reference is None:
         return "none", None
     if isinstance(reference, str) and reference == "nuts":
-        if _neck(results) is not None and results["neutra"].trusted:
+        if _neck(results) is not None and "neutra" in results and results["neutra"].trusted:
             return "neutra", np.asarray(results["neutra"].fit.q.flat)
         fit = results["nuts"].fit if "nuts" in results else registry.fit(target, "nuts", key=key, **NUTS_OPTIONS)
         return "nuts", np.asarray(fit.q.flat)
