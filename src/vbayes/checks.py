@@ -20,9 +20,6 @@ with the posterior's as far as importance sampling from the fit can tell.
                 Gaussians with q's and the reweighted moments is ≤ 0.09 (the rule: 0.1), and every sd ratio lies in
                 [0.85, 1.18] (the rule: [0.8, 1.25]). It sees what k̂ alone misses:
                 a q sitting inside a funnel, a mode that is not the mean, sds that are too small.
-``stationarity`` (flows) HMC from q's draws in its base space, where the pulled-back posterior is N(0, I) if q is
-                exact, has no divergent transition (:mod:`vbayes.transport`): it reaches a funnel's neck that q
-                misses and no widened q reaches.
 ``restarts``    (opt-in: costs a second fit) a fit from another seed agrees: means within 0.1 sd, sds within 10%.
 ``monotone``    (CAVI, EM) the objective never fell between iterations (beyond rounding).
 ``divergences`` (NUTS) no divergent transitions in the run kept (the message gives their fraction of the draws).
@@ -51,18 +48,15 @@ from vbayes.compilation import QUICK, sized_jit
 from vbayes.errors import VBayesError
 from vbayes.families import PointMass
 from vbayes.fit import Check, Fit, Verdict
-from vbayes.flows import Flow
 from vbayes.keys import as_key
 from vbayes.psis import importance_from_ratios, psis
 from vbayes.samples import Empirical, Weighted
 from vbayes.stored import stored
-from vbayes.transport import stationarity_check
 
 Array = jax.Array
 
-NAMES = ("convergence", "curvature", "importance", "reweighting", "stationarity", "restarts", "monotone")
-NAMES += ("divergences", "rhat")  # NUTS's
-DEFAULT = tuple(n for n in NAMES if n != "restarts")
+NAMES = ("convergence", "curvature", "importance", "reweighting", "restarts", "monotone", "divergences", "rhat")
+DEFAULT = ("convergence", "curvature", "importance", "reweighting", "monotone", "divergences", "rhat")
 """The checks every fit runs unless told otherwise: all but ``restarts``, which costs a second fit."""
 
 NUM_DRAWS = 4000
@@ -128,15 +122,15 @@ def verify(
             else:
                 checked, importance = _reweighting(fit, wants, key)
                 found += checked
-        found = _cleared_by_reweighting(found)
-        if "stationarity" in names and isinstance(q, Flow):  # it looks for what the others missed: when they flag, skip
-            flagged = [c.name for c in found if c.status == "flag"]
-            skip = Check("stationarity", "skip", f"not run: {', '.join(flagged)} flagged the fit already")
-            found.append(skip if flagged else stationarity_check(fit, jax.random.fold_in(key, 11)))
         if "restarts" in names:
             found.append(_restarts(fit, refit, jax.random.fold_in(key, 7)))
+        found = _cleared_by_reweighting(found)
     info = dataclasses.replace(fit.info, verdict=Verdict(tuple(found)), importance=importance)
     return dataclasses.replace(fit, info=info)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the checks
 
 
 def _convergence(fit: Fit) -> Check:
@@ -169,8 +163,11 @@ def _cleared_by_reweighting(found: list[Check]) -> list[Check]:
 
 
 def _curvature(fit: Fit) -> Check:
-    if n := fit.info.extra["clipped"]:
-        return Check("curvature", "flag", fit.info.extra.get("clip_message", "the curvature was clipped"), float(n))
+    extra = fit.info.extra
+    if extra["clipped"]:
+        return Check(
+            "curvature", "flag", extra.get("clip_message", "the curvature was clipped"), float(extra["clipped"])
+        )
     return Check("curvature", "pass", "the precision at the mode is positive definite", 0.0)
 
 
@@ -182,9 +179,13 @@ def _monotone(fit: Fit) -> Check:
     allowed = 1e-9 * np.maximum(1.0, np.abs(trace[1:]))
     worst = int(np.argmax(drops - allowed))
     if drops[worst] > allowed[worst]:
-        message = f"the objective fell by {drops[worst]:.3g} at iteration {worst + 2}: coordinate ascent must never "
-        message += "lower it (a numerical breakdown, e.g. a degenerate component)"
-        return Check("monotone", "flag", message, float(drops[worst]))
+        return Check(
+            "monotone",
+            "flag",
+            f"the objective fell by {drops[worst]:.3g} at iteration {worst + 2}: coordinate ascent must never lower "
+            "it (a numerical breakdown, e.g. a degenerate component)",
+            float(drops[worst]),
+        )
     return Check("monotone", "pass", "objective never fell", float(max(drops.max(), 0.0)))
 
 

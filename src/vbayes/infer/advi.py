@@ -39,7 +39,6 @@ from vbayes.infer.progress import ChunkProgress
 from vbayes.keys import as_key
 from vbayes.objectives import objective_for
 from vbayes.targets import Target, value_and_grad
-from vbayes.transport import stationarity_args
 
 Array = jax.Array
 
@@ -341,13 +340,9 @@ def _compile_ahead(
 
 
 def _checks_ahead(target: Target, q: Any, key: Array, checks: tuple, family: str) -> Future | None:
-    """Compile the programs of the reweighting checks and (a flow's) the stationarity check for ``q``'s shapes in
-    the background, when they will run; the future of the last (one compiles at a time, in order)."""
+    """Compile the program of the reweighting checks for ``q``'s shapes in the background, when they will run."""
     wants = {"importance", "reweighting"} & set(checks) and family != "pointmass"
-    future = compile_ahead(*ratio_draws_args(target, q, key)) if wants else None
-    if "stationarity" in checks and family in FLOWS:
-        future = compile_ahead(*stationarity_args(target, q, key))
-    return future
+    return compile_ahead(*ratio_draws_args(target, q, key)) if wants else None
 
 
 @functools.partial(jax.jit, compiler_options=QUICK)
