@@ -36,8 +36,8 @@ Array = jax.Array
 FLOW_FAMILY = "flow"
 """The flow fitted when none is given: the affine-coupling flow (cheaper to fit than the autoregressive one)."""
 TARGET_ACCEPT = 0.95
-"""NUTS's first target acceptance in the flow's space: the method is for geometry that defeated NUTS at 0.8 (how
-often each start ends clean: ``benchmarks/RESULTS.md``)."""
+"""NUTS's first target acceptance in the flow's space: the method is for geometry that defeated NUTS at 0.8 (its
+record over seeds: ``benchmarks/RESULTS.md``)."""
 RERUNS = 2
 """Reruns of the NUTS run in the flow's space (a target acceptance raised twice: 0.95 → 0.975 → 0.9875)."""
 
