@@ -18,23 +18,17 @@ from vbayes.targets import ParamSpec, Target
 Array = jax.Array
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class PulledBack:
     """The log density of a target pulled back through a flow's bijection T, on u ``(d,)``:
-    ``u ↦ log p̃(T(u)) + log |det ∂T/∂u|``; the pytree data is ``(target, flow)``, so that flows of one layout and
-    targets of one model share the compiled sampler."""
+    ``u ↦ log p̃(T(u)) + log |det ∂T/∂u|``; equal (and hashed) by ``dim`` alone, the pytree data being
+    ``(target, flow)``, so that flows of one layout and targets of one model share the compiled sampler."""
 
     dim: int
 
     @property
     def specs(self) -> tuple[ParamSpec, ...]:
         return (ParamSpec("u", (self.dim,), (self.dim,)),)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, PulledBack) and other.dim == self.dim
-
-    def __hash__(self) -> int:
-        return hash(("PulledBack", self.dim))
 
     def unconstrained(self, u: Array) -> dict[str, Array]:
         return {"u": u}
