@@ -1,6 +1,6 @@
 """Normalizing-flow families: they start exactly as the Gaussian they are built around, fit a Gaussian target to
-its log evidence, fit the banana that every Gaussian misses (checked against exact draws), and a flow too small for
-its target is flagged by its own verdict."""
+its log evidence, fit the banana and Neal's funnel that every Gaussian misses (checked against exact draws), and a
+flow too small for its target is flagged by its own verdict."""
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +12,7 @@ import vbayes
 from vbayes import VBayesError
 from vbayes.compilation import count_compilations
 from vbayes.diagnostics import compare_draws
-from vbayes.examples import banana
+from vbayes.examples import banana, funnel
 from vbayes.examples.classic import BANANA_B
 from vbayes.flows import FLOWS, FlowSize, build_flow
 from vbayes.infer.advi_config import FLOW_FIRST_STAGE
@@ -132,6 +132,38 @@ def test_flows_fit_the_banana_that_every_gaussian_misses(kind):
     assert "flagged" in fit.info.extra["schedule"] and "then the full schedule" in fit.info.extra["schedule"]
     assert fit.info.extra["num_samples"] == 8
     assert fit.info.grad_evals == fit.info.steps * 8 + short.info.grad_evals
+
+
+def _funnel_draws(n: int, seed: int = 0) -> np.ndarray:
+    """Exact draws of the 10-d funnel in its non-centred coordinates (v, x·e^(−v/2)): v ~ N(0, 3²), the rest N(0, 1)."""
+    rng = np.random.default_rng(seed)
+    return np.column_stack([3.0 * rng.normal(size=n), rng.normal(size=(n, 9))])
+
+
+def _noncentred(z: np.ndarray) -> np.ndarray:
+    """(v, x) ↦ (v, x·e^(−v/2)), a bijection. The funnel's accuracy is measured in these coordinates: in x itself
+    the reference's sd cannot be measured (Var x_i = E e^v = e^4.5, and the sample variance of 20,000 exact draws
+    varies by ±64% between seeds: Var e^v / (E e^v)² = e^9 − 1), while every coordinate here is a plain normal."""
+    return np.column_stack([z[:, 0], z[:, 1:] * np.exp(-z[:, :1] / 2.0)])
+
+
+@pytest.mark.slow
+def test_the_autoregressive_flow_is_accurate_on_neals_funnel():
+    """v ~ N(0, 3²), x_i | v ~ N(0, e^v), d = 10 (test_verdict: every Gaussian is flagged there). The masked
+    autoregressive flow is accurate by posteriordb's rule at every seed (measured at seeds 0–7: v's sd 2.67–2.91
+    of 3, smallest sd ratio 0.89); its checks still flag it (k̂ ≥ 0.7, or the wider q's reweighting moves v's tail:
+    the missing 5–10% of v's sd is the neck), which is where ``neutra`` samples it exactly (test_neutra). The
+    coupling flow misses the neck further (v's sd 1.6–2.6) and is flagged; neither is trusted where it is wrong."""
+    target = funnel()
+    truth = _funnel_draws(20_000)
+    names = target.coordinate_names()
+    for key in range(3):
+        for kind in FLOWS:
+            fit = vbayes.advi(target, kind, progress=False, key=key)
+            cmp = compare_draws(_noncentred(np.asarray(fit.draws_unconstrained(20_000))), truth, names)
+            assert cmp.accurate() or not fit.trusted, (kind, key, cmp.as_dict(), fit.verdict.summary())
+            if kind == "maf":
+                assert cmp.accurate(), (key, cmp.as_dict())
 
 
 def test_a_flow_too_small_for_its_target_is_flagged():

@@ -9,8 +9,9 @@ registry's (:mod:`vbayes.methods`); by default the Gaussian families, importance
 CAVI and SVI when the target has a conjugate form. The flows (``advi-flow``, ``advi-maf``) run when named: on the
 shared posteriors a flow's fit took longer than NUTS's. The recommendation is the trusted non-MCMC method with the
 fewest gradient evaluations (for the conjugate methods: passes over the data, each as costly as one gradient of the
-log density), else NUTS, else (NUTS flagged too) ``"none"`` with what to do next; also ``"none"`` when NUTS's
-divergences survive its rerun, whatever passes: they mark a region no q's checks reach.
+log density), else NUTS, else (NUTS flagged too) ``"none"`` with what to do next. Divergences of NUTS that survive
+its rerun overrule whatever passes (they mark a region no q's checks reach): then ``neutra`` runs (NUTS in the space
+of a flow fitted to the target), and is the answer when its own checks pass, else ``"none"``.
 """
 
 from __future__ import annotations
@@ -179,14 +180,12 @@ def compare(
 
 def _reused(method: str, results: dict[str, MethodResult]) -> dict[str, Any]:
     """Options that let ``method`` start from a fit already made: importance sampling (``advi-is``) draws around
-    the ``advi-fullrank`` fit, and ``neutra`` samples in the space of the ``advi-flow`` fit (unless it diverged),
-    when those ran before them. NUTS and ``neutra`` start at :data:`NUTS_OPTIONS`."""
+    the ``advi-fullrank`` fit when that ran before it. NUTS and ``neutra`` start at :data:`NUTS_OPTIONS` (``neutra``
+    fits its own flows: it tries a second flow where NUTS in the first one's space is flagged, which a flow given to
+    it would rule out)."""
     if method == "advi-is" and "advi-fullrank" in results:
         return {"proposal": results["advi-fullrank"].fit}
-    if method == "neutra":
-        flow = results.get("advi-flow")
-        return NUTS_OPTIONS | ({"flow": flow.fit} if flow is not None and flow.fit.info.outcome != "diverged" else {})
-    return NUTS_OPTIONS if method == "nuts" else {}
+    return NUTS_OPTIONS if method in ("nuts", "neutra") else {}
 
 
 def _neck(results: dict[str, MethodResult]) -> Any:

@@ -16,7 +16,7 @@ advi-is        :func:`vbayes.importance_sampling`: PSIS-weighted draws around a 
                widened 2×, half from a Student-t with its mean and covariance)
 pathfinder     :func:`vbayes.pathfinder`: multi-path Pathfinder, q a mixture of the paths' Gaussians
 nuts           :func:`vbayes.nuts`, the reference sampler
-neutra         :func:`vbayes.neutra`: NUTS on the target pulled back through a flow fitted by ADVI (``advi-flow``)
+neutra         :func:`vbayes.neutra`: NUTS on the target pulled back through a flow fitted by ADVI (coupling, then MAF)
 cavi, svi      coordinate ascent and stochastic VI on the target's conjugate form (``target.conjugate``)
 em, map-em     the same engine with q(β) a point mass (maximum likelihood, MAP)
 ============== ==================================================================================================

@@ -33,8 +33,10 @@ from vbayes.transport import pulled_back, push_forward
 
 Array = jax.Array
 
-FLOW_FAMILY = "flow"
-"""The flow fitted when none is given: the affine-coupling flow (cheaper to fit than the autoregressive one)."""
+FLOW_FAMILIES = ("flow", "maf")
+"""The flows fitted, in turn, when none is given: the affine-coupling flow (cheaper to fit, and the better NUTS space
+on the centred eight schools), then, when NUTS in its space is flagged, the masked autoregressive flow (the better
+one on Neal's funnel). Their record over seeds: ``benchmarks/RESULTS.md``."""
 TARGET_ACCEPT = 0.95
 """NUTS's first target acceptance in the flow's space: the method is for geometry that defeated NUTS at 0.8 (its
 record over seeds: ``benchmarks/RESULTS.md``)."""
@@ -57,28 +59,47 @@ def neutra(
     **advi_options: Any,
 ) -> Fit:
     """NUTS (:func:`vbayes.nuts`, with its settings and reruns, from target_accept :data:`TARGET_ACCEPT`) on
-    ``target`` pulled back through the bijection T of ``flow``'s q, its draws u mapped back to z = T(u): a
+    ``target`` pulled back through the bijection T of a flow's q, its draws u mapped back to z = T(u): a
     :class:`Fit` whose q is an :class:`~vbayes.samples.Empirical` ``(chains, num_samples, d)`` of z.
 
-    ``flow``: an ADVI fit of ``target`` in a flow family (``advi-flow``, ``advi-maf``), or None: ADVI in the
-    :data:`FLOW_FAMILY` with ``advi_options``, fitted now. Its gradient evaluations count in ``grad_evals`` and its
-    wall time in ``wall_time``, with NUTS's (each of whose gradients also passes through T). ``info.extra``: NUTS's
-    (divergences, reruns, step sizes, ...), ``max_rhat`` and ``min_ess_bulk`` of z, and ``flow`` (the flow's
-    method, outcome and cost). ``checks``: NUTS's (divergences, R-hat), ``"none"`` to skip. A flow whose fit
-    diverged still defines a bijection (MCMC in its space is still exact in the limit; its diagnostics say how well
-    it mixed); a pulled-back density that is not finite at the chains' starts is a :class:`VBayesError`.
+    ``flow``: an ADVI fit of ``target`` in a flow family (``advi-flow``, ``advi-maf``), used as it is; or None:
+    ADVI (with ``advi_options``) in each of :data:`FLOW_FAMILIES` in turn, the next only when NUTS in the space of
+    the last is flagged (and checks are on); the fit kept is the first trusted one, else the last, and
+    ``info.extra["flow_choice"]`` says which flows ran and why. Every flow's gradient evaluations count in
+    ``grad_evals`` and its wall time in ``wall_time``, with NUTS's (each of whose gradients also passes through T).
+    ``info.extra``: NUTS's (divergences, reruns, step sizes, ...), ``max_rhat`` and ``min_ess_bulk`` of z, and
+    ``flow`` (the flow's method, outcome and cost). ``checks``: NUTS's (divergences, R-hat), ``"none"`` to skip.
+    A flow whose fit diverged still defines a bijection (MCMC in its space is still exact in the limit; its
+    diagnostics say how well it mixed); a pulled-back density that is not finite at the chains' starts is a
+    :class:`VBayesError`.
     """
     if not isinstance(target, Target):
         raise VBayesError(f"neutra needs a vbayes Target, got {type(target).__name__}")
     resolve(checks)  # a bad name fails now, not after the sampling
     key = as_key(key)
     k_flow, k_nuts = jax.random.split(key)
-    if flow is None:
-        from vbayes.infer.advi import advi
+    settings = dict(chains=chains, num_warmup=num_warmup, num_samples=num_samples, target_accept=target_accept)
+    settings |= dict(reruns=reruns, key=k_nuts, checks=checks)
+    if flow is not None:
+        if advi_options:
+            raise VBayesError(f"neutra: the ADVI option(s) {sorted(advi_options)} need flow=None")
+        _check_flow(target, flow)
+        return _in_space_of(target, flow, **settings)
+    from vbayes.infer.advi import advi
 
-        flow = advi(target, FLOW_FAMILY, key=k_flow, checks="none", progress=progress, **advi_options)
-    elif advi_options:
-        raise VBayesError(f"neutra: the ADVI option(s) {sorted(advi_options)} need flow=None")
+    tried: list[Fit] = []
+    for i, family in enumerate(FLOW_FAMILIES):
+        k = k_flow if i == 0 else jax.random.fold_in(k_flow, i)
+        flow = advi(target, family, key=k, checks="none", progress=progress, **advi_options)
+        fit = _in_space_of(target, flow, **settings)
+        tried.append(fit)
+        if fit.verdict.status != "flagged":
+            break
+    return _kept(tried)
+
+
+def _check_flow(target: Target, flow: Any) -> None:
+    """A :class:`VBayesError` unless ``flow`` is an ADVI fit of ``target`` in a flow family."""
     if not isinstance(flow, Fit) or flow.target is not target or not isinstance(flow.q, Flow):
         what = (
             f"a {type(flow).__name__}"
@@ -88,17 +109,13 @@ def neutra(
             else f"a fit with a {type(flow.q).__name__} q"
         )
         raise VBayesError(f"neutra needs an ADVI fit of this target in a flow family {FLOWS}, not {what}")
+
+
+def _in_space_of(target: Target, flow: Fit, *, key: Array, checks: Any, **nuts_settings: Any) -> Fit:
+    """NUTS on ``target`` pulled back through ``flow``'s bijection, its draws pushed forward: the checked fit, with
+    the flow's cost in its record."""
     t_nuts = time.perf_counter()
-    run = nuts(
-        pulled_back(target, flow.q),
-        chains,
-        num_warmup,
-        num_samples,
-        target_accept=target_accept,
-        reruns=reruns,
-        key=k_nuts,
-        checks="none",
-    )
+    run = nuts(pulled_back(target, flow.q), key=key, checks="none", **nuts_settings)
     z = jax.block_until_ready(push_forward(flow.q, run.q.samples))
     rhat, ess = max_rhat_min_ess(np.asarray(z))
     flow_record = f"{flow.info.method} ({flow.info.outcome} after {flow.info.steps} steps, {flow.info.grad_evals} "
@@ -113,3 +130,23 @@ def neutra(
         extra={**run.info.extra, "max_rhat": rhat, "min_ess_bulk": ess, "flow": flow_record},
     )
     return verify(Fit(target=target, q=Empirical(z), trace=run.trace, info=info), checks)
+
+
+def _kept(tried: list[Fit]) -> Fit:
+    """The last of ``tried`` (the first trusted one, or the last flagged), its record counting the cost of those
+    before it and saying why each flow ran."""
+    fit = tried[-1]
+    if len(tried) == 1:
+        return fit
+    steps = [f"{t.info.extra['flow'].split(' ')[0]} flagged ({'; '.join(t.verdict.flags)})" for t in tried[:-1]]
+    why = f"NUTS in the space of {', then '.join(steps)}; then {fit.info.extra['flow'].split(' ')[0]}"
+    earlier = tried[:-1]
+    info = dataclasses.replace(
+        fit.info,
+        message=f"{why}. {fit.info.message}",
+        steps=fit.info.steps + sum(t.info.steps for t in earlier),
+        grad_evals=fit.info.grad_evals + sum(t.info.grad_evals for t in earlier),
+        wall_time=fit.info.wall_time + sum(t.info.wall_time for t in earlier),
+        extra={**fit.info.extra, "flow_choice": why},
+    )
+    return dataclasses.replace(fit, info=info)
