@@ -87,13 +87,12 @@ def neutra(
         return _in_space_of(target, flow, **settings)
     from vbayes.infer.advi import advi
 
-    tried: list[Fit] = []
+    tried: list[tuple[str, Fit]] = []
     for i, family in enumerate(FLOW_FAMILIES):
         k = k_flow if i == 0 else jax.random.fold_in(k_flow, i)
         flow = advi(target, family, key=k, checks="none", progress=progress, **advi_options)
-        fit = _in_space_of(target, flow, **settings)
-        tried.append(fit)
-        if fit.verdict.status != "flagged":
+        tried.append((flow.info.method, _in_space_of(target, flow, **settings)))
+        if tried[-1][1].verdict.status != "flagged":
             break
     return _kept(tried)
 
@@ -132,21 +131,21 @@ def _in_space_of(target: Target, flow: Fit, *, key: Array, checks: Any, **nuts_s
     return verify(Fit(target=target, q=Empirical(z), trace=run.trace, info=info), checks)
 
 
-def _kept(tried: list[Fit]) -> Fit:
-    """The last of ``tried`` (the first trusted one, or the last flagged), its record counting the cost of those
-    before it and saying why each flow ran."""
-    fit = tried[-1]
+def _kept(tried: list[tuple[str, Fit]]) -> Fit:
+    """The last run of ``tried`` (pairs of the flow's method and NUTS's run in its space: the first trusted run, or
+    the last flagged one), its record counting the cost of the runs before it and saying why each flow ran."""
+    flow, fit = tried[-1]
     if len(tried) == 1:
         return fit
-    steps = [f"{t.info.extra['flow'].split(' ')[0]} flagged ({'; '.join(t.verdict.flags)})" for t in tried[:-1]]
-    why = f"NUTS in the space of {', then '.join(steps)}; then {fit.info.extra['flow'].split(' ')[0]}"
-    earlier = tried[:-1]
+    earlier = [run for _, run in tried[:-1]]
+    flagged = [f"{method} flagged ({'; '.join(run.verdict.flags)})" for method, run in tried[:-1]]
+    why = f"NUTS in the space of {', then '.join(flagged)}; then {flow}"
     info = dataclasses.replace(
         fit.info,
         message=f"{why}. {fit.info.message}",
-        steps=fit.info.steps + sum(t.info.steps for t in earlier),
-        grad_evals=fit.info.grad_evals + sum(t.info.grad_evals for t in earlier),
-        wall_time=fit.info.wall_time + sum(t.info.wall_time for t in earlier),
+        steps=fit.info.steps + sum(run.info.steps for run in earlier),
+        grad_evals=fit.info.grad_evals + sum(run.info.grad_evals for run in earlier),
+        wall_time=fit.info.wall_time + sum(run.info.wall_time for run in earlier),
         extra={**fit.info.extra, "flow_choice": why},
     )
     return dataclasses.replace(fit, info=info)
