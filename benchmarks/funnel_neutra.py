@@ -80,7 +80,8 @@ def run_vbayes(target: Target, method: str, seed: int, truth: np.ndarray) -> dic
     fit = registry_fit(target, method, key=seed, **options)
     wall = time.perf_counter() - t0
     z = np.asarray(fit.q.flat) if hasattr(fit.q, "flat") else np.asarray(fit.draws_unconstrained(NUM_DRAWS, seed))
-    row = {"method": method if method != "advi" else f"advi ({fit.info.method})", "seed": seed}
+    kept = fit.info.method if method == "advi" else fit.info.extra.get("flow", "").split(" ")[0]
+    row = {"method": f"{method} ({kept})" if method in ("advi", "neutra") else method, "seed": seed}
     row |= {"grad_evals": int(fit.info.grad_evals), "wall_s": wall, "verdict": fit.verdict.summary()}
     return _score(row, z, truth, fit.trusted)
 
