@@ -118,6 +118,8 @@ def test_fit_linear_regression_recovers_exact_posterior_means(tmp_path):
         "importance",
         "reweighting",
     }
+    imp = info["importance"]  # the check's draws and their q stay in memory, not in the record
+    assert len(imp["log_ratios"]) == imp["num_draws"] == 4000 and not {"draws", "q"} & set(imp) and imp["khat"] < 0.7
 
 
 def test_fit_numpyro_model_file_recovers_conjugate_posterior(tmp_path):

@@ -133,6 +133,33 @@ def test_vi_loo_needs_the_q_correction_when_q_is_too_narrow(regression):
     assert not too_far.reliable and "q-correction's k̂" in too_far.summary(), too_far.summary()
 
 
+def test_loo_reuses_the_importance_checks_draws_of_the_fits_own_q(regression, monkeypatch):
+    """The draws the importance check kept are draws of q with their ratios log p̃ − log q; LOO from them (no new
+    evaluation of the full log density) is the exact leave-one-out density, as LOO from fresh draws is. A fit whose q
+    was replaced, or a LOO asked for other draws, draws anew."""
+    X, y, model, _ = regression
+    truth = _exact_loo(X, y).sum()
+    fit = vbayes.advi(model, "fullrank", key=0, progress=False)
+    kept = fit.info.importance
+    assert kept.q is fit.q and kept.draws.shape == (4000, 3)
+    expected = np.asarray(model.log_density_rows(jnp.asarray(kept.draws)) - fit.q.log_prob(jnp.asarray(kept.draws)))
+    np.testing.assert_allclose(kept.log_ratios, expected, rtol=1e-9, atol=1e-9)
+    fresh = vbayes.loo(fit, key=1)
+    import vbayes.cross_validation as cv
+
+    def no_new_draws(*args):
+        raise AssertionError("the full log density was evaluated again")
+
+    monkeypatch.setattr(cv, "log_ratios", no_new_draws)
+    reused = vbayes.loo(fit)
+    assert reused.num_draws == 4000 and reused.elpd == pytest.approx(truth, abs=0.15)
+    assert fresh.elpd == pytest.approx(truth, abs=0.15) and reused.elpd != fresh.elpd
+    replaced = dataclasses.replace(fit, q=fit.q._replace(loc=fit.q.loc + 0.0))
+    for fit_, options in ((replaced, {}), (fit, {"num_draws": 1000}), (fit, {"key": 0})):
+        with pytest.raises(AssertionError, match="evaluated again"):
+            vbayes.loo(fit_, **options)
+
+
 def test_subsampled_loo_estimates_the_full_one_with_its_error(regression):
     X, y, model, exact = regression
     fit = _exact_fit(model, exact)
@@ -283,7 +310,7 @@ def test_bad_arguments_get_a_clear_error(regression):
         fit.predict(np.ones((4, 5)), y=None)  # five covariates where the model has three
     with pytest.raises(VBayesError, match="n must be an integer"):
         fit.predict(n=0)
-    with pytest.raises(VBayesError, match="num_draws must be an integer ≥ 100"):
+    with pytest.raises(VBayesError, match="num_draws must be None or an integer ≥ 100"):
         vbayes.loo(fit, num_draws=10)
     with pytest.raises(VBayesError, match="subsample must be None or an integer"):
         vbayes.loo(fit, subsample=0.5)

@@ -209,7 +209,7 @@ def _reweighting(fit: Fit, wants: list[str], key: Array) -> tuple[list[Check], A
     t0 = time.perf_counter()
     q, target = fit.q, fit.target
     z_q, r_q, z_w, r_w, mean, sd = jax.device_get(_ratio_draws(target, q, key, NUM_DRAWS, WIDEN))
-    imp = importance_from_ratios(r_q)
+    imp = importance_from_ratios(r_q, z_q, q)
     mean, sd = mean.astype(np.float64), sd.astype(np.float64)
     khat_w, shift, ratios = _reweighted_moments(z_w, r_w, mean, sd)
     proposal = f"a {WIDEN}× wider q"

@@ -110,24 +110,34 @@ class LOO(NamedTuple):
 
 
 def loo(
-    fit: Fit, *, num_draws: int = 4000, key: Array | int = 0, correct: bool = True, subsample: int | None = None
+    fit: Fit,
+    *,
+    num_draws: int | None = None,
+    key: Array | int | None = None,
+    correct: bool = True,
+    subsample: int | None = None,
 ) -> LOO:
-    """PSIS-LOO of ``fit`` (a VI, Laplace or Pathfinder fit: ``num_draws`` draws of q, corrected by p̃/q unless
-    ``correct=False``; an MCMC fit: all its draws; importance sampling's fit: ``num_draws`` of its weighted draws,
-    at random, always with their weights). ``subsample``: compute elpd_i on that many observations only
-    (for N in the tens of thousands and more). Needs a target with per-observation log-likelihoods
-    (:func:`vbayes.from_numpyro`, :func:`vbayes.from_loglik`)."""
+    """PSIS-LOO of ``fit`` (a VI, Laplace or Pathfinder fit: draws of q, corrected by p̃/q unless ``correct=False``;
+    an MCMC fit: all its draws; importance sampling's fit: ``num_draws`` of its weighted draws, at random, always
+    with their weights). A fit's q is drawn from anew only when ``num_draws`` or ``key`` is given or its importance
+    check kept no draws of this q: otherwise the LOO reuses the draws that check evaluated log p̃ at, and their
+    ratios (no new evaluation of the full log density). Defaults: :data:`NUM_DRAWS` draws, key 0. ``subsample``: compute
+    elpd_i on that many observations only (for N in the tens of thousands and more). Needs a target with
+    per-observation log-likelihoods (:func:`vbayes.from_numpyro`, :func:`vbayes.from_loglik`)."""
     target = require_observations(fit.target)
     require(
         [
-            ("num_draws", num_draws, is_count(num_draws, 100), "an integer ≥ 100 (PSIS fits the largest ratios' tail)"),
+            ("num_draws", num_draws, num_draws is None or is_count(num_draws, 100),
+             "None or an integer ≥ 100 (PSIS fits the largest ratios' tail)"),
             ("subsample", subsample, subsample is None or is_count(subsample, 2), "None or an integer ≥ 2"),
             ("correct", correct, isinstance(correct, bool), "True or False"),
         ],
         "loo",
-    )
+    )  # fmt: skip
     if isinstance(fit.q, PointMass):
         raise VBayesError("LOO needs draws from the posterior: a point estimate (MAP) has none")
+    checked = fit.info.importance if num_draws is None and key is None else None
+    num_draws = NUM_DRAWS if num_draws is None else int(num_draws)
     k_draw, k_pick = jax.random.split(as_key(key))
     if isinstance(fit.q, Empirical):
         z = np.asarray(fit.q.samples).reshape(-1, target.dim)
@@ -136,12 +146,15 @@ def loo(
         log_r = np.asarray(fit.q.log_weights, dtype=np.float64)
         kept = np.flatnonzero(np.isfinite(log_r))  # a draw of weight 0 adds nothing (and its log-likelihood may be NaN)
         if kept.size > num_draws:  # a uniform subset keeps the weights' meaning
-            kept = np.sort(np.asarray(jax.random.choice(k_draw, kept, (int(num_draws),), replace=False)))
+            kept = np.sort(np.asarray(jax.random.choice(k_draw, kept, (num_draws,), replace=False)))
         z, log_r = np.asarray(fit.q.draws)[kept], log_r[kept]
         corrected, method = True, fit.info.method
     else:
-        z, log_r = jax.device_get(log_ratios(target, fit.q, k_draw, int(num_draws)))
-        z, log_r = np.asarray(z), np.asarray(log_r, dtype=np.float64)
+        if checked is not None and checked.draws is not None and checked.q is fit.q:  # the draws of this very q
+            z, log_r = np.asarray(checked.draws), np.asarray(checked.log_ratios, dtype=np.float64)
+        else:
+            z, log_r = jax.device_get(log_ratios(target, fit.q, k_draw, num_draws))
+            z, log_r = np.asarray(z), np.asarray(log_r, dtype=np.float64)
         corrected, method = bool(correct), fit.info.method
         if not correct:
             log_r = np.zeros_like(log_r)
@@ -154,6 +167,8 @@ def loo(
     return _subsampled(target, z, log_r, log_w, int(subsample), k_pick, weights_khat, corrected, method)
 
 
+NUM_DRAWS = 4000
+"""Draws of q a LOO uses when it draws anew (the importance check's :data:`vbayes.checks.NUM_DRAWS`)."""
 OBS_BLOCK = 1024
 """Observations whose leave-one-out weights are smoothed together (a (block, S) array at a time)."""
 
@@ -181,7 +196,8 @@ def _subsampled(target, z, log_r, log_w, m, key, weights_khat, corrected, method
     n = point.size
     if not 1 < m < n:
         raise VBayesError(f"subsample must be between 2 and the number of observations ({n}) exclusive, got {m}")
-    pick = np.sort(np.asarray(jax.random.choice(key, n, (m,), replace=False)))
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())  # no compiled permutation of N
+    pick = np.sort(rng.choice(n, m, replace=False))
     elpd_j, khat_j, lpd_j = _elpd_rows(flat_log_likelihood(target, z, columns=pick), log_r, log_w)
     diff = elpd_j - point[pick]
     elpd = float(point.sum() + n / m * diff.sum())

@@ -103,15 +103,16 @@ def compare_models(
     models: Mapping[str, Target],
     method: str | None = None,
     *,
-    num_draws: int = 4000,
+    num_draws: int | None = None,
     key: Any = 0,
     log: Callable[[str], None] | None = None,
     **options: Any,
 ) -> ModelComparison:
     """Fit every model of ``models`` (name → target of the same data, with per-observation log-likelihoods: a
-    NumPyro model or a :func:`~vbayes.from_loglik` target), compute each one's q-corrected PSIS-LOO from
-    ``num_draws`` draws, and compare them. ``method``: a registry name used for every model (``options`` passed to
-    it); None: each model's recommended method (:func:`vbayes.compare.compare`, which runs several)."""
+    NumPyro model or a :func:`~vbayes.from_loglik` target), compute each one's q-corrected PSIS-LOO (from the draws
+    of its importance check, or ``num_draws`` fresh ones: :func:`vbayes.loo`), and compare them. ``method``: a
+    registry name used for every model (``options`` passed to it); None: each model's recommended method
+    (:func:`vbayes.compare.compare`, which runs several)."""
     if len(models) < 2:
         raise VBayesError("compare at least two models")
     for name, target in models.items():
@@ -125,7 +126,8 @@ def compare_models(
         if log:
             log(f"fitting {name}")
         fit, chosen, why = _fit(target, method, k_fit, options)
-        results.append(ModelResult(name, chosen, why, fit, loo(fit, num_draws=num_draws, key=k_loo)))
+        cv = loo(fit, num_draws=num_draws, key=None if num_draws is None else k_loo)
+        results.append(ModelResult(name, chosen, why, fit, cv))
     results.sort(key=lambda r: -r.loo.elpd)
     weights = _stacking_weights(results)
     return ModelComparison(tuple(results), results[0].name, _verdict(results), weights)

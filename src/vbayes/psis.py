@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,9 @@ class ImportanceCheck(NamedTuple):
     which importance sampling from q is reliable; ``ess``: PSIS effective sample size 1/Σw̃²;
     ``log_evidence``: log (1/S) Σ exp(r_s), an importance-sampling estimate of log Z (a lower bound in
     expectation); ``elbo`` and ``elbo_se``: mean of r_s (−inf when some r_s is −inf) and its Monte Carlo standard error;
-    ``log_weights``: the smoothed, normalised log weights ``(S,)``.
+    ``log_weights``: the smoothed, normalised log weights ``(S,)``; ``log_ratios``: the raw r_s ``(S,)``;
+    ``draws``: the z_s ``(S, d)`` and ``q``: the q they came from (both kept in memory, not in a fit's record, for
+    :func:`vbayes.loo` to reuse when the fit's q is still that q; None where not kept).
     """
 
     khat: float
@@ -40,6 +42,9 @@ class ImportanceCheck(NamedTuple):
     elbo_se: float
     num_draws: int
     log_weights: np.ndarray
+    log_ratios: np.ndarray | None = None
+    draws: np.ndarray | None = None
+    q: Any = None
 
     @property
     def reliable(self) -> bool:
@@ -209,8 +214,13 @@ def _std(r: np.ndarray) -> float:
     return scale * float(np.std(centred / scale, ddof=1))
 
 
-def importance_from_ratios(log_ratios: np.ndarray) -> ImportanceCheck:
-    """The :class:`ImportanceCheck` of log ratios r_s = log p̃(z_s) − log q(z_s) ``(S,)``, z_s ~ q."""
+KEPT_DRAWS = 2**21
+"""The most numbers (S·d) of draws an :class:`ImportanceCheck` keeps (16 MiB in float64: d ≤ 524 at S = 4000)."""
+
+
+def importance_from_ratios(log_ratios: np.ndarray, draws: np.ndarray | None = None, q: Any = None) -> ImportanceCheck:
+    """The :class:`ImportanceCheck` of log ratios r_s = log p̃(z_s) − log q(z_s) ``(S,)``, z_s ~ q (``draws``
+    ``(S, d)`` of ``q``, kept with the ratios when given and not too many)."""
     from scipy.special import logsumexp
 
     r = np.asarray(log_ratios, dtype=np.float64)
@@ -219,6 +229,7 @@ def importance_from_ratios(log_ratios: np.ndarray) -> ImportanceCheck:
     # a −inf ratio (q puts mass where p̃ has none) makes the ELBO −inf; a NaN or +inf one leaves it undefined
     elbo = float(r.mean()) if finite else -math.inf if np.all(np.isfinite(r) | (r == -math.inf)) else math.nan
     ess = float(1.0 / np.sum(np.exp(2 * lw))) if np.all(np.isfinite(lw)) else 0.0
+    keep = q if draws is not None and q is not None and np.size(draws) <= KEPT_DRAWS else None
     return ImportanceCheck(
         khat=khat,
         khat_threshold=khat_threshold(r.size),
@@ -228,4 +239,7 @@ def importance_from_ratios(log_ratios: np.ndarray) -> ImportanceCheck:
         elbo_se=_std(r) / math.sqrt(r.size) if finite else math.nan,
         num_draws=r.size,
         log_weights=lw,
+        log_ratios=r,
+        draws=None if keep is None else np.asarray(draws),
+        q=keep,
     )

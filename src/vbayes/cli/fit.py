@@ -159,7 +159,11 @@ def write_outputs(result: Fit, summary: pd.DataFrame, folder: Path) -> list[Path
     title = f"{result.target.name}: {result.info.method} ({result.info.outcome})"
     png = plot_trace(result.trace, folder / "trace.png", title)
     csv = write_atomic(folder / "summary.csv", lambda p: summary.to_csv(p, index_label="parameter"))
-    record = {"target": result.target.name, "dim": result.target.dim, **dataclasses.asdict(result.info)}
+    run = result.info
+    record = {"target": result.target.name, "dim": result.target.dim}
+    record |= dataclasses.asdict(dataclasses.replace(run, importance=None))
+    if run.importance is not None:  # by name; the check's draws and their q stay in memory (for LOO)
+        record["importance"] = {k: v for k, v in run.importance._asdict().items() if k not in ("draws", "q")}
     record["elbo"] = result.elbo
     record["trusted"] = result.trusted
     info = write_json(folder / "info.json", jsonable(record))
@@ -181,7 +185,7 @@ def write_predictive(result: Fit, folder: Path, seed: int, console: Console) -> 
     if observed:
         title = f"{result.target.name}: posterior predictive check ({result.info.method})"
         written.append(plot_ppc(observed, result.predict(n=200, key=seed), folder / "ppc.png", title))
-    cv = loo(result, key=seed)
+    cv = loo(result)  # the importance check's draws (they follow the seed), else fresh ones
     style = "green" if cv.reliable else "yellow"
     console.print(f"[{style}]LOO[/{style}]: {escape(cv.summary())}", soft_wrap=True)
     record = cv._asdict() | {"n_obs": cv.n_obs, "reliable": cv.reliable, "warnings": cv.warnings()}
