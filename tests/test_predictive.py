@@ -317,3 +317,37 @@ def test_bad_arguments_get_a_clear_error(regression):
     point = vbayes.advi(model, "pointmass", progress=False)
     with pytest.raises(VBayesError, match="point estimate"):
         vbayes.loo(point)
+
+
+def test_models_of_different_observations_are_refused_before_any_fit(regression, monkeypatch):
+    """LOO compares models of the same observations: N counted from each target (a NumPyro model's observed
+    elements, a from_loglik target's rows) must agree, or compare_models says so before fitting anything."""
+    from vbayes import model_comparison
+    from vbayes.predictive import n_observations
+
+    X, y, model, _ = regression
+    fewer = vbayes.from_numpyro(known_noise_model, X[:40], y=y[:40])
+    assert n_observations(model) == n_observations(_rows_target(X, y)) == 60 and n_observations(fewer) == 40
+    monkeypatch.setattr(model_comparison, "_fit", lambda *a: pytest.fail("a model was fitted"))
+    with pytest.raises(VBayesError, match=r"different numbers of observations \('all': 60, 'fewer': 40\)"):
+        model_comparison.compare_models({"all": model, "fewer": fewer}, "advi-fullrank")
+
+
+def test_a_loo_where_the_model_fails_says_so(regression):
+    """Where log p̃ is NaN at some of q's draws (here wherever β₀ is over its posterior mean) the q-correction is
+    undefined: elpd is NaN, the LOO is unreliable and says why, not that q is too far from the posterior."""
+    X, y, _, _ = regression
+    clean = _rows_target(X, y)
+    fit = vbayes.advi(clean, "fullrank", key=0, progress=False)
+    cut = float(np.asarray(fit.q.loc)[0])
+
+    def failing(p, rows):
+        ll = jnp.sum(stats_norm_logpdf(rows[1], rows[0] @ p["beta"], SIGMA))
+        return jnp.where(p["beta"][0] > cut, jnp.nan, ll)
+
+    log_prior = lambda p: jnp.sum(stats_norm_logpdf(p["beta"], 0.0, TAU))  # noqa: E731
+    target = vbayes.from_loglik(failing, {"beta": jnp.zeros(3)}, data=(X, y), log_prior=log_prior, name="failing")
+    result = vbayes.loo(dataclasses.replace(fit, target=target), key=0)
+    assert 1500 < result.nan_draws < 2500 and np.isnan(result.elpd) and not result.reliable
+    assert "NaN at" in result.summary() and "too far" not in result.summary(), result.summary()
+    assert vbayes.loo(fit, key=0).nan_draws == 0

@@ -38,7 +38,8 @@ class LOO(NamedTuple):
     in-sample log predictive density less ``elpd`` (the effective number of parameters); ``pointwise`` and
     ``khat``: per observation ``(N,)`` (only the m subsampled ones with ``subsample``, NaN elsewhere);
     ``weights_khat``: k̂ of the ratios p̃/q themselves (NaN for MCMC draws or without the correction);
-    ``subsample_se``: the standard error from subsampling (0 when every observation was used)."""
+    ``subsample_se``: the standard error from subsampling (0 when every observation was used); ``nan_draws``: the
+    draws at which log p̃ was NaN (the model fails there: the correction, and so elpd, is undefined)."""
 
     elpd: float
     se: float
@@ -51,6 +52,7 @@ class LOO(NamedTuple):
     subsample: int | None
     subsample_se: float
     method: str
+    nan_draws: int = 0
 
     @property
     def n_obs(self) -> int:
@@ -73,7 +75,12 @@ class LOO(NamedTuple):
 
     def warnings(self) -> list[str]:
         out = []
-        if not (math.isnan(self.weights_khat) or self.weights_khat < self.threshold):
+        if self.nan_draws:
+            out.append(
+                f"log p̃ is NaN at {self.nan_draws} of {self.num_draws} draws (the model's log density fails there): "
+                "the q-correction, and so elpd_loo, is undefined"
+            )
+        elif not (math.isnan(self.weights_khat) or self.weights_khat < self.threshold):
             out.append(
                 f"the q-correction's k̂ is {self.weights_khat:.2f} ≥ {self.threshold:.2f}: the fit's q is too far "
                 "from the posterior for importance weights to correct it"
@@ -163,8 +170,10 @@ def loo(
     if subsample is None:
         elpd_i, khat, lpd = _elpd_rows(flat_log_likelihood(target, z), log_r, log_w)
         elpd, se = float(elpd_i.sum()), float(math.sqrt(elpd_i.size * np.var(elpd_i)))
-        return LOO(elpd, se, float(lpd.sum() - elpd), elpd_i, khat, weights_khat, s, corrected, None, 0.0, method)
-    return _subsampled(target, z, log_r, log_w, int(subsample), k_pick, weights_khat, corrected, method)
+        out = LOO(elpd, se, float(lpd.sum() - elpd), elpd_i, khat, weights_khat, s, corrected, None, 0.0, method)
+    else:
+        out = _subsampled(target, z, log_r, log_w, int(subsample), k_pick, weights_khat, corrected, method)
+    return out._replace(nan_draws=int(np.sum(np.isnan(log_r))))
 
 
 NUM_DRAWS = 4000

@@ -26,7 +26,7 @@ from vbayes.cross_validation import LOO, loo
 from vbayes.errors import VBayesError
 from vbayes.fit import Fit
 from vbayes.keys import as_key
-from vbayes.predictive import require_observations
+from vbayes.predictive import n_observations, require_observations
 from vbayes.targets import Target
 
 CLEAR_DIFFERENCE = 4.0
@@ -119,6 +119,12 @@ def compare_models(
         if not isinstance(target, Target):
             raise VBayesError(f"model {name!r} is not a vbayes Target")
         require_observations(target)
+    counts = {name: n_observations(target) for name, target in models.items()}
+    if len(set(counts.values())) > 1:
+        each = ", ".join(f"{name!r}: {n}" for name, n in counts.items())
+        raise VBayesError(
+            f"the models have different numbers of observations ({each}): LOO compares models of the same data"
+        )
     key = as_key(key)
     results = []
     for i, (name, target) in enumerate(models.items()):

@@ -49,6 +49,15 @@ def require_observations(target: Target | None) -> Target:
     return target
 
 
+def n_observations(target: Target) -> int:
+    """N, the observations a LOO of ``target`` has one elpd_i for: the elements of a NumPyro model's observed
+    sites, or a :func:`~vbayes.from_loglik` target's rows (without evaluating the log-likelihood)."""
+    target = require_observations(target)
+    if isinstance(target.density, RowsDensity):
+        return int(target.n_rows)
+    return int(sum(np.size(v) for v in observed_data(target).values()))
+
+
 def _latent(target: Target, z: Array) -> dict[str, Array]:
     """The model's latent sites, constrained, at ``z`` ``(d,)`` (no deterministic sites)."""
     theta = target.constrain(z)
