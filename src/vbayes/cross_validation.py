@@ -22,6 +22,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from vbayes.checks import NUM_DRAWS
 from vbayes.errors import VBayesError, is_count, require
 from vbayes.families import PointMass
 from vbayes.fit import Fit
@@ -128,9 +129,10 @@ def loo(
     an MCMC fit: all its draws; importance sampling's fit: ``num_draws`` of its weighted draws, at random, always
     with their weights). A fit's q is drawn from anew only when ``num_draws`` or ``key`` is given or its importance
     check kept no draws of this q: otherwise the LOO reuses the draws that check evaluated log p̃ at, and their
-    ratios (no new evaluation of the full log density). Defaults: :data:`NUM_DRAWS` draws, key 0. ``subsample``: compute
-    elpd_i on that many observations only (for N in the tens of thousands and more). Needs a target with
-    per-observation log-likelihoods (:func:`vbayes.from_numpyro`, :func:`vbayes.from_loglik`)."""
+    ratios (no new evaluation of the full log density). Defaults: as many draws as the check's
+    (:data:`vbayes.checks.NUM_DRAWS`), key 0. ``subsample``: compute elpd_i on that many observations only (for N
+    in the tens of thousands and more). Needs a target with per-observation log-likelihoods
+    (:func:`vbayes.from_numpyro`, :func:`vbayes.from_loglik`)."""
     target = require_observations(fit.target)
     require(
         [
@@ -176,8 +178,6 @@ def loo(
     return out._replace(nan_draws=int(np.sum(np.isnan(log_r))))
 
 
-NUM_DRAWS = 4000
-"""Draws of q a LOO uses when it draws anew (the importance check's :data:`vbayes.checks.NUM_DRAWS`)."""
 OBS_BLOCK = 1024
 """Observations whose leave-one-out weights are smoothed together (a (block, S) array at a time)."""
 
