@@ -94,6 +94,24 @@ def test_the_command_ends_with_its_exit_status_after_its_exit_handlers():
 # vbayes fit
 
 
+def test_fit_by_nuts_reports_its_draws_against_the_exact_posterior(tmp_path):
+    """NUTS from the command line: the exact posterior's means and sds within Monte Carlo error, R-hat and ESS in
+    the summary, and an outcome line about its chains with no ELBO (draws have no density to give one)."""
+    out = tmp_path / "nuts"
+    result = invoke("fit", "linear_regression", "--method", "nuts", "--out", out)
+    assert result.exit_code == 0, result.output
+    outcome = result.stdout.splitlines()[1]
+    assert "divergent transitions" in outcome and "ELBO" not in outcome, outcome
+    assert "verdict: trusted" in result.stdout
+    summary, info = read_outputs(out)
+    assert {"r_hat", "ess_bulk"} <= set(summary.columns) and info["method"] == "nuts"
+    exact_mean, exact_cov, _ = linear_regression_exact()
+    sd = np.sqrt(np.diag(exact_cov))
+    got = summary.loc[[f"beta[{i}]" for i in range(11)]]
+    np.testing.assert_array_less(np.abs(got["mean"].to_numpy() - exact_mean) / sd, 0.15)
+    np.testing.assert_allclose(got["sd"].to_numpy(), sd, rtol=0.1)
+
+
 def test_fit_linear_regression_recovers_exact_posterior_means(tmp_path):
     out = tmp_path / "lr"
     result = invoke("fit", "linear_regression", "--method", "advi-fullrank", "--steps", "1000", "--out", out)

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from vbayes import Fit
 from vbayes.errors import VBayesError
+from vbayes.samples import Empirical
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,11 +102,13 @@ def print_outcome(console: Console, result: Fit) -> None:
         tail = f"curvature products {i.extra.get('products')}, log evidence (Laplace) {i.extra['log_evidence']:.4f}"
     elif "density_evals" in i.extra and i.importance is not None:  # importance sampling: its estimate of log Z
         tail = f"evaluations of p̃ {i.extra['density_evals']}, log evidence (importance) {i.importance.log_evidence:.4f}"
+    elif isinstance(result.q, Empirical):  # MCMC draws have no density: no ELBO to show
+        tail = ""
     else:
         tail = f"ELBO {result.elbo:.4f}"
     console.print(
         f"[{style}]{i.outcome}[/{style}]: {escape(i.message.rstrip('.'))}; steps {i.steps}, gradient evaluations "
-        f"{i.grad_evals}, skipped {i.skipped_steps}, wall {i.wall_time:.2f} s, {tail}",
+        f"{i.grad_evals}, skipped {i.skipped_steps}, wall {i.wall_time:.2f} s" + (f", {tail}" if tail else ""),
         soft_wrap=True,
     )
 
