@@ -26,7 +26,7 @@ from vbayes.checks import NUM_DRAWS
 from vbayes.errors import VBayesError, is_count, require
 from vbayes.families import PointMass
 from vbayes.fit import Fit
-from vbayes.keys import as_key
+from vbayes.keys import as_key, numpy_rng
 from vbayes.predictive import flat_log_likelihood, require_observations
 from vbayes.psis import khat_threshold, log_ratios, psis, psis_rows
 from vbayes.samples import Empirical, Weighted
@@ -205,8 +205,7 @@ def _subsampled(target, z, log_r, log_w, m, key, weights_khat, corrected, method
     n = point.size
     if not 1 < m < n:
         raise VBayesError(f"subsample must be between 2 and the number of observations ({n}) exclusive, got {m}")
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())  # no compiled permutation of N
-    pick = np.sort(rng.choice(n, m, replace=False))
+    pick = np.sort(numpy_rng(key).choice(n, m, replace=False))  # no compiled permutation of N
     elpd_j, khat_j, lpd_j = _elpd_rows(flat_log_likelihood(target, z, columns=pick), log_r, log_w)
     diff = elpd_j - point[pick]
     elpd = float(point.sum() + n / m * diff.sum())

@@ -36,3 +36,9 @@ def as_key(key: Array | int | None) -> Array:
     if isinstance(key, jax.Array | np.ndarray) and key.shape[-1:] == (2,) and key.dtype == np.uint32:
         return jnp.asarray(key)
     raise VBayesError(f"key must be an integer seed or a JAX PRNG key, got {type(key).__name__} {key!r}")
+
+
+def numpy_rng(key: Array) -> np.random.Generator:
+    """A NumPy generator seeded by a JAX key's bits: host-side randomness (a permutation of N rows, a subsample)
+    that is a fixed function of the key, without compiling a program for it."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vbayes.errors import VBayesError
+from vbayes.keys import numpy_rng
 
 Array = jax.Array
 PyTree = Any
@@ -237,7 +238,7 @@ def row_order(n: int, key) -> np.ndarray:
     SVI takes rows as minibatches."""
     if key is None or isinstance(key, int):
         key = jax.random.PRNGKey(key or 0)
-    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist()).permutation(n)
+    return numpy_rng(key).permutation(n)
 
 
 def next_rows(x: np.ndarray, position: int, count: int) -> tuple[np.ndarray, int]:
